@@ -1,0 +1,3 @@
+"""varfx.server: the varfx gRPC scoring service (``varfx serve``)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""varfx.training: simulated data, training data pipeline, CNNs, training loop and ONNX export."""
+
+__all__: list[str] = []

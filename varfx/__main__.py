@@ -1,0 +1,3 @@
+from varfx.cli import main
+
+raise SystemExit(main())

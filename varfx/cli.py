@@ -1,0 +1,74 @@
+"""The ``varfx`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in its package's ``_cli`` module, which imports only the standard library
+at import time; heavy dependencies are imported when the subcommand runs. When an optional
+dependency is missing, the command names the extra that provides it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from varfx import __version__
+
+# Subcommand registries, in --help order: module path of each `_cli` with a `register()`.
+_CLI_MODULES = ("varfx.server._cli", "varfx.client._cli", "varfx.training._cli")
+
+# Top-level module of a missing dependency -> the extra that installs it.
+_EXTRA_FOR_MODULE = {
+    "onnxruntime": "server",
+    "prometheus_client": "server",
+    "grpc_reflection": "server",
+    "torch": "train",
+    "onnx": "train",
+    "matplotlib": "train",
+    "sklearn": "train",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="varfx",
+        description="Score DNA variants for their effect on chromatin features.",
+    )
+    parser.add_argument("--version", action="version", version=f"varfx {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _CLI_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = args.func(args)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        extra = _EXTRA_FOR_MODULE.get(top)
+        if extra is None:
+            raise
+        sys.stderr.write(
+            f"varfx {args.command}: needs the '{extra}' extra (missing module {top!r}); "
+            f"install it with: pip install 'varfx[{extra}]'\n"
+        )
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    return int(result or 0)
