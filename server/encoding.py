@@ -1,0 +1,121 @@
+"""DNA sequence <-> uint8 token arrays, reverse complement and one-hot encoding.
+
+Tokens follow the varfx ONNX contract: A=0, C=1, G=2, T=3, N=4 (uint8). Everything works on whole
+numpy arrays through lookup tables; no per-base Python loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "N_TOKEN",
+    "InvalidSequenceError",
+    "decode",
+    "encode",
+    "encode_batch",
+    "first_invalid",
+    "one_hot",
+    "reverse_complement",
+]
+
+N_TOKEN = 4
+_INVALID = 255
+
+_LUT = np.full(256, _INVALID, dtype=np.uint8)
+for _i, _b in enumerate(b"ACGTN"):
+    _LUT[_b] = _i
+    _LUT[ord(chr(_b).lower())] = _i
+_DECODE = np.frombuffer(b"ACGTN", dtype=np.uint8)
+# complement of token t is _COMPLEMENT[t]: A<->T, C<->G, N->N
+_COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
+
+
+class InvalidSequenceError(ValueError):
+    """A sequence holds a character outside ACGTN (any case)."""
+
+    def __init__(self, char: str, position: int) -> None:
+        super().__init__(f"invalid base {char!r} at position {position} (expected A, C, G, T or N)")
+        self.char = char
+        self.position = position
+
+
+def _as_bytes(seq: bytes | str) -> bytes:
+    return seq.encode("ascii", "replace") if isinstance(seq, str) else seq
+
+
+def first_invalid(seq: bytes | str) -> int:
+    """Index of the first character outside ACGTN (any case), or -1 when there is none."""
+    codes = _LUT[np.frombuffer(_as_bytes(seq), dtype=np.uint8)]
+    bad = np.flatnonzero(codes == _INVALID)
+    return int(bad[0]) if bad.size else -1
+
+
+def encode(seq: bytes | str) -> np.ndarray:
+    """Encode one sequence into tokens.
+
+    Returns:
+        uint8 array [len(seq)] with A=0, C=1, G=2, T=3, N=4.
+
+    Raises:
+        InvalidSequenceError: on a character outside ACGTN, naming it and its position.
+    """
+    raw = _as_bytes(seq)
+    tokens = _LUT[np.frombuffer(raw, dtype=np.uint8)]
+    bad = np.flatnonzero(tokens == _INVALID)
+    if bad.size:
+        pos = int(bad[0])
+        raise InvalidSequenceError(raw[pos : pos + 1].decode("ascii", "replace"), pos)
+    return tokens
+
+
+def encode_batch(seqs: Sequence[bytes], length: int) -> np.ndarray:
+    """Encode equal-length sequences with one lookup-table pass.
+
+    Args:
+        seqs: n sequences of exactly ``length`` bytes each (already validated).
+        length: window length L.
+
+    Returns:
+        uint8 array [n, L]; characters outside ACGTN become N.
+    """
+    if not seqs:
+        return np.empty((0, length), dtype=np.uint8)
+    flat = np.frombuffer(b"".join(seqs), dtype=np.uint8)
+    if flat.size != len(seqs) * length:
+        raise ValueError(f"encode_batch: expected {len(seqs)} sequences of length {length}")
+    tokens = _LUT[flat]
+    tokens[tokens == _INVALID] = N_TOKEN
+    return tokens.reshape(len(seqs), length)
+
+
+def decode(tokens: np.ndarray) -> str:
+    """Tokens [L] back to an uppercase ACGTN string."""
+    return _DECODE[np.asarray(tokens, dtype=np.intp)].tobytes().decode("ascii")
+
+
+def reverse_complement(tokens: np.ndarray) -> np.ndarray:
+    """Reverse complement of token arrays [..., L] (N stays N); returns a new array."""
+    return np.ascontiguousarray(_COMPLEMENT[tokens[..., ::-1]])
+
+
+def one_hot(tokens: np.ndarray, alphabet: str = "ACGT", n_value: float = 0.25) -> np.ndarray:
+    """One-hot encode tokens for models that take float input.
+
+    Args:
+        tokens: uint8 [B, L] (A=0, C=1, G=2, T=3, N=4).
+        alphabet: channel order of the model, a permutation of "ACGT" (DeepSEA uses "AGCT").
+        n_value: value of every channel at an N (0.25 by default, 0 for some models).
+
+    Returns:
+        float32 [B, 4, L], channel c = base ``alphabet[c]``.
+    """
+    if sorted(alphabet) != list("ACGT"):
+        raise ValueError(f"alphabet must be a permutation of ACGT, got {alphabet!r}")
+    table = np.zeros((5, 4), dtype=np.float32)
+    for channel, base in enumerate(alphabet):
+        table["ACGT".index(base), channel] = 1.0
+    table[N_TOKEN, :] = n_value
+    return np.ascontiguousarray(table[tokens].transpose(0, 2, 1))

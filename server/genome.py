@@ -1,0 +1,93 @@
+"""Reference genome access: a pysam FASTA with chromosome-name aliasing and N padding."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+
+import pysam
+
+__all__ = ["Genome", "chrom_aliases"]
+
+_MITO = ("chrM", "MT", "chrMT", "M")
+
+
+def chrom_aliases(chrom: str) -> list[str]:
+    """Names a chromosome may go by, in order of preference: itself, with/without ``chr``,
+    and the mitochondrial synonyms chrM / MT / chrMT / M."""
+    names = [chrom]
+    if chrom in _MITO:
+        names += [m for m in _MITO if m != chrom]
+    elif chrom.startswith("chr"):
+        names.append(chrom[3:])
+    else:
+        names.append("chr" + chrom)
+    return names
+
+
+class Genome:
+    """A reference genome read with pysam (plain FASTA, or bgzipped with .fai and .gzi).
+
+    ``fetch`` is thread-safe (one pysam handle per thread): the server builds windows in worker
+    threads.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"genome FASTA not found: {self.path}")
+        self._local = threading.local()
+        fasta = self._handle()
+        self.contigs: Mapping[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
+        self._resolved: dict[str, str | None] = {}
+
+    def _handle(self) -> pysam.FastaFile:
+        fasta = getattr(self._local, "fasta", None)
+        if fasta is None:
+            fasta = pysam.FastaFile(self.path)
+            self._local.fasta = fasta
+        return fasta
+
+    def resolve(self, chrom: str) -> str | None:
+        """The genome's name for ``chrom`` (exact, then chr-prefix both ways, chrM<->MT), or None."""
+        try:
+            return self._resolved[chrom]
+        except KeyError:
+            pass
+        found = next((name for name in chrom_aliases(chrom) if name in self.contigs), None)
+        self._resolved[chrom] = found
+        return found
+
+    def fetch(self, contig: str, start: int, end: int) -> bytes:
+        """Bases [start, end) of ``contig`` (0-based, half-open), uppercase ASCII.
+
+        Positions outside the contig come back as ``N``, so the result is always ``end - start``
+        bytes long.
+        """
+        length = self.contigs[contig]
+        lo, hi = max(start, 0), min(end, length)
+        seq = self._handle().fetch(contig, lo, hi).upper().encode("ascii") if hi > lo else b""
+        left = min(lo - start, end - start)
+        right = end - start - left - len(seq)
+        if left or right:
+            seq = b"N" * left + seq + b"N" * right
+        return seq
+
+    def close(self) -> None:
+        fasta = getattr(self._local, "fasta", None)
+        if fasta is not None:
+            fasta.close()
+            self._local.fasta = None
+
+    def __enter__(self) -> Genome:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,217 @@
+"""The model repository (Triton layout) and the ONNX model contract.
+
+Layout: ``<repo>/<model-name>/<version>/model.onnx`` (+ optional ``model.json`` sidecar); the highest
+version is served unless pinned. Metadata lives in the ONNX ``metadata_props`` under key ``varfx``
+(JSON), or in the sidecar, which wins key by key.
+
+Contract checked here (see DESIGN.md): one input, either uint8 tokens [batch, L] or float32 one-hot
+[batch, 4, L]; one output float32 [batch, F]; metadata ``features`` (F names), ``sequence_length`` L,
+``alphabet`` (default "ACGT"), ``n_value`` (default 0.25), ``output`` ("probabilities" | "logits"),
+``assembly``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "ModelEntry",
+    "ModelRepositoryError",
+    "ModelSpec",
+    "TensorInfo",
+    "build_spec",
+    "scan_repository",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ModelRepositoryError(Exception):
+    """The repository or a model in it breaks the contract; the message names file and field."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model found in the repository: the version to serve and every version present."""
+
+    name: str
+    version: int
+    versions: tuple[int, ...]
+    path: Path  # .../<name>/<version>/model.onnx
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """An ONNX graph input or output: name, element type ("tensor(uint8)", ...) and shape
+    (ints for fixed dimensions, str/None for symbolic ones)."""
+
+    name: str
+    type: str
+    shape: tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A served model: where it is, what it takes and what it returns."""
+
+    name: str
+    version: int
+    versions: tuple[int, ...]
+    path: Path
+    features: tuple[str, ...]
+    sequence_length: int
+    alphabet: str
+    n_value: float
+    output: Literal["probabilities", "logits"]
+    assembly: str
+    input_kind: Literal["tokens", "onehot"]
+    input_name: str
+    output_name: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def scan_repository(root: Path, pins: Mapping[str, int] | None = None) -> list[ModelEntry]:
+    """Find every model in ``root``; raise ModelRepositoryError when there is none or a pin is
+    missing."""
+    root = Path(root)
+    pins = dict(pins or {})
+    if not root.is_dir():
+        raise ModelRepositoryError(f"model repository {str(root)!r} is not a directory")
+    entries = []
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        versions = sorted(
+            int(v.name)
+            for v in model_dir.iterdir()
+            if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()
+        )
+        if not versions:
+            continue
+        if not _NAME_RE.match(model_dir.name):
+            raise ModelRepositoryError(f"model name {model_dir.name!r} has invalid characters")
+        version = pins.pop(model_dir.name, versions[-1])
+        if version not in versions:
+            raise ModelRepositoryError(
+                f"model {model_dir.name!r}: pinned version {version} not found (have {versions})"
+            )
+        entries.append(
+            ModelEntry(
+                model_dir.name, version, tuple(versions), model_dir / str(version) / "model.onnx"
+            )
+        )
+    if pins:
+        raise ModelRepositoryError(f"pinned models not in repository {str(root)!r}: {sorted(pins)}")
+    if not entries:
+        raise ModelRepositoryError(
+            f"no models in {str(root)!r} (expected <repo>/<name>/<version>/model.onnx)"
+        )
+    return entries
+
+
+def _metadata(entry: ModelEntry, embedded: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if embedded:
+        try:
+            meta.update(json.loads(embedded))
+        except json.JSONDecodeError as exc:
+            raise ModelRepositoryError(
+                f"{entry.path}: metadata 'varfx' is not JSON: {exc}"
+            ) from exc
+    sidecar = entry.path.with_name("model.json")
+    if sidecar.is_file():
+        try:
+            meta.update(json.loads(sidecar.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ModelRepositoryError(f"{sidecar}: not valid JSON: {exc}") from exc
+    return meta
+
+
+def build_spec(
+    entry: ModelEntry,
+    inputs: Sequence[TensorInfo],
+    outputs: Sequence[TensorInfo],
+    embedded_metadata: str | None,
+) -> ModelSpec:
+    """Check a model's graph and metadata against the contract and describe it."""
+    where = str(entry.path)
+    meta = _metadata(entry, embedded_metadata)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelRepositoryError(
+            f"{where}: expected one input and one output, got {len(inputs)} and {len(outputs)}"
+        )
+    inp, out = inputs[0], outputs[0]
+    features = meta.get("features")
+    if (
+        not isinstance(features, list)
+        or not features
+        or not all(isinstance(f, str) for f in features)
+    ):
+        raise ModelRepositoryError(
+            f"{where}: metadata 'features' must be a non-empty list of names"
+        )
+    if len(set(features)) != len(features):
+        raise ModelRepositoryError(f"{where}: metadata 'features' has duplicate names")
+    length = meta.get("sequence_length")
+    if not isinstance(length, int) or length < 2 or length % 2:
+        raise ModelRepositoryError(
+            f"{where}: metadata 'sequence_length' must be an even int, got {length!r}"
+        )
+    alphabet = str(meta.get("alphabet", "ACGT")).upper()
+    if sorted(alphabet) != list("ACGT"):
+        raise ModelRepositoryError(
+            f"{where}: metadata 'alphabet' {alphabet!r} is not a permutation of ACGT"
+        )
+    output = meta.get("output", "probabilities")
+    if output not in ("probabilities", "logits"):
+        raise ModelRepositoryError(
+            f"{where}: metadata 'output' must be probabilities or logits, got {output!r}"
+        )
+    n_value = float(meta.get("n_value", 0.25))
+
+    if inp.type == "tensor(uint8)" and len(inp.shape) == 2:
+        kind: Literal["tokens", "onehot"] = "tokens"
+        seq_dim = inp.shape[1]
+    elif inp.type == "tensor(float)" and len(inp.shape) == 3 and inp.shape[1] == 4:
+        kind = "onehot"
+        seq_dim = inp.shape[2]
+    else:
+        raise ModelRepositoryError(
+            f"{where}: input {inp.name!r} is {inp.type} {list(inp.shape)}; expected uint8 [batch, L]"
+            " or float32 [batch, 4, L]"
+        )
+    if isinstance(seq_dim, int) and seq_dim != length:
+        raise ModelRepositoryError(
+            f"{where}: input length {seq_dim} differs from metadata sequence_length {length}"
+        )
+    if isinstance(inp.shape[0], int):
+        raise ModelRepositoryError(
+            f"{where}: input batch dimension must be dynamic, got {inp.shape[0]!r}"
+        )
+    if out.type != "tensor(float)" or len(out.shape) != 2:
+        raise ModelRepositoryError(
+            f"{where}: output {out.name!r} is {out.type} {list(out.shape)}; expected float32 [batch, F]"
+        )
+    if isinstance(out.shape[1], int) and out.shape[1] != len(features):
+        raise ModelRepositoryError(
+            f"{where}: output has {out.shape[1]} features but metadata names {len(features)}"
+        )
+    return ModelSpec(
+        name=entry.name,
+        version=entry.version,
+        versions=entry.versions,
+        path=entry.path,
+        features=tuple(features),
+        sequence_length=length,
+        alphabet=alphabet,
+        n_value=n_value,
+        output=output,
+        assembly=str(meta.get("assembly", "")),
+        input_kind=kind,
+        input_name=inp.name,
+        output_name=out.name,
+        metadata=meta,
+    )

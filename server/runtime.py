@@ -1,0 +1,131 @@
+"""ONNX Runtime sessions: execution providers, the model's input adapter, warm-up.
+
+A ``ModelRunner`` takes token windows uint8 [B, L] and returns probabilities float32 [B, F],
+whatever the model's input kind (tokens, or one-hot in any channel order) and output kind
+(probabilities or logits).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from varfx.server.encoding import one_hot
+from varfx.server.repository import ModelEntry, ModelSpec, TensorInfo, build_spec
+
+__all__ = ["DEFAULT_CUDA_OPTIONS", "ModelRunner", "cuda_available", "select_providers"]
+
+log = logging.getLogger(__name__)
+
+# CUDA execution provider settings (see docs/benchmarks.md for the measurements behind them):
+# - HEURISTIC conv algorithm search: EXHAUSTIVE benchmarks every new input shape (seconds per
+#   batch size on first use), which stalls a server whose batch sizes vary.
+# - cudnn_conv1d_pad_to_nc1d: 1-D convolutions run as [N, C, 1, D] which cuDNN handles faster.
+# - kSameAsRequested: the arena grows by what is asked, not by powers of two, so memory stays flat
+#   when batch sizes vary.
+DEFAULT_CUDA_OPTIONS: dict[str, Any] = {
+    "device_id": 0,
+    "cudnn_conv_algo_search": "HEURISTIC",
+    "cudnn_conv1d_pad_to_nc1d": "1",
+    "arena_extend_strategy": "kSameAsRequested",
+    "do_copy_in_default_stream": "1",
+}
+
+
+def cuda_available() -> bool:
+    """Whether this onnxruntime build has the CUDA execution provider."""
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def select_providers(
+    device: str = "auto", cuda_options: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """Execution providers for ``device`` ("auto", "cpu" or "cuda")."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu" or (device == "auto" and not cuda_available()):
+        return ["CPUExecutionProvider"]
+    if not cuda_available():
+        raise RuntimeError(
+            "device 'cuda' requested but onnxruntime has no CUDAExecutionProvider "
+            f"(available: {ort.get_available_providers()}); install varfx[gpu]"
+        )
+    opts = {**DEFAULT_CUDA_OPTIONS, **(cuda_options or {})}
+    return [("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
+
+
+def _tensor_info(args: Sequence[Any]) -> list[TensorInfo]:
+    return [TensorInfo(a.name, a.type, tuple(a.shape)) for a in args]
+
+
+class ModelRunner:
+    """One ONNX Runtime session for one model version.
+
+    ``predict`` is thread-safe (ONNX Runtime sessions may be run from several threads).
+    """
+
+    def __init__(
+        self,
+        entry: ModelEntry,
+        device: str = "auto",
+        *,
+        intra_op_threads: int = 0,
+        cuda_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if device in ("auto", "cuda") and cuda_available():
+            try:  # onnxruntime-gpu >= 1.19 can load CUDA/cuDNN from the nvidia-* wheels
+                ort.preload_dlls()
+            except Exception:  # pragma: no cover - depends on the GPU install
+                log.debug("onnxruntime.preload_dlls failed", exc_info=True)
+        providers = select_providers(device, cuda_options)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(entry.path), sess_options=opts, providers=providers)
+        meta = self.session.get_modelmeta().custom_metadata_map.get("varfx")
+        self.spec: ModelSpec = build_spec(
+            entry,
+            _tensor_info(self.session.get_inputs()),
+            _tensor_info(self.session.get_outputs()),
+            meta,
+        )
+        used = self.session.get_providers()
+        self.device = "cuda:0" if used and used[0] == "CUDAExecutionProvider" else "cpu"
+        if device == "cuda" and self.device != "cuda:0":
+            raise RuntimeError(
+                f"model {entry.name!r}: CUDA requested but the session runs on {used}"
+            )
+        self._logits = self.spec.output == "logits"
+
+    def predict(self, tokens: np.ndarray) -> np.ndarray:
+        """Probabilities for token windows.
+
+        Args:
+            tokens: uint8 [B, L] (A=0, C=1, G=2, T=3, N=4), L = spec.sequence_length.
+
+        Returns:
+            float32 [B, F] probabilities (sigmoid applied when the model returns logits).
+        """
+        spec = self.spec
+        if tokens.ndim != 2 or tokens.shape[1] != spec.sequence_length:
+            raise ValueError(f"expected tokens [B, {spec.sequence_length}], got {tokens.shape}")
+        if spec.input_kind == "tokens":
+            feed: np.ndarray = np.ascontiguousarray(tokens, dtype=np.uint8)
+        else:
+            feed = one_hot(tokens, spec.alphabet, spec.n_value)
+        (out,) = self.session.run([spec.output_name], {spec.input_name: feed})
+        out = np.asarray(out, dtype=np.float32)
+        if self._logits:
+            out = (1.0 / (1.0 + np.exp(-out.astype(np.float64)))).astype(np.float32)
+        return out
+
+    def warmup(self, batch_sizes: Sequence[int]) -> None:
+        """Run each batch size once, so that no caller pays for first-shape setup."""
+        rng = np.random.default_rng(0)
+        for b in batch_sizes:
+            self.predict(rng.integers(0, 4, size=(b, self.spec.sequence_length), dtype=np.uint8))
