@@ -54,7 +54,7 @@ def reference_predict(
 ) -> np.ndarray:
     """The network in numpy: tokens uint8 [B, L] -> float32 [B, F]."""
     x = _onehot_table("ACGT", n_value)[tokens].astype(np.float64)  # [B, L, 4]
-    c, _, k = net.conv_w.shape
+    k = net.conv_w.shape[2]
     pad = k // 2
     xp = np.pad(x, ((0, 0), (pad, pad), (0, 0)))
     windows = np.lib.stride_tricks.sliding_window_view(xp, k, axis=1)  # [B, L, 4, K]
@@ -70,7 +70,7 @@ def reference_predict(
 def _graph(
     net: TinyCNN, *, input_kind: str, alphabet: str, output: str, length: int, n_value: float
 ) -> onnx.ModelProto:
-    c, _, k = net.conv_w.shape
+    k = net.conv_w.shape[2]
     f = net.dense_w.shape[1]
     # conv weights in the model's channel order
     order = ["ACGT".index(b) for b in alphabet]
@@ -111,7 +111,6 @@ def _graph(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    del c
     return model
 
 
