@@ -1,15 +1,113 @@
-"""`varfx` subcommands of varfx.server (stdlib-only at import time)."""
+"""``varfx serve``: the gRPC scoring service (stdlib-only at import time)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "--model-repo",
+        {
+            "help": "model repository <repo>/<name>/<version>/model.onnx [VARFX_MODEL_REPO; default: models]"
+        },
+    ),
+    ("--genome", {"help": "reference FASTA, plain or bgzipped with .fai [VARFX_GENOME]"}),
+    ("--host", {"help": "gRPC listen address [VARFX_HOST; default 0.0.0.0]"}),
+    ("--port", {"type": int, "help": "gRPC port, 0 = any free port [VARFX_PORT; default 50051]"}),
+    (
+        "--metrics-port",
+        {
+            "type": int,
+            "help": "Prometheus port, 0 = any, -1 = off [VARFX_METRICS_PORT; default 9090]",
+        },
+    ),
+    ("--metrics-host", {"help": "Prometheus listen address [VARFX_METRICS_HOST; default 0.0.0.0]"}),
+    (
+        "--device",
+        {
+            "choices": ["auto", "cpu", "cuda"],
+            "help": "where models run [VARFX_DEVICE; default auto]",
+        },
+    ),
+    (
+        "--max-batch",
+        {"type": int, "help": "most windows per ONNX Runtime run [VARFX_MAX_BATCH; default 256]"},
+    ),
+    (
+        "--max-delay-ms",
+        {
+            "type": float,
+            "help": "longest wait for a batch to fill, ms [VARFX_MAX_DELAY_MS; default 2]",
+        },
+    ),
+    (
+        "--max-queue",
+        {"type": int, "help": "most windows waiting per model [VARFX_MAX_QUEUE; default 8192]"},
+    ),
+    (
+        "--max-variants-per-request",
+        {"type": int, "help": "[VARFX_MAX_VARIANTS_PER_REQUEST; default 10000]"},
+    ),
+    (
+        "--inference-threads",
+        {"type": int, "help": "concurrent runs per model [VARFX_INFERENCE_THREADS; default 1]"},
+    ),
+    (
+        "--intra-op-threads",
+        {
+            "type": int,
+            "help": "ONNX Runtime threads per run, 0 = all cores [VARFX_INTRA_OP_THREADS]",
+        },
+    ),
+    ("--default-model", {"help": "model used when a request names none [VARFX_DEFAULT_MODEL]"}),
+    ("--model-versions", {"help": "pinned versions, e.g. name=2,other=1 [VARFX_MODEL_VERSIONS]"}),
+    (
+        "--warmup-batch-sizes",
+        {"help": "comma-separated batch sizes to warm up [VARFX_WARMUP_BATCH_SIZES]"},
+    ),
+    (
+        "--grace-s",
+        {
+            "type": float,
+            "help": "seconds to drain in-flight calls on SIGTERM [VARFX_GRACE_S; default 30]",
+        },
+    ),
+    (
+        "--max-connection-age-s",
+        {
+            "type": float,
+            "help": "recycle client connections (0 = never) [VARFX_MAX_CONNECTION_AGE_S]",
+        },
+    ),
+]
+
 
 def register(subparsers: Any) -> None:
-    """Add this package's subcommands to the top-level `varfx` parser."""
-    del subparsers
+    """Add ``varfx serve`` to the top-level parser."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run the gRPC scoring server",
+        description="Serve every model of a Triton-style repository over gRPC (varfx.v1), "
+        "with health, reflection and Prometheus metrics. Flags override VARFX_* "
+        "environment variables, which override --config.",
+    )
+    p.add_argument("--config", help="TOML config file (keys as the flags, with underscores)")
+    for flag, kwargs in _FLAGS:
+        p.add_argument(flag, **kwargs)
+    p.set_defaults(func=run)
 
 
-def _unused(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from varfx.server.app import serve
+    from varfx.server.config import ConfigError, load_config
+
+    overrides = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _ in _FLAGS
+    }
+    try:
+        config = load_config(overrides, config_file=args.config)
+    except ConfigError as exc:
+        raise SystemExit(f"varfx serve: {exc}") from exc
+    serve(config)
     return 0

@@ -1,0 +1,289 @@
+"""Building and running the varfx server.
+
+``create_server(config)`` builds and starts everything (models, batchers, gRPC, health, reflection,
+metrics) and returns ``(server, port)``; ``serve(config)`` runs until SIGTERM/SIGINT and drains;
+``start_in_thread(config)`` runs a server on its own event loop in a background thread (tests,
+benchmarks, notebooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from varfx.proto.v1 import varfx_pb2 as pb
+from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
+from varfx.server.batching import DynamicBatcher
+from varfx.server.config import ServerConfig
+from varfx.server.genome import Genome
+from varfx.server.metrics import Metrics, start_metrics_server
+from varfx.server.repository import scan_repository
+from varfx.server.runtime import ModelRunner
+from varfx.server.service import ServedModel, VariantEffectServicer
+
+__all__ = [
+    "SERVICE_NAME",
+    "RunningServer",
+    "VarfxServer",
+    "create_server",
+    "serve",
+    "start_in_thread",
+]
+
+log = logging.getLogger(__name__)
+_health_aio: Any = health.aio  # type: ignore[attr-defined]  # grpc_health's asyncio servicer
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VariantEffectService"].full_name
+
+
+@dataclass
+class VarfxServer:
+    """A started server and what it owns."""
+
+    grpc_server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    models: dict[str, ServedModel]
+    health: Any  # grpc_health asyncio HealthServicer
+    metrics: Metrics
+    genome: Genome | None
+    _metrics_http: Any = None
+    _executor: ThreadPoolExecutor | None = None
+    _stopped: bool = field(default=False)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, let in-flight calls finish for up to ``grace`` seconds, shut down."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.set_serving(False)
+        await self.grpc_server.stop(grace)
+        for model in self.models.values():
+            await model.batcher.stop()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        if self.genome is not None:
+            self.genome.close()
+
+
+def _channel_options(config: ServerConfig) -> list[tuple[str, Any]]:
+    size = config.max_message_mb * 1024 * 1024
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.so_reuseport", 0),
+    ]
+    if config.max_connection_age_s > 0:
+        ms = int(config.max_connection_age_s * 1000)
+        opts += [
+            ("grpc.max_connection_age_ms", ms),
+            ("grpc.max_connection_age_grace_ms", max(ms // 2, 5000)),
+        ]
+    return opts
+
+
+async def create_server(
+    config: ServerConfig, *, registry: CollectorRegistry | None = None
+) -> tuple[VarfxServer, int]:
+    """Load models, start gRPC (health NOT_SERVING), warm up, then report SERVING.
+
+    Returns the server and its bound gRPC port (config.port 0 picks a free one).
+    """
+    metrics = Metrics(registry)
+    genome = Genome(config.genome) if config.genome else None
+    executor = ThreadPoolExecutor(max(2, config.inference_threads), thread_name_prefix="varfx")
+    models: dict[str, ServedModel] = {}
+    for entry in scan_repository(config.model_repo, config.model_versions):
+        runner = ModelRunner(entry, config.device, intra_op_threads=config.intra_op_threads)
+        batcher = DynamicBatcher(
+            runner.predict,
+            name=entry.name,
+            max_batch=config.max_batch,
+            max_delay_s=config.max_delay_ms / 1000.0,
+            max_queue=config.max_queue,
+            workers=config.inference_threads,
+            metrics=metrics,
+        )
+        await batcher.start()
+        models[entry.name] = ServedModel(runner, batcher)
+        spec = runner.spec
+        metrics.model_info.labels(
+            model=spec.name,
+            version=str(spec.version),
+            device=runner.device,
+            sequence_length=str(spec.sequence_length),
+            features=str(len(spec.features)),
+        ).set(1)
+        log.info(
+            "model %s v%d: %d features, L=%d, %s input, on %s",
+            spec.name,
+            spec.version,
+            len(spec.features),
+            spec.sequence_length,
+            spec.input_kind,
+            runner.device,
+        )
+        if runner.device.startswith("cuda"):
+            metrics.enable_gpu_memory(0)
+
+    servicer = VariantEffectServicer(
+        models,
+        genome=genome,
+        metrics=metrics,
+        executor=executor,
+        default_model=config.default_model,
+        max_variants=config.max_variants_per_request,
+    )
+    server = grpc.aio.server(options=_channel_options(config))
+    pb_grpc.add_VariantEffectServiceServicer_to_server(servicer, server)
+    health_servicer = _health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"could not bind gRPC port {config.host}:{config.port}")
+    metrics_http, metrics_port = None, None
+    if config.metrics_port >= 0:
+        metrics_http, metrics_port = start_metrics_server(
+            metrics.registry, config.metrics_host, config.metrics_port
+        )
+    handle = VarfxServer(
+        server, port, metrics_port, models, health_servicer, metrics, genome, metrics_http, executor
+    )
+    await handle.set_serving(False)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for model in models.values():
+        await loop.run_in_executor(executor, model.runner.warmup, config.warmup_sizes)
+    await handle.set_serving(True)
+    log.info(
+        "serving %s on %s:%d (metrics: %s)",
+        sorted(models),
+        config.host,
+        port,
+        f"{config.metrics_host}:{metrics_port}" if metrics_port is not None else "off",
+    )
+    return handle, port
+
+
+async def _serve(config: ServerConfig) -> None:
+    handle, _port = await create_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls (up to %.0f s)", config.grace_s)
+    await handle.stop(config.grace_s)
+    log.info("stopped")
+
+
+def serve(config: ServerConfig) -> None:
+    """Run a server until SIGTERM or SIGINT, then drain in-flight calls and return."""
+    asyncio.run(_serve(config))
+
+
+class RunningServer:
+    """A server on its own event loop in a background thread (see ``start_in_thread``)."""
+
+    def __init__(self, config: ServerConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.handle: VarfxServer | None = None
+        self._thread = threading.Thread(target=self._run, args=(registry,), daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, registry: CollectorRegistry | None) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self.handle, _ = self._loop.run_until_complete(
+                create_server(self.config, registry=registry)
+            )
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    @property
+    def port(self) -> int:
+        assert self.handle is not None
+        return self.handle.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        assert self.handle is not None
+        return self.handle.metrics_port
+
+    @property
+    def metrics(self) -> Metrics:
+        assert self.handle is not None
+        return self.handle.metrics
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def stop(self, grace: float | None = 0) -> None:
+        if self.handle is not None and self._loop.is_running():
+            self.call(self.handle.stop(grace))
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+        self.handle = None
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_in_thread(
+    config: ServerConfig, registry: CollectorRegistry | None = None
+) -> RunningServer:
+    """Start a server in a background thread; returns once it is SERVING."""
+    return RunningServer(config, registry)

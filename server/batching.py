@@ -1,0 +1,287 @@
+"""The dynamic batcher: one per model, shared by every caller.
+
+Callers ``await submit(tokens)`` with windows uint8 [n, L]; the batcher gathers windows from all
+concurrent callers into ONNX Runtime runs of at most ``max_batch`` windows, waiting at most
+``max_delay_s`` after the oldest waiting window for a run to fill, runs them in a thread pool off
+the event loop, and hands each caller its rows back in order. While one run is on the worker(s)
+the next one forms, so a busy server runs full batches back to back.
+
+- The queue is bounded in windows: a submit that does not fit raises QueueFullError at once.
+- A cancelled submit (deadline expired, client gone) takes its not-yet-run windows out of the queue.
+- Identical windows within a run are computed once (multi-allelic sites share their ref window).
+- An exception in a run fails only the callers with windows in that run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from varfx.server.errors import InferenceError, QueueFullError
+from varfx.server.metrics import Metrics
+
+__all__ = ["BatchResult", "DynamicBatcher", "dedupe_rows"]
+
+log = logging.getLogger(__name__)
+
+
+def dedupe_rows(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique rows of uint8 [n, L] and the inverse index: ``unique[inverse] == tokens``."""
+    seen: dict[bytes, int] = {}
+    inverse = np.fromiter(
+        (seen.setdefault(row, len(seen)) for row in map(bytes, tokens)),
+        dtype=np.intp,
+        count=len(tokens),
+    )
+    if len(seen) == len(tokens):
+        return tokens, inverse
+    first = np.zeros(len(seen), dtype=np.intp)
+    first[inverse[::-1]] = np.arange(len(tokens) - 1, -1, -1)
+    return tokens[first], inverse
+
+
+@dataclass
+class _Work:
+    tokens: np.ndarray  # uint8 [n, L]
+    future: asyncio.Future[np.ndarray]
+    enqueued: float
+    taken: int = 0  # rows handed to runs so far
+    done: int = 0  # rows with results
+    out: np.ndarray | None = None  # float32 [n, F], allocated at the first result
+    waited: bool = False  # queue wait observed
+
+    @property
+    def remaining(self) -> int:
+        return len(self.tokens) - self.taken
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One ONNX Runtime run: probabilities of the unique windows, expanded to all windows."""
+
+    probs: np.ndarray  # float32 [rows, F]
+    unique: int
+    seconds: float
+
+
+@dataclass
+class _Segment:
+    work: _Work
+    start: int  # first row in the work
+    count: int
+
+
+class DynamicBatcher:
+    """Batches windows across callers for one model; see the module docstring."""
+
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        name: str,
+        max_batch: int,
+        max_delay_s: float,
+        max_queue: int,
+        workers: int = 1,
+        metrics: Metrics | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.name = name
+        self._predict = predict
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.max_queue = max_queue
+        self._workers = workers
+        self._metrics = metrics
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix=f"ort-{name}")
+        self._queue: collections.deque[_Work] = collections.deque()
+        self._queued = 0  # windows waiting (not yet handed to a run)
+        self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Future[BatchResult]] = set()
+        self._closing = False
+        if metrics is not None:
+            metrics.queue_capacity.labels(model=name).set(max_queue)
+            metrics.queue_depth.labels(model=name).set(0)
+
+    @property
+    def queued(self) -> int:
+        """Windows waiting for a run."""
+        return self._queued
+
+    def _set_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.labels(model=self.name).set(self._queued)
+
+    async def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._workers)
+        self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Finish what is queued and running, then stop."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._own_executor:
+            self._executor.shutdown(wait=True)
+
+    async def submit(self, tokens: np.ndarray) -> np.ndarray:
+        """Predict windows uint8 [n, L]; returns float32 [n, F] in the same order.
+
+        Raises:
+            QueueFullError: the queue has no room for n more windows.
+            InferenceError: ONNX Runtime failed on a run holding these windows.
+        """
+        n = len(tokens)
+        loop = asyncio.get_running_loop()
+        if n == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        if self._closing or self._wakeup is None:
+            raise QueueFullError(f"model {self.name!r} is shutting down")
+        if self._queued + n > self.max_queue:
+            raise QueueFullError(
+                f"model {self.name!r}: queue full ({self._queued} of {self.max_queue} windows "
+                f"waiting, request needs {n}); retry later"
+            )
+        work = _Work(tokens, loop.create_future(), time.perf_counter())
+        self._queue.append(work)
+        self._queued += n
+        self._set_depth()
+        self._wakeup.set()
+        try:
+            return await asyncio.shield(work.future)
+        except asyncio.CancelledError:
+            self._cancel(work)
+            raise
+
+    def _cancel(self, work: _Work) -> None:
+        """Take a cancelled caller's untaken windows out of the queue."""
+        if work.remaining and not work.future.done():
+            self._queued -= work.remaining
+            work.taken = len(work.tokens)  # nothing more of it will run
+            self._set_depth()
+        if not work.future.done():
+            work.future.cancel()
+
+    def _take(self) -> list[_Segment]:
+        segments: list[_Segment] = []
+        room = self.max_batch
+        now = time.perf_counter()
+        while self._queue and room:
+            work = self._queue[0]
+            if work.future.done() or not work.remaining:
+                self._queue.popleft()
+                continue
+            count = min(room, work.remaining)
+            segments.append(_Segment(work, work.taken, count))
+            if not work.waited and self._metrics is not None:
+                self._metrics.queue_wait.labels(model=self.name).observe(now - work.enqueued)
+            work.waited = True
+            work.taken += count
+            self._queued -= count
+            room -= count
+            if not work.remaining:
+                self._queue.popleft()
+        self._set_depth()
+        return segments
+
+    async def _loop(self) -> None:
+        wakeup, slots = self._wakeup, self._slots
+        if wakeup is None or slots is None:
+            raise RuntimeError("DynamicBatcher.start() was not called")
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queued:
+                if self._closing:
+                    return
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            await slots.acquire()
+            # Let the run fill up: until max_batch windows wait or the oldest waited max_delay.
+            oldest = next((w.enqueued for w in self._queue if w.remaining), time.perf_counter())
+            while self._queued < self.max_batch and not self._closing:
+                left = oldest + self.max_delay_s - time.perf_counter()
+                if left <= 0:
+                    break
+                wakeup.clear()
+                try:
+                    await asyncio.wait_for(wakeup.wait(), left)
+                except TimeoutError:
+                    break
+            segments = self._take()
+            if not segments:
+                slots.release()
+                continue
+            tokens = np.concatenate(
+                [s.work.tokens[s.start : s.start + s.count] for s in segments], axis=0
+            )
+            fut = loop.run_in_executor(self._executor, self._run, tokens)
+            self._running.add(fut)
+            fut.add_done_callback(functools.partial(self._deliver, segments=segments))
+
+    def _run(self, tokens: np.ndarray) -> BatchResult:
+        """In a worker thread: dedupe, run the model, expand back."""
+        unique, inverse = dedupe_rows(tokens)
+        t0 = time.perf_counter()
+        probs = self._predict(unique)
+        seconds = time.perf_counter() - t0
+        if len(unique) != len(tokens):
+            probs = probs[inverse]
+        return BatchResult(np.asarray(probs, dtype=np.float32), len(unique), seconds)
+
+    def _deliver(self, fut: asyncio.Future[BatchResult], segments: list[_Segment]) -> None:
+        self._running.discard(fut)
+        if self._slots is not None:
+            self._slots.release()
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            log.error("model %s: inference failed: %s", self.name, exc, exc_info=exc)
+            for s in segments:
+                if not s.work.future.done():
+                    self._cancel_queued(s.work)
+                    s.work.future.set_exception(
+                        InferenceError(f"model {self.name!r}: inference failed: {exc}")
+                    )
+            return
+        result = fut.result()
+        if self._metrics is not None:
+            m = self._metrics
+            m.batch_size.labels(model=self.name).observe(result.unique)
+            m.sequences.labels(model=self.name).inc(result.unique)
+            m.inference_duration.labels(model=self.name).observe(result.seconds)
+        offset = 0
+        for s in segments:
+            work = s.work
+            rows = result.probs[offset : offset + s.count]
+            offset += s.count
+            if work.future.done():
+                continue
+            if work.out is None:
+                work.out = np.empty((len(work.tokens), rows.shape[1]), dtype=np.float32)
+            work.out[s.start : s.start + s.count] = rows
+            work.done += s.count
+            if work.done == len(work.tokens):
+                work.future.set_result(work.out)
+
+    def _cancel_queued(self, work: _Work) -> None:
+        if work.remaining:
+            self._queued -= work.remaining
+            work.taken = len(work.tokens)
+            self._set_depth()

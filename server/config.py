@@ -1,0 +1,159 @@
+"""Server configuration: typed, validated plain data from defaults, a TOML file, env and flags.
+
+Precedence: command-line flags > ``VARFX_*`` environment variables > config file > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "ServerConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and the value."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``varfx serve`` needs.
+
+    Attributes:
+        model_repo: Triton-style model repository ``<repo>/<name>/<version>/model.onnx``.
+        genome: reference FASTA (plain, or bgzipped with .fai/.gzi); None serves only sequences.
+        host, port: gRPC listen address; port 0 picks a free port.
+        metrics_port: Prometheus HTTP port; 0 picks a free port, -1 disables the endpoint.
+        device: "auto" (CUDA when onnxruntime has it), "cpu" or "cuda".
+        max_batch: most windows (sequences) per ONNX Runtime run.
+        max_delay_ms: longest a window waits for a batch to fill, in milliseconds.
+        max_queue: most windows waiting per model; beyond it calls get RESOURCE_EXHAUSTED.
+        max_variants_per_request: larger requests get INVALID_ARGUMENT.
+        inference_threads: concurrent ONNX Runtime runs per model.
+        intra_op_threads: ONNX Runtime threads per run (0 = one per core).
+        default_model: served when a request names none (empty: the only model).
+        model_versions: pinned versions by model name.
+        warmup_batch_sizes: batch sizes run before SERVING (empty: powers of two to max_batch).
+        grace_s: seconds in-flight calls get to finish on SIGTERM.
+        max_connection_age_s: close client connections after this long, so that round-robin
+            clients spread to new replicas (0 = never).
+        max_message_mb: largest gRPC message, in MiB.
+    """
+
+    model_repo: Path = Path("models")
+    genome: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = 50051
+    metrics_port: int = 9090
+    metrics_host: str = "0.0.0.0"
+    device: str = "auto"
+    max_batch: int = 256
+    max_delay_ms: float = 2.0
+    max_queue: int = 8192
+    max_variants_per_request: int = 10000
+    inference_threads: int = 1
+    intra_op_threads: int = 0
+    default_model: str = ""
+    model_versions: Mapping[str, int] = field(default_factory=dict)
+    warmup_batch_sizes: tuple[int, ...] = ()
+    grace_s: float = 30.0
+    max_connection_age_s: float = 0.0
+    max_message_mb: int = 64
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"{key}={getattr(self, key)!r}: {why}")
+
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise bad("device", "must be auto, cpu or cuda")
+        if not 0 <= self.port <= 65535:
+            raise bad("port", "must be 0..65535")
+        if not -1 <= self.metrics_port <= 65535:
+            raise bad("metrics_port", "must be -1 (off), 0 (any) or a port")
+        for key in ("max_batch", "max_queue", "max_variants_per_request", "inference_threads"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be >= 1")
+        if self.max_batch < 2:
+            raise bad("max_batch", "must be >= 2 (a variant needs a ref and an alt window)")
+        if self.max_delay_ms < 0 or self.grace_s < 0 or self.max_connection_age_s < 0:
+            raise ConfigError("max_delay_ms, grace_s and max_connection_age_s must be >= 0")
+        if self.intra_op_threads < 0:
+            raise bad("intra_op_threads", "must be >= 0")
+        if any(b < 1 or b > self.max_batch for b in self.warmup_batch_sizes):
+            raise bad("warmup_batch_sizes", f"each must be 1..max_batch ({self.max_batch})")
+
+    @property
+    def warmup_sizes(self) -> tuple[int, ...]:
+        """Batch sizes to warm up: the configured ones, or powers of two up to max_batch."""
+        if self.warmup_batch_sizes:
+            return self.warmup_batch_sizes
+        sizes = [1 << i for i in range(self.max_batch.bit_length()) if 1 << i <= self.max_batch]
+        if sizes[-1] != self.max_batch:
+            sizes.append(self.max_batch)
+        return tuple(sizes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = str(_FIELDS[key].type)
+    try:
+        if key == "genome":
+            return None if value in (None, "") else Path(value)
+        if key == "model_repo":
+            return Path(value)
+        if key == "model_versions":
+            if isinstance(value, str):  # "name=3,other=1"
+                pairs = [p.split("=", 1) for p in value.split(",") if p]
+                return {k.strip(): int(v) for k, v in pairs}
+            return {str(k): int(v) for k, v in dict(value).items()}
+        if key == "warmup_batch_sizes":
+            if isinstance(value, str):
+                return tuple(int(v) for v in value.split(",") if v.strip())
+            return tuple(int(v) for v in value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}={value!r}: {exc}") from exc
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Merge defaults, a TOML config file (keys as in ServerConfig, optionally under [server]),
+    ``VARFX_<KEY>`` environment variables and ``overrides`` (None values are ignored)."""
+    values: dict[str, Any] = {}
+    env = os.environ if environ is None else environ
+    path = config_file or env.get("VARFX_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {str(path)!r}: {exc}") from exc
+        data = data.get("server", data)
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(f"config file {str(path)!r}: unknown keys {unknown}")
+        values.update(data)
+    for key in _FIELDS:
+        env_value = env.get(f"VARFX_{key.upper()}")
+        if env_value is not None:
+            values[key] = env_value
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            if key not in _FIELDS:
+                raise ConfigError(f"unknown setting {key!r}")
+            values[key] = value
+    return ServerConfig(**{k: _coerce(k, v) for k, v in values.items()})

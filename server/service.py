@@ -1,0 +1,373 @@
+"""The varfx.v1 VariantEffectService servicer (grpc.aio).
+
+Per-variant problems come back as per-variant statuses; only a malformed request fails the call
+(unknown model: NOT_FOUND; too many variants, empty sequence pair, unknown feature:
+INVALID_ARGUMENT; full queue: RESOURCE_EXHAUSTED). Errors map to gRPC codes in one place
+(``errors.grpc_code``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from varfx.proto.v1 import varfx_pb2 as pb
+from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
+from varfx.server.batching import DynamicBatcher
+from varfx.server.encoding import reverse_complement
+from varfx.server.errors import (
+    GenomeUnavailableError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    VarfxServerError,
+    grpc_code,
+)
+from varfx.server.genome import Genome
+from varfx.server.metrics import Metrics
+from varfx.server.repository import ModelSpec
+from varfx.server.runtime import ModelRunner
+from varfx.server.scores import compute_scores
+from varfx.server.windows import VariantWindows, build_windows, sequence_windows
+
+__all__ = ["ServedModel", "VariantEffectServicer"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_ALL_KINDS = (pb.SCORE_KIND_REF, pb.SCORE_KIND_ALT, pb.SCORE_KIND_DIFF, pb.SCORE_KIND_LOG2FC)
+_STATUS_NAMES = {v.number: v.name for v in pb.StatusCode.DESCRIPTOR.values}
+# Requests up to this many variants build their windows on the event loop; larger ones in a thread.
+_INLINE_WINDOWS = 64
+# Requests of one stream scored concurrently (pipelining; the transport's flow control does the rest).
+_STREAM_WINDOW = 4
+
+
+@dataclass
+class ServedModel:
+    """A loaded model: its runner and its batcher."""
+
+    runner: ModelRunner
+    batcher: DynamicBatcher
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.runner.spec
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Scores of the OK rows of a request, in request order."""
+
+    features: tuple[str, ...]
+    ref: np.ndarray
+    alt: np.ndarray
+    diff: np.ndarray
+    log2fc: np.ndarray
+    max_abs: np.ndarray
+    max_index: np.ndarray
+
+
+class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
+    """Scores variants and sequence pairs with the served models."""
+
+    def __init__(
+        self,
+        models: dict[str, ServedModel],
+        *,
+        genome: Genome | None,
+        metrics: Metrics,
+        executor: Executor,
+        default_model: str = "",
+        max_variants: int = 10000,
+    ) -> None:
+        if not models:
+            raise ValueError("no models to serve")
+        self._models = models
+        self._genome = genome
+        self._metrics = metrics
+        self._executor = executor
+        self._max_variants = max_variants
+        if default_model and default_model not in models:
+            raise ModelNotFoundError(f"default model {default_model!r} not in {sorted(models)}")
+        self._default = default_model or (next(iter(models)) if len(models) == 1 else "")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _model(self, name: str, version: int) -> ServedModel:
+        key = name or self._default
+        if not key:
+            raise InvalidRequestError(
+                f"several models are served ({sorted(self._models)}): name one in 'model'"
+            )
+        model = self._models.get(key)
+        if model is None:
+            raise ModelNotFoundError(f"model {key!r} not found; served: {sorted(self._models)}")
+        if version and version != model.spec.version:
+            raise ModelNotFoundError(
+                f"model {key!r} version {version} is not served (serving {model.spec.version})"
+            )
+        return model
+
+    def _record(self, method: str, code: grpc.StatusCode, t0: float) -> None:
+        m = self._metrics
+        m.inflight.dec()
+        m.requests.labels(method=method, code=code.name).inc()
+        m.request_duration.labels(method=method).observe(time.perf_counter() - t0)
+
+    @staticmethod
+    def _cancel_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+
+    async def _instrument(
+        self, method: str, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Run a unary handler: metrics recorded before the reply goes out, errors mapped."""
+        self._metrics.inflight.inc()
+        t0 = time.perf_counter()
+        try:
+            result = await work()
+        except VarfxServerError as exc:
+            code = grpc_code(exc)
+            self._record(method, code, t0)
+            await context.abort(code, str(exc))
+            raise  # not reached: abort raises
+        except asyncio.CancelledError:
+            self._record(method, self._cancel_code(context), t0)
+            raise
+        except Exception as exc:
+            log.exception("%s failed", method)
+            self._record(method, grpc.StatusCode.INTERNAL, t0)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+            )
+            raise
+        self._record(method, grpc.StatusCode.OK, t0)
+        return result
+
+    def _feature_index(self, spec: ModelSpec, wanted: Sequence[str]) -> np.ndarray | None:
+        if not wanted:
+            return None
+        lookup = {f: i for i, f in enumerate(spec.features)}
+        missing = [f for f in wanted if f not in lookup]
+        if missing:
+            raise InvalidRequestError(
+                f"unknown feature(s) {missing[:5]} for model {spec.name!r} "
+                f"({len(spec.features)} features; see ListModels)"
+            )
+        return np.array([lookup[f] for f in wanted], dtype=np.intp)
+
+    async def _score_windows(
+        self, model: ServedModel, windows: VariantWindows, options: pb.ScoreOptions
+    ) -> _Scored:
+        spec = model.spec
+        select = self._feature_index(spec, options.features)
+        features = spec.features if select is None else tuple(spec.features[i] for i in select)
+        ok = np.flatnonzero(windows.ok)
+        k = len(ok)
+        if k == 0:
+            empty = np.zeros((0, len(features)), dtype=np.float32)
+            z = np.zeros(0)
+            return _Scored(features, empty, empty, empty, empty, z, z.astype(np.int64))
+        ref, alt = windows.ref[ok], windows.alt[ok]
+        parts = [ref, alt]
+        if options.reverse_complement:
+            parts += [reverse_complement(ref), reverse_complement(alt)]
+        probs = await model.batcher.submit(np.concatenate(parts, axis=0))
+        ref_p, alt_p = probs[:k], probs[k : 2 * k]
+        if options.reverse_complement:
+            ref_p = (ref_p + probs[2 * k : 3 * k]) / 2
+            alt_p = (alt_p + probs[3 * k :]) / 2
+        if select is not None:
+            ref_p, alt_p = ref_p[:, select], alt_p[:, select]
+        s = compute_scores(ref_p, alt_p)
+        return _Scored(features, s.ref, s.alt, s.diff, s.log2fc, s.max_abs_diff, s.max_index)
+
+    def _count(self, model: ServedModel, status: np.ndarray) -> None:
+        codes, counts = np.unique(status, return_counts=True)
+        for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+            self._metrics.variants.labels(
+                model=model.spec.name, status=_STATUS_NAMES.get(code, str(code))
+            ).inc(count)
+
+    @staticmethod
+    def _fill(
+        messages: Sequence[Any],
+        windows: VariantWindows,
+        scored: _Scored,
+        kinds: Sequence[int],
+    ) -> None:
+        """Write status and score arrays into the response messages (one per input)."""
+        arrays = [
+            (pb.SCORE_KIND_REF, "ref", scored.ref),
+            (pb.SCORE_KIND_ALT, "alt", scored.alt),
+            (pb.SCORE_KIND_DIFF, "diff", scored.diff),
+            (pb.SCORE_KIND_LOG2FC, "log2fc", scored.log2fc),
+        ]
+        wanted = [(field, arr.tolist()) for kind, field, arr in arrays if kind in kinds]
+        max_abs = scored.max_abs.tolist()
+        max_index = scored.max_index.tolist()
+        features = scored.features
+        row = 0
+        for i, msg in enumerate(messages):
+            code = int(windows.status[i])
+            msg.status.code = code
+            if windows.messages[i]:
+                msg.status.message = windows.messages[i]
+            if code != pb.OK:
+                continue
+            for field, values in wanted:
+                getattr(msg, field).extend(values[row])
+            msg.max_abs_diff = max_abs[row]
+            msg.max_abs_diff_index = max_index[row]
+            msg.max_abs_diff_feature = features[max_index[row]] if features else ""
+            row += 1
+
+    async def _build_windows(
+        self, model: ServedModel, variants: Sequence[pb.Variant], policy: int
+    ) -> VariantWindows:
+        genome = self._genome
+        if genome is None:
+            raise GenomeUnavailableError(
+                "this server was started without a reference genome (--genome); "
+                "only ScoreSequences is available"
+            )
+        length = model.spec.sequence_length
+        if len(variants) <= _INLINE_WINDOWS:
+            return build_windows(genome, variants, length, ref_policy=policy)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, lambda: build_windows(genome, variants, length, ref_policy=policy)
+        )
+
+    # -- RPCs --------------------------------------------------------------------------------
+
+    async def _score_variants(self, request: pb.ScoreVariantsRequest) -> pb.ScoreVariantsResponse:
+        model = self._model(request.model, request.model_version)
+        n = len(request.variants)
+        if n > self._max_variants:
+            raise InvalidRequestError(
+                f"{n} variants in one request; the limit is {self._max_variants} "
+                "(use StreamScoreVariants for more)"
+            )
+        options = request.options
+        windows = await self._build_windows(model, request.variants, options.ref_policy)
+        scored = await self._score_windows(model, windows, options)
+        response = pb.ScoreVariantsResponse(
+            model=model.spec.name, model_version=model.spec.version, features=scored.features
+        )
+        out = [response.scores.add(variant=v) for v in request.variants]
+        self._fill(out, windows, scored, options.scores or _ALL_KINDS)
+        self._count(model, windows.status)
+        return response
+
+    async def ScoreVariants(
+        self, request: pb.ScoreVariantsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreVariantsResponse:
+        return await self._instrument(
+            "ScoreVariants", context, lambda: self._score_variants(request)
+        )
+
+    async def StreamScoreVariants(
+        self,
+        request_iterator: AsyncIterator[pb.ScoreVariantsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ScoreVariantsResponse]:
+        method = "StreamScoreVariants"
+        self._metrics.inflight.inc()
+        t0 = time.perf_counter()
+        pending: collections.deque[asyncio.Task[pb.ScoreVariantsResponse]] = collections.deque()
+        try:
+            async for request in request_iterator:
+                pending.append(asyncio.create_task(self._score_variants(request)))
+                while len(pending) >= _STREAM_WINDOW or (pending and pending[0].done()):
+                    yield await pending.popleft()
+            while pending:
+                yield await pending.popleft()
+        except VarfxServerError as exc:
+            code = grpc_code(exc)
+            self._record(method, code, t0)
+            await context.abort(code, str(exc))
+        except asyncio.CancelledError:
+            self._record(method, self._cancel_code(context), t0)
+            raise
+        except Exception as exc:
+            log.exception("%s failed", method)
+            self._record(method, grpc.StatusCode.INTERNAL, t0)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+            )
+        else:
+            self._record(method, grpc.StatusCode.OK, t0)
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _score_sequences(
+        self, request: pb.ScoreSequencesRequest
+    ) -> pb.ScoreSequencesResponse:
+        model = self._model(request.model, request.model_version)
+        n = len(request.pairs)
+        if n > self._max_variants:
+            raise InvalidRequestError(f"{n} sequence pairs; the limit is {self._max_variants}")
+        for i, pair in enumerate(request.pairs):
+            if not pair.ref or not pair.alt:
+                raise InvalidRequestError(
+                    f"sequence pair {i} (id {pair.id!r}) has an empty "
+                    f"{'ref' if not pair.ref else 'alt'} sequence"
+                )
+        windows = sequence_windows(
+            [(p.ref, p.alt) for p in request.pairs], model.spec.sequence_length
+        )
+        scored = await self._score_windows(model, windows, request.options)
+        response = pb.ScoreSequencesResponse(
+            model=model.spec.name, model_version=model.spec.version, features=scored.features
+        )
+        out = [response.scores.add(id=p.id) for p in request.pairs]
+        self._fill(out, windows, scored, request.options.scores or _ALL_KINDS)
+        self._count(model, windows.status)
+        return response
+
+    async def ScoreSequences(
+        self, request: pb.ScoreSequencesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreSequencesResponse:
+        return await self._instrument(
+            "ScoreSequences", context, lambda: self._score_sequences(request)
+        )
+
+    async def _list_models(self) -> pb.ListModelsResponse:
+        response = pb.ListModelsResponse()
+        for name, model in self._models.items():
+            spec = model.spec
+            response.models.add(
+                name=name,
+                version=spec.version,
+                versions=spec.versions,
+                features=spec.features,
+                sequence_length=spec.sequence_length,
+                assembly=spec.assembly,
+                device=model.runner.device,
+                input_kind=spec.input_kind,
+                output_kind=spec.output,
+                alphabet=spec.alphabet,
+                is_default=name == self._default,
+                max_batch=model.batcher.max_batch,
+                metadata_json=json.dumps(spec.metadata, sort_keys=True, default=str),
+            )
+        return response
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return await self._instrument("ListModels", context, self._list_models)
