@@ -9,7 +9,10 @@ the next one forms, so a busy server runs full batches back to back.
 - The queue is bounded in windows: a submit that does not fit raises QueueFullError at once.
 - A cancelled submit (deadline expired, client gone) takes its not-yet-run windows out of the queue.
 - Identical windows within a run are computed once (multi-allelic sites share their ref window).
-- An exception in a run fails only the callers with windows in that run.
+- An exception in a run is isolated: the run is retried caller by caller, so only the callers
+  whose own windows fail get an InferenceError; the others in that run still get their results.
+- A submission larger than the whole queue (a big request with reverse-complement averaging) is
+  admitted when the queue is empty, so every request the service accepts can eventually run.
 """
 
 from __future__ import annotations
@@ -65,11 +68,17 @@ class _Work:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """One ONNX Runtime run: probabilities of the unique windows, expanded to all windows."""
+    """One batch: probabilities of all its windows (duplicates expanded back).
 
-    probs: np.ndarray  # float32 [rows, F]
-    unique: int
-    seconds: float
+    Attributes:
+        probs: float32 [rows, F]; rows of failed segments are undefined. None if all failed.
+        runs: (unique windows, seconds) of each successful ONNX Runtime run.
+        errors: segment index -> the exception its windows raised (isolated failures).
+    """
+
+    probs: np.ndarray | None
+    runs: list[tuple[int, float]]
+    errors: dict[int, BaseException]
 
 
 @dataclass
@@ -154,10 +163,15 @@ class DynamicBatcher:
             return np.zeros((0, 0), dtype=np.float32)
         if self._closing or self._wakeup is None:
             raise QueueFullError(f"model {self.name!r} is shutting down")
-        if self._queued + n > self.max_queue:
+        if self._queued + n > self.max_queue and not (n > self.max_queue and not self._queued):
+            big = (
+                " (more than the queue holds: it runs when the queue is empty)"
+                if n > self.max_queue
+                else ""
+            )
             raise QueueFullError(
                 f"model {self.name!r}: queue full ({self._queued} of {self.max_queue} windows "
-                f"waiting, request needs {n}); retry later"
+                f"waiting, request needs {n}{big}); retry later"
             )
         work = _Work(tokens, loop.create_future(), time.perf_counter())
         self._queue.append(work)
@@ -232,19 +246,61 @@ class DynamicBatcher:
             tokens = np.concatenate(
                 [s.work.tokens[s.start : s.start + s.count] for s in segments], axis=0
             )
-            fut = loop.run_in_executor(self._executor, self._run, tokens)
+            sizes = [s.count for s in segments]
+            fut = loop.run_in_executor(self._executor, self._run, tokens, sizes)
             self._running.add(fut)
             fut.add_done_callback(functools.partial(self._deliver, segments=segments))
 
-    def _run(self, tokens: np.ndarray) -> BatchResult:
-        """In a worker thread: dedupe, run the model, expand back."""
+    def _compute(self, tokens: np.ndarray) -> tuple[np.ndarray, int, float]:
+        """In a worker thread: dedupe, run the model, expand back -> (probs, unique, seconds)."""
         unique, inverse = dedupe_rows(tokens)
         t0 = time.perf_counter()
-        probs = self._predict(unique)
+        probs = np.asarray(self._predict(unique), dtype=np.float32)
         seconds = time.perf_counter() - t0
         if len(unique) != len(tokens):
             probs = probs[inverse]
-        return BatchResult(np.asarray(probs, dtype=np.float32), len(unique), seconds)
+        return probs, len(unique), seconds
+
+    def _run(self, tokens: np.ndarray, sizes: list[int]) -> BatchResult:
+        """In a worker thread: run the batch; if it fails, retry segment by segment so that
+        one caller's bad windows fail only that caller."""
+        try:
+            probs, unique, seconds = self._compute(tokens)
+            return BatchResult(probs, [(unique, seconds)], {})
+        except Exception as exc:
+            if len(sizes) == 1:
+                raise
+            log.warning(
+                "model %s: run of %d windows from %d callers failed (%s); retrying per caller",
+                self.name,
+                len(tokens),
+                len(sizes),
+                exc,
+            )
+        out: np.ndarray | None = None
+        runs: list[tuple[int, float]] = []
+        errors: dict[int, BaseException] = {}
+        start = 0
+        for i, count in enumerate(sizes):
+            try:
+                part, unique, seconds = self._compute(tokens[start : start + count])
+            except Exception as exc:
+                errors[i] = exc
+            else:
+                if out is None:
+                    out = np.empty((len(tokens), part.shape[1]), dtype=np.float32)
+                out[start : start + count] = part
+                runs.append((unique, seconds))
+            start += count
+        return BatchResult(out, runs, errors)
+
+    def _fail(self, work: _Work, exc: BaseException) -> None:
+        if not work.future.done():
+            log.error("model %s: inference failed: %s", self.name, exc, exc_info=exc)
+            self._cancel_queued(work)
+            work.future.set_exception(
+                InferenceError(f"model {self.name!r}: inference failed: {exc}")
+            )
 
     def _deliver(self, fut: asyncio.Future[BatchResult], segments: list[_Segment]) -> None:
         self._running.discard(fut)
@@ -252,27 +308,26 @@ class DynamicBatcher:
             self._slots.release()
         exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if exc is not None:
-            log.error("model %s: inference failed: %s", self.name, exc, exc_info=exc)
             for s in segments:
-                if not s.work.future.done():
-                    self._cancel_queued(s.work)
-                    s.work.future.set_exception(
-                        InferenceError(f"model {self.name!r}: inference failed: {exc}")
-                    )
+                self._fail(s.work, exc)
             return
         result = fut.result()
         if self._metrics is not None:
             m = self._metrics
-            m.batch_size.labels(model=self.name).observe(result.unique)
-            m.sequences.labels(model=self.name).inc(result.unique)
-            m.inference_duration.labels(model=self.name).observe(result.seconds)
+            for unique, seconds in result.runs:
+                m.batch_size.labels(model=self.name).observe(unique)
+                m.sequences.labels(model=self.name).inc(unique)
+                m.inference_duration.labels(model=self.name).observe(seconds)
         offset = 0
-        for s in segments:
+        for i, s in enumerate(segments):
             work = s.work
-            rows = result.probs[offset : offset + s.count]
-            offset += s.count
-            if work.future.done():
+            start, offset = offset, offset + s.count
+            if i in result.errors:
+                self._fail(work, result.errors[i])
                 continue
+            if work.future.done() or result.probs is None:
+                continue
+            rows = result.probs[start:offset]
             if work.out is None:
                 work.out = np.empty((len(work.tokens), rows.shape[1]), dtype=np.float32)
             work.out[s.start : s.start + s.count] = rows

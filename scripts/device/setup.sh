@@ -12,4 +12,9 @@ fi
 if [ ! -d /tmp/site/onnxruntime ] && [ -f /tmp/wheels/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/wheels/*.whl
 fi
-export PYTHONPATH=/tmp/site
+
+# varfx itself from this checkout, without installing: a package tree of symlinks.
+rm -rf /tmp/vfx && mkdir -p /tmp/vfx/varfx
+for f in varfx/*.py varfx/py.typed; do ln -s "$PWD/$f" /tmp/vfx/varfx/; done
+for pkg in client server training proto; do ln -s "$PWD/$pkg" "/tmp/vfx/varfx/$pkg"; done
+export PYTHONPATH=/tmp/site:/tmp/vfx:$PWD
