@@ -9,7 +9,6 @@ INVALID_ARGUMENT; full queue: RESOURCE_EXHAUSTED). Errors map to gRPC codes in o
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import time
@@ -287,14 +286,36 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         method = "StreamScoreVariants"
         self._metrics.inflight.inc()
         t0 = time.perf_counter()
-        pending: collections.deque[asyncio.Task[pb.ScoreVariantsResponse]] = collections.deque()
+        # A reader task takes requests while earlier ones are scored, up to _STREAM_WINDOW ahead
+        # of the responses sent; each response goes out as soon as it (and all before it) is
+        # ready, so a client that waits for each answer before sending more is served too.
+        slots = asyncio.Semaphore(_STREAM_WINDOW)
+        pending: asyncio.Queue[asyncio.Task[pb.ScoreVariantsResponse] | None] = asyncio.Queue()
+        failure: list[Exception] = []
+
+        async def read() -> None:
+            requests = aiter(request_iterator)
+            try:
+                while True:
+                    await slots.acquire()
+                    try:
+                        request = await anext(requests)
+                    except StopAsyncIteration:
+                        return
+                    pending.put_nowait(asyncio.create_task(self._score_variants(request)))
+            except Exception as exc:
+                failure.append(exc)
+            finally:
+                pending.put_nowait(None)
+
+        reader = asyncio.create_task(read())
         try:
-            async for request in request_iterator:
-                pending.append(asyncio.create_task(self._score_variants(request)))
-                while len(pending) >= _STREAM_WINDOW or (pending and pending[0].done()):
-                    yield await pending.popleft()
-            while pending:
-                yield await pending.popleft()
+            while (task := await pending.get()) is not None:
+                response = await task
+                yield response
+                slots.release()
+            if failure:
+                raise failure[0]
         except VarfxServerError as exc:
             code = grpc_code(exc)
             self._record(method, code, t0)
@@ -311,8 +332,11 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         else:
             self._record(method, grpc.StatusCode.OK, t0)
         finally:
-            for task in pending:
-                task.cancel()
+            reader.cancel()
+            while not pending.empty():
+                leftover = pending.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
 
     async def _score_sequences(
         self, request: pb.ScoreSequencesRequest
