@@ -46,6 +46,10 @@ tar -C "$src" --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' \
 
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q "$work[$extra]"
+if [ "$extra" = gpu ]; then
+  # NVML bindings (pure Python, small): the server's varfx_gpu_memory_used_bytes metric.
+  "$venv/bin/python" -m pip install -q nvidia-ml-py
+fi
 
 # The image must stay small and must never carry torch (the training extra's dependency).
 if "$venv/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then
