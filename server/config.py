@@ -80,10 +80,15 @@ class ServerConfig:
                 raise bad(key, "must be >= 1")
         if self.max_batch < 2:
             raise bad("max_batch", "must be >= 2 (a variant needs a ref and an alt window)")
-        if self.max_delay_ms < 0 or self.grace_s < 0 or self.max_connection_age_s < 0:
-            raise ConfigError("max_delay_ms, grace_s and max_connection_age_s must be >= 0")
+        for key in ("max_delay_ms", "grace_s", "max_connection_age_s"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be >= 0")
+        if self.max_message_mb < 1:
+            raise bad("max_message_mb", "must be >= 1")
         if self.intra_op_threads < 0:
             raise bad("intra_op_threads", "must be >= 0")
+        if any(int(v) < 1 for v in self.model_versions.values()):
+            raise bad("model_versions", "versions are integers >= 1")
         if any(b < 1 or b > self.max_batch for b in self.warmup_batch_sizes):
             raise bad("warmup_batch_sizes", f"each must be 1..max_batch ({self.max_batch})")
 
@@ -105,9 +110,9 @@ def _coerce(key: str, value: Any) -> Any:
     kind = str(_FIELDS[key].type)
     try:
         if key == "genome":
-            return None if value in (None, "") else Path(value)
+            return None if value in (None, "") else Path(value).expanduser()
         if key == "model_repo":
-            return Path(value)
+            return Path(value).expanduser()
         if key == "model_versions":
             if isinstance(value, str):  # "name=3,other=1"
                 pairs = [p.split("=", 1) for p in value.split(",") if p]
@@ -118,6 +123,8 @@ def _coerce(key: str, value: Any) -> Any:
                 return tuple(int(v) for v in value.split(",") if v.strip())
             return tuple(int(v) for v in value)
         if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected an integer")
             return int(value)
         if kind == "float":
             return float(value)
