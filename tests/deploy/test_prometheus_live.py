@@ -96,16 +96,13 @@ def test_prometheus_scrapes_varfx_and_evaluates_rules(
             assert prom.wait_for("queue saturation", lambda: prom.query(saturation))
             assert prom.value(saturation) == 0.0
             assert prom.value('varfx_queue_capacity{model="tok"}') == 4096
+
             # ... latency percentiles and batch size in range.
-            p50, p99 = (
-                prom.wait_for(
-                    f"{q} latency",
-                    lambda q=q: prom.value(
-                        f'job_method:varfx_request_duration_seconds:{q}_5m{{method="ScoreVariants"}}'
-                    ),
-                )
-                for q in ("p50", "p99")
-            )
+            def latency(q: str) -> float:
+                expr = f'job_method:varfx_request_duration_seconds:{q}_5m{{method="ScoreVariants"}}'
+                return float(prom.wait_for(f"{q} latency", lambda: prom.value(expr)))
+
+            p50, p99 = latency("p50"), latency("p99")
             assert 0 < p50 <= p99 < 30
             mean_batch = prom.wait_for(
                 "mean batch size",
