@@ -183,7 +183,10 @@ def test_config_ports_probes_and_drain(overlay: Any) -> None:
     assert config.genome.parent == Path("/genome")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == config.port, probe
-    assert container["readinessProbe"]["grpc"]["service"] == "varfx.v1.VariantEffectService"
+    from varfx.server.app import SERVICE_NAME  # the name the server reports health for
+
+    assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    assert container["startupProbe"]["grpc"]["service"] == SERVICE_NAME
     # Drain: preStop delay + the server's own grace period fit in the pod's grace period.
     sleep = container["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep[0] == "sleep"
