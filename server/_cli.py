@@ -105,9 +105,16 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _ in _FLAGS
     }
+    from varfx.server.errors import VarfxServerError
+    from varfx.server.repository import ModelRepositoryError
+
     try:
         config = load_config(overrides, config_file=args.config)
     except ConfigError as exc:
         raise SystemExit(f"varfx serve: {exc}") from exc
-    serve(config)
+    try:
+        serve(config)
+    except (ModelRepositoryError, VarfxServerError, OSError, RuntimeError, ValueError) as exc:
+        # start-up failures (no models, missing genome, port in use, no CUDA): one clear line
+        raise SystemExit(f"varfx serve: cannot start: {exc}") from exc
     return 0
