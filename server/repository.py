@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_VERSION_RE = re.compile(r"^[0-9]+$")
 
 
 class ModelRepositoryError(Exception):
@@ -84,24 +85,27 @@ def scan_repository(root: Path, pins: Mapping[str, int] | None = None) -> list[M
         raise ModelRepositoryError(f"model repository {str(root)!r} is not a directory")
     entries = []
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        versions = sorted(
-            int(v.name)
-            for v in model_dir.iterdir()
-            if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()
-        )
-        if not versions:
+        dirs: dict[int, Path] = {}
+        for v in sorted(model_dir.iterdir()):
+            if v.is_dir() and _VERSION_RE.match(v.name) and (v / "model.onnx").is_file():
+                if int(v.name) in dirs:
+                    raise ModelRepositoryError(
+                        f"model {model_dir.name!r}: version directories {dirs[int(v.name)].name!r}"
+                        f" and {v.name!r} are the same version {int(v.name)}"
+                    )
+                dirs[int(v.name)] = v
+        if not dirs:
             continue
         if not _NAME_RE.match(model_dir.name):
             raise ModelRepositoryError(f"model name {model_dir.name!r} has invalid characters")
+        versions = sorted(dirs)
         version = pins.pop(model_dir.name, versions[-1])
-        if version not in versions:
+        if version not in dirs:
             raise ModelRepositoryError(
                 f"model {model_dir.name!r}: pinned version {version} not found (have {versions})"
             )
         entries.append(
-            ModelEntry(
-                model_dir.name, version, tuple(versions), model_dir / str(version) / "model.onnx"
-            )
+            ModelEntry(model_dir.name, version, tuple(versions), dirs[version] / "model.onnx")
         )
     if pins:
         raise ModelRepositoryError(f"pinned models not in repository {str(root)!r}: {sorted(pins)}")
@@ -112,21 +116,23 @@ def scan_repository(root: Path, pins: Mapping[str, int] | None = None) -> list[M
     return entries
 
 
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelRepositoryError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ModelRepositoryError(f"{where} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _metadata(entry: ModelEntry, embedded: str | None) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if embedded:
-        try:
-            meta.update(json.loads(embedded))
-        except json.JSONDecodeError as exc:
-            raise ModelRepositoryError(
-                f"{entry.path}: metadata 'varfx' is not JSON: {exc}"
-            ) from exc
+        meta.update(_json_object(embedded, f"{entry.path}: metadata 'varfx'"))
     sidecar = entry.path.with_name("model.json")
     if sidecar.is_file():
-        try:
-            meta.update(json.loads(sidecar.read_text()))
-        except json.JSONDecodeError as exc:
-            raise ModelRepositoryError(f"{sidecar}: not valid JSON: {exc}") from exc
+        meta.update(_json_object(sidecar.read_text(), str(sidecar)))
     return meta
 
 
@@ -170,7 +176,16 @@ def build_spec(
         raise ModelRepositoryError(
             f"{where}: metadata 'output' must be probabilities or logits, got {output!r}"
         )
-    n_value = float(meta.get("n_value", 0.25))
+    n_value = meta.get("n_value", 0.25)
+    if (
+        isinstance(n_value, bool)
+        or not isinstance(n_value, int | float)
+        or not 0.0 <= n_value <= 1.0
+    ):
+        raise ModelRepositoryError(
+            f"{where}: metadata 'n_value' must be a number in [0, 1], got {n_value!r}"
+        )
+    n_value = float(n_value)
 
     if inp.type == "tensor(uint8)" and len(inp.shape) == 2:
         kind: Literal["tokens", "onehot"] = "tokens"

@@ -15,7 +15,13 @@ import numpy as np
 import onnxruntime as ort
 
 from varfx.server.encoding import one_hot
-from varfx.server.repository import ModelEntry, ModelSpec, TensorInfo, build_spec
+from varfx.server.repository import (
+    ModelEntry,
+    ModelRepositoryError,
+    ModelSpec,
+    TensorInfo,
+    build_spec,
+)
 
 __all__ = ["DEFAULT_CUDA_OPTIONS", "ModelRunner", "cuda_available", "select_providers"]
 
@@ -58,6 +64,11 @@ def select_providers(
     return [("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow for large |x| (float32 in, float32 out)."""
+    return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float64)))).astype(np.float32)
+
+
 def _tensor_info(args: Sequence[Any]) -> list[TensorInfo]:
     return [TensorInfo(a.name, a.type, tuple(a.shape)) for a in args]
 
@@ -86,7 +97,14 @@ class ModelRunner:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(entry.path), sess_options=opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(
+                str(entry.path), sess_options=opts, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped pybind errors
+            raise ModelRepositoryError(
+                f"{entry.path}: ONNX Runtime cannot load the model: {exc}"
+            ) from exc
         meta = self.session.get_modelmeta().custom_metadata_map.get("varfx")
         self.spec: ModelSpec = build_spec(
             entry,
@@ -121,7 +139,7 @@ class ModelRunner:
         (out,) = self.session.run([spec.output_name], {spec.input_name: feed})
         out = np.asarray(out, dtype=np.float32)
         if self._logits:
-            out = (1.0 / (1.0 + np.exp(-out.astype(np.float64)))).astype(np.float32)
+            out = _sigmoid(out)
         return out
 
     def warmup(self, batch_sizes: Sequence[int]) -> None:
