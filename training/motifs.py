@@ -1,0 +1,180 @@
+"""Real TF motifs (JASPAR matrices shipped in ``training/data``) and vectorized PWM scanning.
+
+The matrices are JASPAR2024 CORE position frequency matrices (see ``data/jaspar_motifs.json`` and
+``data/build_data.py`` for provenance); they are read with the standard library and numpy only.
+
+Sequences are handled as uint8 tokens, A=0, C=1, G=2, T=3, N=4 (the DESIGN.md token alphabet).
+Scores are log2-odds in bits against a uniform background, with a pseudocount of 0.8 spread evenly
+over the four bases (JASPAR's convention); a window that contains N scores ``-inf``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+__all__ = [
+    "Motif",
+    "decode",
+    "encode",
+    "load_motifs",
+    "reverse_complement",
+]
+
+_PSEUDOCOUNT = 0.8
+_N_SCORE = -1.0e4
+_ENCODE_LUT = np.full(256, 4, dtype=np.uint8)
+for _i, _b in enumerate(b"ACGT"):
+    _ENCODE_LUT[_b] = _i
+    _ENCODE_LUT[_b + 32] = _i
+_DECODE_LUT = np.frombuffer(b"ACGTN", dtype=np.uint8)
+
+
+def encode(seq: str | bytes) -> np.ndarray:
+    """uint8 [len(seq)] tokens (A0 C1 G2 T3, anything else 4) of a DNA string (either case)."""
+    raw = seq.encode("ascii") if isinstance(seq, str) else seq
+    return _ENCODE_LUT[np.frombuffer(raw, dtype=np.uint8)]
+
+
+def decode(tokens: np.ndarray) -> str:
+    """Upper-case DNA string of uint8 tokens (values 0-4)."""
+    return _DECODE_LUT[np.asarray(tokens, dtype=np.uint8)].tobytes().decode("ascii")
+
+
+def reverse_complement(tokens: np.ndarray) -> np.ndarray:
+    """uint8 tokens of the reverse complement (N stays N)."""
+    t = np.asarray(tokens, dtype=np.uint8)[::-1]
+    return np.where(t < 4, 3 - t, 4).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Motif:
+    """One JASPAR motif.
+
+    Attributes:
+        id: JASPAR matrix ID (e.g. "MA0139.2").
+        name: TF name as JASPAR spells it (e.g. "CTCF", "FOS::JUN").
+        counts: float64 [W, 4] position frequency matrix (columns A, C, G, T).
+    """
+
+    id: str
+    name: str
+    counts: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def probs(self) -> np.ndarray:
+        """float64 [W, 4] base probabilities with the pseudocount."""
+        c = self.counts + _PSEUDOCOUNT / 4.0
+        return c / c.sum(axis=1, keepdims=True)
+
+    @property
+    def log_odds(self) -> np.ndarray:
+        """float64 [W, 4] log2(p / 0.25) per position and base, in bits."""
+        return np.log2(self.probs / 0.25)
+
+    @property
+    def information(self) -> np.ndarray:
+        """float64 [W] information content per position, in bits."""
+        p = self.probs
+        return 2.0 + (p * np.log2(p)).sum(axis=1)
+
+    @property
+    def max_score(self) -> float:
+        return float(self.log_odds.max(axis=1).sum())
+
+    @property
+    def consensus(self) -> np.ndarray:
+        """uint8 [W] the highest-scoring instance."""
+        return self.log_odds.argmax(axis=1).astype(np.uint8)
+
+    def threshold(self, pvalue: float) -> float:
+        """Smallest score (bits) reached by at most ``pvalue`` of uniform random W-mers.
+
+        Exact up to a 0.01-bit grid (dynamic programming over the score distribution).
+        The result never exceeds ``max_score`` (short motifs cannot reach tiny p-values).
+        """
+        grid = 100.0
+        lo = np.round(self.log_odds * grid).astype(np.int64)
+        offset = int(-lo.min(axis=1).sum())
+        size = int(lo.max(axis=1).sum()) + offset + 1
+        dist = np.zeros(size, dtype=np.float64)
+        dist[0] = 1.0
+        base = lo.min(axis=1)
+        for j in range(self.width):  # loop over motif positions (<= ~20), vectorized over scores
+            nxt = np.zeros(size, dtype=np.float64)
+            for b in range(4):
+                shift = int(lo[j, b] - base[j])
+                nxt[shift:] += 0.25 * dist[: size - shift]
+            dist = nxt
+        tail = np.cumsum(dist[::-1])[::-1]  # P(score >= k)
+        ok = np.nonzero(tail <= pvalue)[0]
+        k = int(ok[0]) if len(ok) else size - 1
+        return (k - offset) / grid
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        """float64 [n] forward-strand scores of uint8 windows [n, W] (N -> very negative)."""
+        table = np.vstack([self.log_odds.T, np.full((1, self.width), _N_SCORE)])  # [5, W]
+        return table[windows, np.arange(self.width)[None, :]].sum(axis=1)
+
+    def scan(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of every window of a uint8 token array.
+
+        Returns:
+            (forward, reverse): float32 [max(0, n - W + 1)] each; element i scores the window
+            starting at i on the forward strand, and its reverse complement (the motif read on
+            the minus strand). Windows with N score about -1e4.
+        """
+        n = len(tokens) - self.width + 1
+        if n <= 0:
+            empty = np.zeros(0, dtype=np.float32)
+            return empty, empty.copy()
+        lo = self.log_odds.astype(np.float32)
+        n_col = np.full((self.width, 1), _N_SCORE, dtype=np.float32)
+        fwd_t = np.hstack([lo, n_col])  # [W, 5]: position x token
+        rev_t = np.hstack([lo[::-1, ::-1], n_col])
+        fwd = np.zeros(n, dtype=np.float32)
+        rev = np.zeros(n, dtype=np.float32)
+        for j in range(self.width):  # loop over motif positions, vectorized over the sequence
+            seg = tokens[j : j + n]
+            fwd += fwd_t[j][seg]
+            rev += rev_t[j][seg]
+        return fwd, rev
+
+    def sample(self, rng: np.random.Generator, n: int, min_score: float) -> np.ndarray:
+        """uint8 [n, W] instances sampled from the matrix, kept only when scoring >= min_score.
+
+        Sampling is rejection in blocks of 4,096; when acceptance is low the probabilities are
+        sharpened (p**k, renormalized) so that short, degenerate motifs still yield instances.
+        """
+        out: list[np.ndarray] = []
+        have = 0
+        sharpen = 1.0
+        while have < n:
+            p = self.probs**sharpen
+            cum = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)  # [W, 4]
+            u = rng.random((4096, self.width))
+            idx = (u[:, :, None] > cum[None, :, :]).sum(axis=2).clip(0, 3).astype(np.uint8)
+            keep = idx[self.score_windows(idx) >= min_score]
+            out.append(keep)
+            have += len(keep)
+            if len(keep) < 64:
+                sharpen += 0.5
+        return np.concatenate(out)[:n]
+
+
+@cache
+def load_motifs() -> tuple[Motif, ...]:
+    """The shipped JASPAR motifs, in file order."""
+    text = resources.files("varfx.training").joinpath("data/jaspar_motifs.json").read_text()
+    data = json.loads(text)
+    return tuple(
+        Motif(m["id"], m["name"], np.asarray(m["pfm"], dtype=np.float64)) for m in data["motifs"]
+    )
