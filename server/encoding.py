@@ -43,6 +43,7 @@ class InvalidSequenceError(ValueError):
 
 
 def _as_bytes(seq: bytes | str) -> bytes:
+    # one byte per character: anything outside ASCII becomes '?', which is invalid
     return seq.encode("ascii", "replace") if isinstance(seq, str) else seq
 
 
@@ -67,7 +68,8 @@ def encode(seq: bytes | str) -> np.ndarray:
     bad = np.flatnonzero(tokens == _INVALID)
     if bad.size:
         pos = int(bad[0])
-        raise InvalidSequenceError(raw[pos : pos + 1].decode("ascii", "replace"), pos)
+        char = seq[pos] if isinstance(seq, str) else raw[pos : pos + 1].decode("latin-1")
+        raise InvalidSequenceError(str(char), pos)
     return tokens
 
 

@@ -67,7 +67,14 @@ class VariantWindows:
 def _allele_problem(allele: str, what: str) -> tuple[int, str] | None:
     if allele in ("", "."):
         return _SC.INVALID_ALLELE, f"missing {what} allele {allele!r}"
-    if allele == "*" or allele.startswith("<") or "[" in allele or "]" in allele:
+    if (
+        allele == "*"
+        or allele.startswith("<")
+        or "[" in allele
+        or "]" in allele
+        or allele.startswith(".")  # single breakends: ".A" and "A."
+        or allele.endswith(".")
+    ):
         return _SC.SYMBOLIC_ALLELE, f"symbolic {what} allele {allele!r} cannot be scored"
     bad = first_invalid(allele)
     if bad >= 0:
