@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from varfx.training.motifs import Motif
+from varfx.training.motifs import Motif, MotifScanner
 
 __all__ = [
     "FEATURES",
@@ -130,30 +130,20 @@ class Hits:
     centre: np.ndarray
 
 
-def scan_hits(tokens: np.ndarray, motifs: tuple[Motif, ...], thresholds: np.ndarray) -> Hits:
-    """All hits of every motif on both strands of uint8 ``tokens``."""
-    parts: list[tuple[np.ndarray, ...]] = []
-    for i, m in enumerate(motifs):
-        fwd, rev = m.scan(tokens)
-        for strand, sc in ((1, fwd), (-1, rev)):
-            idx = np.nonzero(sc >= thresholds[i])[0]
-            parts.append(
-                (
-                    np.full(len(idx), i, dtype=np.int64),
-                    idx.astype(np.int64),
-                    np.full(len(idx), strand, dtype=np.int8),
-                    sc[idx],
-                    idx.astype(np.int64) + m.width // 2,
-                )
-            )
-    cols = [np.concatenate([p[k] for p in parts]) for k in range(5)]
-    order = np.lexsort((cols[0], cols[1]))
+def scan_hits(tokens: np.ndarray, scanner: MotifScanner, thresholds: np.ndarray) -> Hits:
+    """All hits of every motif of ``scanner`` on both strands of uint8 ``tokens``."""
+    scores = scanner.scan(tokens)  # [2 * n_motifs, n]
+    row_thr = np.repeat(np.asarray(thresholds, dtype=np.float32), 2)
+    row, start = np.nonzero(scores >= row_thr[:, None])
+    order = np.lexsort((row, start))
+    row, start = row[order], start[order]
+    motif = (row // 2).astype(np.int64)
     return Hits(
-        cols[0][order],
-        cols[1][order],
-        cols[2][order],
-        cols[3][order].astype(np.float32),
-        cols[4][order],
+        motif,
+        start.astype(np.int64),
+        np.where(row % 2 == 0, 1, -1).astype(np.int8),
+        scores[row, start],
+        start.astype(np.int64) + scanner.widths[motif] // 2,
     )
 
 

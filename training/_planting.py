@@ -133,15 +133,28 @@ def plant_chromosome(
     order = rng.permutation(len(kinds))
     index = {m.name: i for i, m in enumerate(motifs)}
     jitter = slot // 2 - _LOCUS_HALF_SPAN - 20
-    for n, (slot_start, ki) in enumerate(zip(chosen.tolist(), order.tolist(), strict=True)):
+    layouts = [LOCUS_KINDS[kinds[ki]][0](rng) for ki in order.tolist()]
+    need = np.zeros(len(motifs), dtype=np.int64)
+    for layout in layouts:
+        for name, _, _ in layout:
+            need[index[name]] += 1
+    pools = [
+        m.sample(rng, int(k), float(min_scores[i]))
+        for i, (m, k) in enumerate(zip(motifs, need, strict=True))
+    ]
+    scores = [m.score_windows(pool) for m, pool in zip(motifs, pools, strict=True)]
+    used = np.zeros(len(motifs), dtype=np.int64)
+    for n, (slot_start, ki, layout) in enumerate(
+        zip(chosen.tolist(), order.tolist(), layouts, strict=True)
+    ):
         kind = kinds[ki]
         centre = slot_start + slot // 2 + int(rng.integers(-jitter, jitter + 1))
         locus = f"L{first_locus + n:06d}"
-        for name, strand, offset in LOCUS_KINDS[kind][0](rng):
+        for name, strand, offset in layout:
             mi = index[name]
             m = motifs[mi]
-            inst = m.sample(rng, 1, float(min_scores[mi]))[0]
-            score = float(m.score_windows(inst[None, :])[0])
+            inst, score = pools[mi][used[mi]], float(scores[mi][used[mi]])
+            used[mi] += 1
             start = centre + offset - m.width // 2
             tokens[start : start + m.width] = inst if strand > 0 else reverse_complement(inst)
             out.append(PlantedSite(chrom, start, start + m.width, strand, mi, score, locus, kind))

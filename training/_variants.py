@@ -19,7 +19,7 @@ import numpy as np
 
 from varfx.training._grammar import FEATURES, Hits, feature_sites, scan_hits
 from varfx.training._planting import PlantedSite
-from varfx.training.motifs import Motif, decode
+from varfx.training.motifs import Motif, MotifScanner, decode
 
 __all__ = ["AltTruth", "ChromData", "VariantRecord", "design_variants", "variant_truth"]
 
@@ -87,14 +87,15 @@ class _Ctx:
         self, motifs: tuple[Motif, ...], thresholds: np.ndarray, rng: np.random.Generator
     ) -> None:
         self.motifs = motifs
+        self.scanner = MotifScanner(motifs)
         self.thresholds = thresholds
         self.rng = rng
 
 
 def _counts(
-    seq: np.ndarray, motifs: tuple[Motif, ...], thresholds: np.ndarray, focus: int
+    seq: np.ndarray, scanner: MotifScanner, thresholds: np.ndarray, focus: int
 ) -> np.ndarray:
-    sites = feature_sites(scan_hits(seq, motifs, thresholds), motifs)
+    sites = feature_sites(scan_hits(seq, scanner, thresholds), scanner.motifs)
     return np.array([int((np.abs(sites[f.name] - focus) <= RADIUS).sum()) for f in FEATURES])
 
 
@@ -111,19 +112,35 @@ def variant_truth(
     p0: int,
     ref_len: int,
     alt: np.ndarray,
-    motifs: tuple[Motif, ...],
+    scanner: MotifScanner,
     thresholds: np.ndarray,
+    ref_counts: np.ndarray | None = None,
 ) -> np.ndarray:
     """int8 [n_features] directions of one ALT (see module docstring).
 
     Args:
         tokens: uint8 chromosome tokens.
         p0: 0-based start of REF; ref_len: REF length; alt: uint8 ALT tokens.
+        ref_counts: int [n_features] site counts within +-RADIUS of p0 on the reference, when
+            already known from the genome-wide scan (they equal the local ones: FLANK covers
+            every hit that a site within RADIUS can use).
     """
     ref_seq, alt_seq, lo = _local(tokens, p0, ref_len, alt)
     focus = p0 - int(lo[0])
-    diff = _counts(alt_seq, motifs, thresholds, focus) - _counts(ref_seq, motifs, thresholds, focus)
+    if ref_counts is None:
+        ref_counts = _counts(ref_seq, scanner, thresholds, focus)
+    diff = _counts(alt_seq, scanner, thresholds, focus) - ref_counts
     return np.sign(diff).astype(np.int8)
+
+
+def _genome_counts(cd: ChromData, p0: int) -> np.ndarray:
+    out = []
+    for f in FEATURES:
+        s = cd.sites[f.name]
+        out.append(
+            int(np.searchsorted(s, p0 + RADIUS, "right") - np.searchsorted(s, p0 - RADIUS, "left"))
+        )
+    return np.array(out)
 
 
 def _best_score(m: Motif, seq: np.ndarray, lo: int, hi: int) -> float:
@@ -169,10 +186,11 @@ def _evaluate(
     if cd.occupied[max(0, p0 - 10) : p0 + len(ref) + 10].any():
         return None
     truths = []
+    ref_counts = _genome_counts(cd, p0)
     for alt in alts:
         if len(alt) == len(ref) and (alt == ref).any():
             return None
-        d = variant_truth(cd.tokens, p0, len(ref), alt, ctx.motifs, ctx.thresholds)
+        d = variant_truth(cd.tokens, p0, len(ref), alt, ctx.scanner, ctx.thresholds, ref_counts)
         cls = _classify(d)
         if cls == "mixed":
             return None

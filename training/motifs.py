@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 
 import numpy as np
 
 __all__ = [
     "Motif",
+    "MotifScanner",
     "decode",
     "encode",
     "load_motifs",
@@ -119,6 +120,13 @@ class Motif:
         k = int(ok[0]) if len(ok) else size - 1
         return (k - offset) / grid
 
+    @cached_property
+    def _tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [W, 5] forward and reverse-complement score tables (position x token)."""
+        lo = self.log_odds.astype(np.float32)
+        n_col = np.full((self.width, 1), _N_SCORE, dtype=np.float32)
+        return np.hstack([lo, n_col]), np.hstack([lo[::-1, ::-1], n_col])
+
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
         """float64 [n] forward-strand scores of uint8 windows [n, W] (N -> very negative)."""
         table = np.vstack([self.log_odds.T, np.full((1, self.width), _N_SCORE)])  # [5, W]
@@ -136,10 +144,11 @@ class Motif:
         if n <= 0:
             empty = np.zeros(0, dtype=np.float32)
             return empty, empty.copy()
-        lo = self.log_odds.astype(np.float32)
-        n_col = np.full((self.width, 1), _N_SCORE, dtype=np.float32)
-        fwd_t = np.hstack([lo, n_col])  # [W, 5]: position x token
-        rev_t = np.hstack([lo[::-1, ::-1], n_col])
+        fwd_t, rev_t = self._tables
+        if n <= 4096:  # short sequence: one gather over all windows
+            win = np.lib.stride_tricks.sliding_window_view(tokens, self.width)
+            pos = np.arange(self.width)[None, :]
+            return fwd_t[pos, win].sum(axis=1), rev_t[pos, win].sum(axis=1)
         fwd = np.zeros(n, dtype=np.float32)
         rev = np.zeros(n, dtype=np.float32)
         for j in range(self.width):  # loop over motif positions, vectorized over the sequence
@@ -168,6 +177,47 @@ class Motif:
             if len(keep) < 64:
                 sharpen += 0.5
         return np.concatenate(out)[:n]
+
+
+class MotifScanner:
+    """Scores every window of a sequence under several motifs on both strands at once.
+
+    One numpy gather per motif position (up to the widest motif) covers all motifs and
+    strands, in chunks of ``chunk`` windows, so long chromosomes and short local sequences are
+    both cheap.
+    """
+
+    def __init__(self, motifs: tuple[Motif, ...], chunk: int = 65_536) -> None:
+        self.motifs = motifs
+        self.widths = np.array([m.width for m in motifs], dtype=np.int64)
+        self.max_width = int(self.widths.max())
+        self.chunk = chunk
+        # [2 * n_motifs, max_width, 6]: rows 2k (forward) and 2k+1 (reverse) of motif k;
+        # token 5 pads past the end of the sequence; positions past a motif's width score 0.
+        table = np.zeros((2 * len(motifs), self.max_width, 6), dtype=np.float32)
+        for k, m in enumerate(motifs):
+            fwd, rev = m._tables
+            table[2 * k, : m.width, :5] = fwd
+            table[2 * k + 1, : m.width, :5] = rev
+            table[2 * k : 2 * k + 2, : m.width, 5] = _N_SCORE
+        self._table = table
+
+    def scan(self, tokens: np.ndarray) -> np.ndarray:
+        """float32 [2 * n_motifs, len(tokens)]: row 2k scores motif k forward, row 2k+1 its
+        reverse complement, for the window starting at each position (about -1e4 where the
+        window holds N or runs past the end)."""
+        n = len(tokens)
+        padded = np.concatenate(
+            [np.asarray(tokens, dtype=np.uint8), np.full(self.max_width, 5, dtype=np.uint8)]
+        )
+        out = np.empty((self._table.shape[0], n), dtype=np.float32)
+        for lo in range(0, n, self.chunk):  # chunks of windows, vectorized inside
+            hi = min(n, lo + self.chunk)
+            acc = np.zeros((self._table.shape[0], hi - lo), dtype=np.float32)
+            for j in range(self.max_width):  # loop over motif positions
+                acc += self._table[:, j, :][:, padded[lo + j : hi + j]]
+            out[:, lo:hi] = acc
+        return out
 
 
 @cache

@@ -59,7 +59,7 @@ from varfx.training._grammar import FEATURES, feature_sites, motif_thresholds, s
 from varfx.training._peaks import Peak, call_peaks
 from varfx.training._planting import LOCUS_KINDS, PlantedSite, plant_chromosome
 from varfx.training._variants import ChromData, design_variants
-from varfx.training.motifs import load_motifs
+from varfx.training.motifs import MotifScanner, load_motifs
 
 __all__ = [
     "FEATURE_NAMES",
@@ -225,6 +225,7 @@ def simulate(
     rng = np.random.default_rng(seed)
     motifs = load_motifs()
     thresholds = motif_thresholds(motifs)
+    scanner = MotifScanner(motifs)
     names = [f"chr{i + 1}" for i in range(cfg.n_chroms)]
 
     chroms: list[ChromData] = []
@@ -241,7 +242,7 @@ def simulate(
         except ValueError as exc:
             raise SimulationError(str(exc)) from exc
         first_locus += len({p.locus for p in planted})
-        hits = scan_hits(tokens, motifs, thresholds)
+        hits = scan_hits(tokens, scanner, thresholds)
         chroms.append(ChromData(name, tokens, hits, feature_sites(hits, motifs), planted))
         log.info("%s: %d planted instances, %d motif hits", name, len(planted), len(hits.start))
 
