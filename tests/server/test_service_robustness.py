@@ -20,6 +20,7 @@ import onnx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnx import numpy_helper
+from prometheus_client import CollectorRegistry
 
 from tests.conftest import random_seq, write_fasta
 from tests.onnx_models import TinyCNN, write_model
@@ -86,6 +87,41 @@ def server(files: tuple[Path, Path]) -> Iterator[Any]:
     )
     with start_in_thread(config) as running:
         yield running
+
+
+def test_deadline_before_the_batch_runs_is_counted_and_nothing_is_computed(
+    files: tuple[Path, Path],
+) -> None:
+    """A batch waits up to 500 ms to fill; a lone call with a 200 ms deadline expires first."""
+    repo, fasta = files
+    reg = CollectorRegistry()
+    config = ServerConfig(
+        model_repo=repo,
+        genome=fasta,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=-1,
+        max_delay_ms=500.0,
+        default_model="good",
+        warmup_batch_sizes=(1,),
+    )
+
+    def get(name: str, **labels: str) -> float:
+        return reg.get_sample_value(name, labels) or 0.0
+
+    with start_in_thread(config, registry=reg) as srv:
+        with pytest.raises(grpc.RpcError) as err:
+            stub_for(srv).ScoreVariants(pb.ScoreVariantsRequest(variants=snvs(3)), timeout=0.2)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        labels = {"method": "ScoreVariants", "code": "DEADLINE_EXCEEDED"}
+        deadline = time.time() + 5
+        while get("varfx_requests_total", **labels) < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        assert get("varfx_requests_total", **labels) == 1
+        assert get("varfx_queue_depth", model="good") == 0
+        assert get("varfx_inflight_requests") == 0
+        time.sleep(0.5)  # past max_delay: the batch would have run by now
+        assert get("varfx_sequences_total", model="good") == 0
 
 
 def test_interactive_stream_gets_each_response_before_sending_the_next(server: Any) -> None:
