@@ -128,7 +128,7 @@ def build_windows(
 
     for i, v in enumerate(variants):
         ref, alt, pos = v.ref.upper(), v.alt.upper(), int(v.pos)
-        problem = _allele_problem(ref, "REF") or _allele_problem(alt, "ALT")
+        problem = _allele_problem(v.ref, "REF") or _allele_problem(v.alt, "ALT")
         if problem is None and ref == alt:
             problem = _SC.REF_EQUALS_ALT, f"REF equals ALT ({ref!r}): nothing to score"
         contig = None
