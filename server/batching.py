@@ -6,7 +6,8 @@ concurrent callers into ONNX Runtime runs of at most ``max_batch`` windows, wait
 the event loop, and hands each caller its rows back in order. While one run is on the worker(s)
 the next one forms, so a busy server runs full batches back to back.
 
-- The queue is bounded in windows: a submit that does not fit raises QueueFullError at once.
+- The queue is bounded in windows: a submit that does not fit raises QueueFullError at once
+  (unary calls), or, with ``wait=True`` (streams, which have flow control), waits for room.
 - A cancelled submit (deadline expired, client gone) takes its not-yet-run windows out of the queue.
 - Identical windows within a run are computed once (multi-allelic sites share their ref window).
 - An exception in a run is isolated: the run is retried caller by caller, so only the callers
@@ -119,6 +120,7 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Future[BatchResult]] = set()
         self._closing = False
+        self._room_waiters: list[asyncio.Future[None]] = []  # submits waiting for queue room
         if metrics is not None:
             metrics.queue_capacity.labels(model=name).set(max_queue)
             metrics.queue_depth.labels(model=name).set(0)
@@ -131,6 +133,15 @@ class DynamicBatcher:
     def _set_depth(self) -> None:
         if self._metrics is not None:
             self._metrics.queue_depth.labels(model=self.name).set(self._queued)
+        if self._room_waiters:  # the depth changed: let waiting submits check again
+            for waiter in self._room_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._room_waiters.clear()
+
+    def _fits(self, n: int) -> bool:
+        # a submission larger than the whole queue is admitted when the queue is empty
+        return self._queued + n <= self.max_queue or (n > self.max_queue and not self._queued)
 
     async def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -143,6 +154,7 @@ class DynamicBatcher:
         self._closing = True
         if self._wakeup is not None:
             self._wakeup.set()
+        self._set_depth()  # submits waiting for room see that the batcher is closing
         if self._task is not None:
             await self._task
         if self._running:
@@ -150,20 +162,27 @@ class DynamicBatcher:
         if self._own_executor:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, tokens: np.ndarray) -> np.ndarray:
+    async def submit(self, tokens: np.ndarray, *, wait: bool = False) -> np.ndarray:
         """Predict windows uint8 [n, L]; returns float32 [n, F] in the same order.
 
+        ``wait``: when the queue is full, wait for room (until cancelled) instead of raising.
+
         Raises:
-            QueueFullError: the queue has no room for n more windows.
+            QueueFullError: the queue has no room for n more windows (and not ``wait``), or
+                the batcher is shutting down.
             InferenceError: ONNX Runtime failed on a run holding these windows.
         """
         n = len(tokens)
         loop = asyncio.get_running_loop()
         if n == 0:
             return np.zeros((0, 0), dtype=np.float32)
+        while wait and not self._fits(n) and not self._closing:
+            room: asyncio.Future[None] = loop.create_future()
+            self._room_waiters.append(room)
+            await room
         if self._closing or self._wakeup is None:
             raise QueueFullError(f"model {self.name!r} is shutting down")
-        if self._queued + n > self.max_queue and not (n > self.max_queue and not self._queued):
+        if not self._fits(n):
             big = (
                 " (more than the queue holds: it runs when the queue is empty)"
                 if n > self.max_queue

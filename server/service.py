@@ -2,7 +2,8 @@
 
 Per-variant problems come back as per-variant statuses; only a malformed request fails the call
 (unknown model: NOT_FOUND; too many variants, empty sequence pair, unknown feature:
-INVALID_ARGUMENT; full queue: RESOURCE_EXHAUSTED). Errors map to gRPC codes in one place
+INVALID_ARGUMENT; full queue: RESOURCE_EXHAUSTED for unary calls, while streams, which
+have flow control, wait for room). Errors map to gRPC codes in one place
 (``errors.grpc_code``).
 """
 
@@ -168,7 +169,12 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         return np.array([lookup[f] for f in wanted], dtype=np.intp)
 
     async def _score_windows(
-        self, model: ServedModel, windows: VariantWindows, options: pb.ScoreOptions
+        self,
+        model: ServedModel,
+        windows: VariantWindows,
+        options: pb.ScoreOptions,
+        *,
+        wait: bool = False,
     ) -> _Scored:
         spec = model.spec
         select = self._feature_index(spec, options.features)
@@ -183,7 +189,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         parts = [ref, alt]
         if options.reverse_complement:
             parts += [reverse_complement(ref), reverse_complement(alt)]
-        probs = await model.batcher.submit(np.concatenate(parts, axis=0))
+        probs = await model.batcher.submit(np.concatenate(parts, axis=0), wait=wait)
         ref_p, alt_p = probs[:k], probs[k : 2 * k]
         if options.reverse_complement:
             ref_p = (ref_p + probs[2 * k : 3 * k]) / 2
@@ -252,7 +258,11 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
 
     # -- RPCs --------------------------------------------------------------------------------
 
-    async def _score_variants(self, request: pb.ScoreVariantsRequest) -> pb.ScoreVariantsResponse:
+    async def _score_variants(
+        self, request: pb.ScoreVariantsRequest, *, wait: bool = False
+    ) -> pb.ScoreVariantsResponse:
+        """Score one request; ``wait``: wait for room in a full queue (streams) instead of
+        failing with RESOURCE_EXHAUSTED (unary calls)."""
         model = self._model(request.model, request.model_version)
         n = len(request.variants)
         if n > self._max_variants:
@@ -262,7 +272,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
             )
         options = request.options
         windows = await self._build_windows(model, request.variants, options.ref_policy)
-        scored = await self._score_windows(model, windows, options)
+        scored = await self._score_windows(model, windows, options, wait=wait)
         response = pb.ScoreVariantsResponse(
             model=model.spec.name, model_version=model.spec.version, features=scored.features
         )
@@ -302,7 +312,8 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
                         request = await anext(requests)
                     except StopAsyncIteration:
                         return
-                    pending.put_nowait(asyncio.create_task(self._score_variants(request)))
+                    task = asyncio.create_task(self._score_variants(request, wait=True))
+                    pending.put_nowait(task)
             except Exception as exc:
                 failure.append(exc)
             finally:

@@ -307,3 +307,49 @@ def test_stop_drains_queued_work_then_refuses(runner: ModelRunner) -> None:
 
     asyncio.run(main())
     assert sum(rec.sizes) == 15
+
+
+def test_waiting_submit_gets_room_instead_of_an_error(runner: ModelRunner) -> None:
+    rec = Recorder(runner.predict, gated=True)
+    later = tokens(6, 81)
+
+    async def body(b: DynamicBatcher) -> None:
+        held = asyncio.ensure_future(b.submit(tokens(4, 80)))
+        await wait_for(rec.started)
+        queued = asyncio.ensure_future(b.submit(tokens(6, 82)))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError):
+            await b.submit(later)  # 6 + 6 > 8: a unary call is refused at once
+        waiting = asyncio.ensure_future(b.submit(later, wait=True))  # a stream waits
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert b.queued == 6
+        rec.gate.set()
+        await asyncio.gather(held, queued)
+        np.testing.assert_allclose(await waiting, runner.predict(later), atol=1e-6)
+
+    run(rec, body, max_batch=4, max_queue=8)
+
+
+def test_stop_releases_submits_waiting_for_room(runner: ModelRunner) -> None:
+    rec = Recorder(runner.predict, gated=True)
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, name="m", max_batch=4, max_delay_s=0.0, max_queue=4)
+        await b.start()
+        held = asyncio.ensure_future(b.submit(tokens(4, 90)))
+        await wait_for(rec.started)
+        queued = asyncio.ensure_future(b.submit(tokens(4, 91)))
+        await asyncio.sleep(0)
+        waiting = asyncio.ensure_future(b.submit(tokens(2, 92), wait=True))
+        await asyncio.sleep(0.01)
+        stopping = asyncio.ensure_future(b.stop())
+        await asyncio.sleep(0.01)
+        rec.gate.set()
+        await stopping
+        done = await asyncio.wait_for(asyncio.gather(held, queued), 5)
+        assert [d.shape for d in done] == [(4, 3), (4, 3)]  # drained
+        with pytest.raises(QueueFullError, match="shutting down"):
+            await waiting
+
+    asyncio.run(main())

@@ -324,3 +324,37 @@ def test_health_is_serving_only_after_warmup(tmp_path: Path) -> None:
         starter.join(60)
         if "srv" in holder:
             holder["srv"].stop()
+
+
+def test_concurrent_streams_wait_for_room_in_a_small_queue(files: tuple[Path, Path]) -> None:
+    """Streams over a queue of 8 windows: requests of 6 windows cannot all fit at once, yet
+    every stream completes (streams wait for room; a unary call would get RESOURCE_EXHAUSTED)."""
+    repo, fasta = files
+    config = ServerConfig(
+        model_repo=repo,
+        genome=fasta,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=-1,
+        max_batch=4,
+        max_queue=8,
+        max_delay_ms=1.0,
+        default_model="good",
+        warmup_batch_sizes=(4,),
+    )
+    with start_in_thread(config) as srv:
+        stub = stub_for(srv)
+        streams = [
+            [
+                pb.ScoreVariantsRequest(variants=snvs(3, start=100 + 40 * (4 * k + i)))
+                for i in range(6)
+            ]
+            for k in range(4)
+        ]
+        calls = [stub.StreamScoreVariants(iter(reqs), timeout=60) for reqs in streams]
+        for reqs, call in zip(streams, calls, strict=True):
+            responses = list(call)
+            assert len(responses) == len(reqs)
+            for request, response in zip(reqs, responses, strict=True):
+                assert [s.variant.id for s in response.scores] == [v.id for v in request.variants]
+                assert all(s.status.code == pb.OK for s in response.scores)
