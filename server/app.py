@@ -155,6 +155,7 @@ async def create_server(
         executor=executor,
         default_model=config.default_model,
         max_variants=config.max_variants_per_request,
+        max_message_bytes=config.max_message_mb * 1024 * 1024,
     )
     server = grpc.aio.server(options=_channel_options(config))
     pb_grpc.add_VariantEffectServiceServicer_to_server(servicer, server)

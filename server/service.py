@@ -89,6 +89,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         executor: Executor,
         default_model: str = "",
         max_variants: int = 10000,
+        max_message_bytes: int | None = None,
     ) -> None:
         if not models:
             raise ValueError("no models to serve")
@@ -97,6 +98,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         self._metrics = metrics
         self._executor = executor
         self._max_variants = max_variants
+        self._max_message_bytes = max_message_bytes
         if default_model and default_model not in models:
             raise ModelNotFoundError(f"default model {default_model!r} not in {sorted(models)}")
         self._default = default_model or (next(iter(models)) if len(models) == 1 else "")
@@ -239,6 +241,27 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
             msg.max_abs_diff_feature = features[max_index[row]] if features else ""
             row += 1
 
+    def _check_size(
+        self, spec: ModelSpec, windows: VariantWindows, options: pb.ScoreOptions
+    ) -> None:
+        """Fail before inference when the response could not be sent: packed float32 arrays
+        dominate its size (OK rows x score kinds x features x 4 bytes)."""
+        limit = self._max_message_bytes
+        if limit is None:
+            return
+        n = len(windows.status)
+        n_ok = int(np.count_nonzero(windows.ok))
+        features = len(options.features) or len(spec.features)
+        kinds = len(set(options.scores)) or len(_ALL_KINDS)
+        size = n_ok * kinds * (4 * features + 6) + n * 100
+        if size > limit:
+            raise InvalidRequestError(
+                f"the response to {n} variants would be about {size / 2**20:.1f} MiB, over the "
+                f"{limit / 2**20:.0f} MiB message limit (max_message_mb): send fewer variants "
+                "per request, or ask for fewer score kinds (options.scores) or features "
+                "(options.features)"
+            )
+
     async def _build_windows(
         self, model: ServedModel, variants: Sequence[pb.Variant], policy: int
     ) -> VariantWindows:
@@ -272,6 +295,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
             )
         options = request.options
         windows = await self._build_windows(model, request.variants, options.ref_policy)
+        self._check_size(model.spec, windows, options)
         scored = await self._score_windows(model, windows, options, wait=wait)
         response = pb.ScoreVariantsResponse(
             model=model.spec.name, model_version=model.spec.version, features=scored.features
@@ -365,6 +389,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         windows = sequence_windows(
             [(p.ref, p.alt) for p in request.pairs], model.spec.sequence_length
         )
+        self._check_size(model.spec, windows, request.options)
         scored = await self._score_windows(model, windows, request.options)
         response = pb.ScoreSequencesResponse(
             model=model.spec.name, model_version=model.spec.version, features=scored.features

@@ -358,3 +358,32 @@ def test_concurrent_streams_wait_for_room_in_a_small_queue(files: tuple[Path, Pa
             for request, response in zip(reqs, responses, strict=True):
                 assert [s.variant.id for s in response.scores] == [v.id for v in request.variants]
                 assert all(s.status.code == pb.OK for s in response.scores)
+
+
+def test_response_over_the_message_limit_fails_before_inference(tmp_path: Path) -> None:
+    write_model(tmp_path / "repo", name="wide", n_features=200, length=L)
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": SEQ})
+    reg = CollectorRegistry()
+    config = ServerConfig(
+        model_repo=tmp_path / "repo",
+        genome=fasta,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=-1,
+        max_message_mb=1,
+        warmup_batch_sizes=(1,),
+    )
+    variants = snvs(400)
+    with start_in_thread(config, registry=reg) as srv:
+        stub = stub_for(srv)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ScoreVariants(pb.ScoreVariantsRequest(variants=variants))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "400 variants" in err.value.details()
+        assert "max_message_mb" in err.value.details()
+        assert reg.get_sample_value("varfx_sequences_total", {"model": "wide"}) in (None, 0.0)
+        # only the diff array: about a quarter of the size, and it is sent
+        options = pb.ScoreOptions(scores=[pb.SCORE_KIND_DIFF])
+        ok = stub.ScoreVariants(pb.ScoreVariantsRequest(variants=variants, options=options))
+        assert [len(s.diff) for s in ok.scores] == [200] * 400
+        assert ok.ByteSize() <= 400 * (4 * 200 + 6) + 400 * 100  # the server's estimate bounds it
