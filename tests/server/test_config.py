@@ -146,3 +146,12 @@ def test_config_is_frozen() -> None:
     c = ServerConfig()
     with pytest.raises(AttributeError):
         c.port = 1  # type: ignore[misc]
+
+
+def test_public_surface_resolves() -> None:
+    import varfx.server as server
+
+    for name in server.__all__:
+        assert getattr(server, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = server.nope
