@@ -82,6 +82,7 @@ class VarfxServer:
             await model.batcher.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
+            self._metrics_http.server_close()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         if self.genome is not None:
@@ -115,84 +116,109 @@ async def create_server(
     genome = Genome(config.genome) if config.genome else None
     executor = ThreadPoolExecutor(max(2, config.inference_threads), thread_name_prefix="varfx")
     models: dict[str, ServedModel] = {}
-    for entry in scan_repository(config.model_repo, config.model_versions):
-        runner = ModelRunner(entry, config.device, intra_op_threads=config.intra_op_threads)
-        batcher = DynamicBatcher(
-            runner.predict,
-            name=entry.name,
-            max_batch=config.max_batch,
-            max_delay_s=config.max_delay_ms / 1000.0,
-            max_queue=config.max_queue,
-            workers=config.inference_threads,
-            metrics=metrics,
-        )
-        await batcher.start()
-        models[entry.name] = ServedModel(runner, batcher)
-        spec = runner.spec
-        metrics.model_info.labels(
-            model=spec.name,
-            version=str(spec.version),
-            device=runner.device,
-            sequence_length=str(spec.sequence_length),
-            features=str(len(spec.features)),
-        ).set(1)
-        log.info(
-            "model %s v%d: %d features, L=%d, %s input, on %s",
-            spec.name,
-            spec.version,
-            len(spec.features),
-            spec.sequence_length,
-            spec.input_kind,
-            runner.device,
-        )
-        if runner.device.startswith("cuda"):
-            metrics.enable_gpu_memory(0)
+    server: grpc.aio.Server | None = None
+    metrics_http: Any = None
+    try:
+        for entry in scan_repository(config.model_repo, config.model_versions):
+            runner = ModelRunner(entry, config.device, intra_op_threads=config.intra_op_threads)
+            batcher = DynamicBatcher(
+                runner.predict,
+                name=entry.name,
+                max_batch=config.max_batch,
+                max_delay_s=config.max_delay_ms / 1000.0,
+                max_queue=config.max_queue,
+                workers=config.inference_threads,
+                metrics=metrics,
+            )
+            await batcher.start()
+            models[entry.name] = ServedModel(runner, batcher)
+            spec = runner.spec
+            metrics.model_info.labels(
+                model=spec.name,
+                version=str(spec.version),
+                device=runner.device,
+                sequence_length=str(spec.sequence_length),
+                features=str(len(spec.features)),
+            ).set(1)
+            log.info(
+                "model %s v%d: %d features, L=%d, %s input, on %s",
+                spec.name,
+                spec.version,
+                len(spec.features),
+                spec.sequence_length,
+                spec.input_kind,
+                runner.device,
+            )
+            if runner.device.startswith("cuda"):
+                metrics.enable_gpu_memory(0)
 
-    servicer = VariantEffectServicer(
-        models,
-        genome=genome,
-        metrics=metrics,
-        executor=executor,
-        default_model=config.default_model,
-        max_variants=config.max_variants_per_request,
-        max_message_bytes=config.max_message_mb * 1024 * 1024,
-    )
-    server = grpc.aio.server(options=_channel_options(config))
-    pb_grpc.add_VariantEffectServiceServicer_to_server(servicer, server)
-    health_servicer = _health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
-    if port == 0:
-        raise OSError(f"could not bind gRPC port {config.host}:{config.port}")
-    metrics_http, metrics_port = None, None
-    if config.metrics_port >= 0:
-        metrics_http, metrics_port = start_metrics_server(
-            metrics.registry, config.metrics_host, config.metrics_port
+        servicer = VariantEffectServicer(
+            models,
+            genome=genome,
+            metrics=metrics,
+            executor=executor,
+            default_model=config.default_model,
+            max_variants=config.max_variants_per_request,
+            max_message_bytes=config.max_message_mb * 1024 * 1024,
         )
-    handle = VarfxServer(
-        server, port, metrics_port, models, health_servicer, metrics, genome, metrics_http, executor
-    )
-    await handle.set_serving(False)
-    await server.start()
-    loop = asyncio.get_running_loop()
-    for model in models.values():
-        await loop.run_in_executor(executor, model.runner.warmup, config.warmup_sizes)
-    await handle.set_serving(True)
-    log.info(
-        "serving %s on %s:%d (metrics: %s)",
-        sorted(models),
-        config.host,
-        port,
-        f"{config.metrics_host}:{metrics_port}" if metrics_port is not None else "off",
-    )
+        # the metrics port first: a gRPC server that never started keeps its port bound
+        metrics_port = None
+        if config.metrics_port >= 0:
+            metrics_http, metrics_port = start_metrics_server(
+                metrics.registry, config.metrics_host, config.metrics_port
+            )
+        server = grpc.aio.server(options=_channel_options(config))
+        pb_grpc.add_VariantEffectServiceServicer_to_server(servicer, server)
+        health_servicer = _health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        port = server.add_insecure_port(f"{config.host}:{config.port}")
+        if port == 0:
+            raise OSError(f"could not bind gRPC port {config.host}:{config.port}")
+        handle = VarfxServer(
+            server,
+            port,
+            metrics_port,
+            models,
+            health_servicer,
+            metrics,
+            genome,
+            metrics_http,
+            executor,
+        )
+        await handle.set_serving(False)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        for model in models.values():
+            await loop.run_in_executor(executor, model.runner.warmup, config.warmup_sizes)
+        await handle.set_serving(True)
+        log.info(
+            "serving %s on %s:%d (metrics: %s)",
+            sorted(models),
+            config.host,
+            port,
+            f"{config.metrics_host}:{metrics_port}" if metrics_port is not None else "off",
+        )
+    except BaseException:
+        # a failed start leaves nothing running: stop what was started, then re-raise
+        if server is not None:
+            await server.stop(0)
+        for model in models.values():
+            await model.batcher.stop()
+        if metrics_http is not None:
+            metrics_http.shutdown()
+            metrics_http.server_close()
+        executor.shutdown(wait=False)
+        if genome is not None:
+            genome.close()
+        raise
     return handle, port
 
 

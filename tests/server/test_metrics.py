@@ -209,3 +209,25 @@ def test_metrics_port_off_still_instruments(model_repo: Path, genome_fa: Path) -
         )
         assert got == 1
         assert registry.get_sample_value("varfx_queue_capacity", {"model": "tok"}) == 8192
+
+
+def test_stop_releases_the_metrics_port(model_repo: Path, genome_fa: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = ServerConfig(
+        model_repo=model_repo,
+        genome=genome_fa,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=port,
+        metrics_host="127.0.0.1",
+        default_model="tok",
+        warmup_batch_sizes=(1,),
+    )
+    for _ in range(2):  # the second start binds the same metrics port again
+        with start_in_thread(config, registry=CollectorRegistry()) as srv:
+            assert srv.metrics_port == port
+            assert "varfx_queue_capacity" in fetch(port)

@@ -387,3 +387,38 @@ def test_response_over_the_message_limit_fails_before_inference(tmp_path: Path) 
         ok = stub.ScoreVariants(pb.ScoreVariantsRequest(variants=variants, options=options))
         assert [len(s.diff) for s in ok.scores] == [200] * 400
         assert ok.ByteSize() <= 400 * (4 * 200 + 6) + 400 * 100  # the server's estimate bounds it
+
+
+def test_failed_start_releases_what_it_took(files: tuple[Path, Path]) -> None:
+    """The metrics port is taken: start-up fails with a clear error and frees the gRPC port."""
+    repo, fasta = files
+    grpc_port = _free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        config = ServerConfig(
+            model_repo=repo,
+            genome=fasta,
+            host="127.0.0.1",
+            port=grpc_port,
+            metrics_port=busy,
+            metrics_host="127.0.0.1",
+            default_model="good",
+            warmup_batch_sizes=(1,),
+        )
+        with pytest.raises(OSError, match="in use"):
+            start_in_thread(config)
+    config = ServerConfig(
+        model_repo=repo,
+        genome=fasta,
+        host="127.0.0.1",
+        port=grpc_port,
+        metrics_port=-1,
+        default_model="good",
+        warmup_batch_sizes=(1,),
+    )
+    with start_in_thread(config) as srv:  # the gRPC port was released
+        assert srv.port == grpc_port
+        response = stub_for(srv).ScoreVariants(pb.ScoreVariantsRequest(variants=snvs(1)))
+        assert response.scores[0].status.code == pb.OK
