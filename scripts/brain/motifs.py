@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         s, _ = matcher.best(tp)
         best_score[f], best_motif[f] = s.max(), s.argmax()
-        shuf = tp[rng.permutation(len(tp))]
-        null.append(matcher.best(shuf)[0].max())
+        for _ in range(2):  # column-shuffled copies: the null for the best-match score
+            null.append(matcher.best(tp[rng.permutation(len(tp))])[0].max())
     null_arr = np.sort(np.array(null))
     pval = 1 - np.searchsorted(null_arr, best_score, side="left") / max(len(null_arr), 1)
     log.info("JASPAR matching done in %.0fs", time.time() - t0)
@@ -227,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{names[best_motif[f]]} ({ids[best_motif[f]]}, r={best_score[f]:.2f}, p={pval[f]:.2f})"
         )
 
-    per_feature = {}
+    per_feature: dict[str, list[dict[str, object]]] = {}
     for j, feat in enumerate(feats):
-        top = np.argsort(-spec[:, j])[:5]
+        top_filters = np.argsort(-spec[:, j])[:5]
         per_feature[feat] = [
             {
                 "filter": int(f),
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 "corr": float(corr[f, j]),
                 "match": label(int(f)),
             }
-            for f in top
+            for f in top_filters
         ]
 
     # in-silico insertion into background windows
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     bg = gather_windows(genome, test.contig[bg_rows], test.start[bg_rows], idx.length)
     p0 = np.clip(onnx_predict(args.model, bg), 1e-6, 1 - 1e-6)
     l0 = np.log(p0 / (1 - p0))
-    insertion = {}
+    insertion: dict[str, dict] = {}
     name_to_i = {n: i for i, n in enumerate(names)}
     for probe, candidates in PROBES.items():
         hit = next((name_to_i[c] for c in candidates if c in name_to_i), None)
@@ -318,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         "logit) minus the same assay's mean over the 4 cell types):",
         "",
     ]
-    for feat, top in per_feature.items():
-        ms = [t["match"] for t in top if not t["match"].startswith("filter")][:3]
+    for feat, best_filters in per_feature.items():
+        ms = [str(t["match"]) for t in best_filters if not str(t["match"]).startswith("filter")][:3]
         lines.append(f"- {feat}: " + "; ".join(ms))
     (out / "motifs.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
