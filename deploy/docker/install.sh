@@ -61,6 +61,7 @@ fi
 cd /
 "$venv/bin/varfx" --help >/dev/null
 "$venv/bin/python" -c "import varfx.server, varfx.client"
-# pip is not needed at run time.
+# pip and setuptools are not needed at run time.
+"$venv/bin/python" -m pip uninstall -q -y setuptools 2>/dev/null || true
 "$venv/bin/python" -m pip uninstall -q -y pip
 echo "install.sh: varfx[$extra] installed into $venv"

@@ -199,6 +199,8 @@ def test_install_script_builds_a_working_server_venv(tmp_path: Path) -> None:
         timeout=600,
     )
     assert install.returncode == 0, install.stdout + install.stderr
+    size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file())
+    assert size < 300 * 2**20, f"venv is {size / 2**20:.0f} MiB"
     assert not list(REPO.glob("build/lib*")), "install.sh wrote build/ into the source tree"
     py, varfx = str(venv / "bin" / "python"), str(venv / "bin" / "varfx")
 
@@ -214,12 +216,12 @@ def test_install_script_builds_a_working_server_venv(tmp_path: Path) -> None:
         "-c",
         "import importlib.util as u, varfx.server, varfx.client, onnxruntime;"
         "print(varfx.server.__file__);"
-        "print(u.find_spec('torch'), u.find_spec('pip'), u.find_spec('onnx'))",
+        "print(*(u.find_spec(m) for m in ('torch', 'pip', 'setuptools', 'onnx')))",
     )
     assert probe.returncode == 0, probe.stderr
     where, missing = probe.stdout.splitlines()
     assert where.startswith(str(venv))  # the installed copy, not the checkout
-    assert missing == "None None None"  # no torch, no pip, no training extra
+    assert missing == "None None None None"  # no torch, pip, setuptools, training extra
 
     # The image's ENTRYPOINT, configured by env vars as in the Dockerfile.
     repo = tmp_path / "models"
