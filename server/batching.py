@@ -121,6 +121,7 @@ class DynamicBatcher:
         self._running: set[asyncio.Future[BatchResult]] = set()
         self._closing = False
         self._room_waiters: list[asyncio.Future[None]] = []  # submits waiting for queue room
+        self._width: int | None = None  # window length L, fixed by the first submit
         if metrics is not None:
             metrics.queue_capacity.labels(model=name).set(max_queue)
             metrics.queue_depth.labels(model=name).set(0)
@@ -172,10 +173,18 @@ class DynamicBatcher:
                 the batcher is shutting down.
             InferenceError: ONNX Runtime failed on a run holding these windows.
         """
+        if tokens.ndim != 2 or tokens.dtype != np.uint8:
+            raise ValueError(f"tokens must be uint8 [n, L], got {tokens.dtype} {tokens.shape}")
         n = len(tokens)
         loop = asyncio.get_running_loop()
         if n == 0:
             return np.zeros((0, 0), dtype=np.float32)
+        if self._width is None:
+            self._width = tokens.shape[1]
+        elif tokens.shape[1] != self._width:  # would break the concatenation of a run
+            raise ValueError(
+                f"model {self.name!r} takes windows of {self._width}, got {tokens.shape[1]}"
+            )
         while wait and not self._fits(n) and not self._closing:
             room: asyncio.Future[None] = loop.create_future()
             self._room_waiters.append(room)

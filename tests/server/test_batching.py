@@ -353,3 +353,17 @@ def test_stop_releases_submits_waiting_for_room(runner: ModelRunner) -> None:
             await waiting
 
     asyncio.run(main())
+
+
+def test_malformed_submissions_are_refused_and_the_batcher_goes_on(runner: ModelRunner) -> None:
+    async def body(b: DynamicBatcher) -> np.ndarray:
+        first = await b.submit(tokens(2, 100))
+        with pytest.raises(ValueError, match="takes windows of 16, got 8"):
+            await b.submit(tokens(2, 101)[:, :8])
+        with pytest.raises(ValueError, match="uint8"):
+            await b.submit(tokens(2, 102).astype(np.int64))
+        assert b.queued == 0
+        return first
+
+    got = run(runner.predict, body)
+    np.testing.assert_allclose(got, runner.predict(tokens(2, 100)), atol=1e-6)
