@@ -1,0 +1,89 @@
+"""Channel construction shared by Client and AsyncClient: TLS, load balancing, keepalive."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+__all__ = ["ChannelSettings", "channel_options", "make_credentials"]
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """How to reach the server.
+
+    ``load_balancing``: "auto" (round_robin for ``dns:``/``ipv4:``/``ipv6:`` targets, which may
+    resolve to several replicas; pick_first otherwise), "round_robin" or "pick_first".
+    ``keepalive_s``: HTTP/2 pings every that many seconds (0 = off).
+    """
+
+    target: str
+    tls: bool = False
+    root_certificates: bytes | None = None
+    client_certificate: bytes | None = None
+    client_key: bytes | None = None
+    server_name_override: str | None = None
+    load_balancing: str = "auto"
+    keepalive_s: float = 30.0
+    max_message_mb: int = 64
+
+    def lb_policy(self) -> str:
+        if self.load_balancing not in ("auto", "round_robin", "pick_first"):
+            raise ValueError(
+                f"unknown load_balancing {self.load_balancing!r}; "
+                "expected auto, round_robin or pick_first"
+            )
+        if self.load_balancing != "auto":
+            return self.load_balancing
+        scheme = self.target.split(":", 1)[0]
+        return "round_robin" if scheme in ("dns", "ipv4", "ipv6") else "pick_first"
+
+
+def _read(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def make_credentials(
+    root_certificates: bytes | str | os.PathLike[str] | None,
+    client_certificate: bytes | str | os.PathLike[str] | None,
+    client_key: bytes | str | os.PathLike[str] | None,
+) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM bytes or file paths (None root = system roots)."""
+    cert, key = _read(client_certificate), _read(client_key)
+    if (cert is None) != (key is None):
+        raise ValueError("client_certificate and client_key must be given together (mutual TLS)")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(root_certificates), private_key=key, certificate_chain=cert
+    )
+
+
+def channel_options(settings: ChannelSettings) -> list[tuple[str, Any]]:
+    policy = settings.lb_policy()
+    service_config: dict[str, Any] = {"loadBalancingConfig": [{policy: {}}]}
+    opts: list[tuple[str, Any]] = [
+        ("grpc.lb_policy_name", policy),
+        ("grpc.service_config", json.dumps(service_config)),
+        ("grpc.max_receive_message_length", settings.max_message_mb * _MB),
+        ("grpc.max_send_message_length", settings.max_message_mb * _MB),
+        ("grpc.enable_retries", 0),  # retries are ours (with stream resume)
+    ]
+    if settings.keepalive_s > 0:
+        ms = int(settings.keepalive_s * 1000)
+        opts += [
+            ("grpc.keepalive_time_ms", ms),
+            ("grpc.keepalive_timeout_ms", max(1000, ms // 3)),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+    if settings.server_name_override:
+        opts.append(("grpc.ssl_target_name_override", settings.server_name_override))
+    return opts

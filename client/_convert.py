@@ -1,0 +1,149 @@
+"""Between the client's typed values and the varfx.v1 protobuf messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from varfx.client.types import (
+    SCORE_KINDS,
+    ModelInfo,
+    RefPolicy,
+    ScoreTable,
+    SequencePair,
+    Variant,
+)
+from varfx.proto.v1 import varfx_pb2 as pb
+
+__all__ = [
+    "build_options",
+    "model_info",
+    "parse_kinds",
+    "sequence_request",
+    "table_from_response",
+    "variant_request",
+]
+
+_KIND_ENUM = {
+    "ref": pb.SCORE_KIND_REF,
+    "alt": pb.SCORE_KIND_ALT,
+    "diff": pb.SCORE_KIND_DIFF,
+    "log2fc": pb.SCORE_KIND_LOG2FC,
+}
+
+
+def parse_kinds(scores: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Score kinds in API order from names (``"diff,log2fc"`` or a list); None/empty = all four."""
+    if scores is None:
+        return SCORE_KINDS
+    names = scores.split(",") if isinstance(scores, str) else list(scores)
+    wanted = {n.strip().lower() for n in names if n.strip()}
+    bad = sorted(wanted - set(SCORE_KINDS))
+    if bad:
+        raise ValueError(f"unknown score kind(s) {bad}; expected some of {list(SCORE_KINDS)}")
+    return tuple(k for k in SCORE_KINDS if k in wanted) or SCORE_KINDS
+
+
+def build_options(
+    scores: Iterable[str] | str | None,
+    reverse_complement: bool,
+    ref_policy: RefPolicy | str | int,
+    features: Sequence[str] | None,
+) -> pb.ScoreOptions:
+    kinds = parse_kinds(scores)
+    return pb.ScoreOptions(
+        scores=[_KIND_ENUM[k] for k in kinds],
+        reverse_complement=bool(reverse_complement),
+        ref_policy=int(RefPolicy.parse(ref_policy)),  # type: ignore[arg-type]
+        features=list(features or ()),
+    )
+
+
+def variant_request(
+    variants: Sequence[Variant], model: str, options: pb.ScoreOptions, model_version: int
+) -> pb.ScoreVariantsRequest:
+    return pb.ScoreVariantsRequest(
+        model=model,
+        model_version=model_version,
+        options=options,
+        variants=[
+            pb.Variant(id=v.id, chrom=v.chrom, pos=v.pos, ref=v.ref, alt=v.alt) for v in variants
+        ],
+    )
+
+
+def sequence_request(
+    pairs: Sequence[SequencePair], model: str, options: pb.ScoreOptions, model_version: int
+) -> pb.ScoreSequencesRequest:
+    return pb.ScoreSequencesRequest(
+        model=model,
+        model_version=model_version,
+        options=options,
+        pairs=[pb.SequencePair(id=p.id, ref=p.ref, alt=p.alt) for p in pairs],
+    )
+
+
+def table_from_response(
+    response: pb.ScoreVariantsResponse | pb.ScoreSequencesResponse,
+    items: Sequence[Variant | SequencePair],
+    kinds: Sequence[str],
+) -> ScoreTable:
+    """A ScoreTable from one response (scores in the order of ``items``)."""
+    scores: Any = response.scores
+    n = len(items)
+    if len(scores) != n:
+        raise ValueError(f"server answered {len(scores)} scores for {n} inputs")
+    features = tuple(response.features)
+    f = len(features)
+    status = np.fromiter((s.status.code for s in scores), dtype=np.int8, count=n)
+    ok = status == 0
+    mad = np.fromiter((s.max_abs_diff for s in scores), dtype=np.float32, count=n)
+    mad[~ok] = np.nan
+    idx = np.fromiter((s.max_abs_diff_index for s in scores), dtype=np.int32, count=n)
+    idx[~ok] = -1
+    arrays: dict[str, np.ndarray] = {}
+    for kind in kinds:
+        arr = np.full((n, f), np.nan, dtype=np.float32)
+        rows = np.flatnonzero(ok)
+        if rows.size and f:
+            flat = [getattr(scores[int(i)], kind) for i in rows]
+            if any(len(x) != f for x in flat):
+                raise ValueError(f"server returned {kind} arrays of the wrong length (want {f})")
+            arr[rows] = np.array(flat, dtype=np.float32).reshape(rows.size, f)
+        arrays[kind] = arr
+    return ScoreTable(
+        model=response.model,
+        model_version=int(response.model_version),
+        features=features,
+        items=tuple(items),
+        status=status,
+        messages=tuple(s.status.message for s in scores),
+        max_abs_diff=mad,
+        max_index=idx,
+        **arrays,
+    )
+
+
+def model_info(m: pb.ModelInfo) -> ModelInfo:
+    try:
+        metadata = json.loads(m.metadata_json) if m.metadata_json else {}
+    except ValueError:
+        metadata = {"raw": m.metadata_json}
+    return ModelInfo(
+        name=m.name,
+        version=int(m.version),
+        versions=tuple(int(v) for v in m.versions),
+        features=tuple(m.features),
+        sequence_length=int(m.sequence_length),
+        assembly=m.assembly,
+        device=m.device,
+        input_kind=m.input_kind,
+        output_kind=m.output_kind,
+        alphabet=m.alphabet,
+        is_default=bool(m.is_default),
+        max_batch=int(m.max_batch),
+        metadata=metadata if isinstance(metadata, dict) else {"value": metadata},
+    )

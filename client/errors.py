@@ -1,0 +1,74 @@
+"""The client's errors: every ``grpc.RpcError`` reaches the caller as a ``VarfxError``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+__all__ = ["RETRYABLE_CODES", "VarfxError", "VcfFormatError", "from_rpc_error"]
+
+#: Status codes the client retries with backoff.
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+class VarfxError(Exception):
+    """A failed call to the varfx server.
+
+    ``code`` is the ``grpc.StatusCode`` (None when the failure did not come from gRPC),
+    ``details`` the server's message. Raised ``from`` the original ``grpc.RpcError``.
+    """
+
+    def __init__(
+        self, message: str, *, code: grpc.StatusCode | None = None, details: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+    @property
+    def code_name(self) -> str:
+        return self.code.name if self.code is not None else "UNKNOWN"
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES
+
+
+class VcfFormatError(ValueError):
+    """A VCF line that cannot be parsed; the message names the file and line number."""
+
+    def __init__(self, path: str, line_number: int, reason: str) -> None:
+        super().__init__(f"{path}:{line_number}: {reason}")
+        self.path = path
+        self.line_number = line_number
+        self.reason = reason
+
+
+def rpc_code(exc: BaseException) -> grpc.StatusCode | None:
+    """The status code of a grpc.RpcError (sync or aio), None for anything else."""
+    code_fn: Any = getattr(exc, "code", None)
+    if not callable(code_fn):
+        return None
+    try:
+        code = code_fn()
+    except Exception:
+        return None
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+def from_rpc_error(exc: BaseException, method: str, target: str, attempts: int = 1) -> VarfxError:
+    """A VarfxError describing ``exc`` (raise it ``from exc``)."""
+    code = rpc_code(exc)
+    details_fn: Any = getattr(exc, "details", None)
+    details = ""
+    if callable(details_fn):
+        try:
+            details = details_fn() or ""
+        except Exception:
+            details = ""
+    name = code.name if code is not None else type(exc).__name__
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    return VarfxError(
+        f"{method} to {target} failed{tried}: {name}: {details or exc}", code=code, details=details
+    )

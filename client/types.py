@@ -1,0 +1,321 @@
+"""Typed values the client takes and returns: variants, statuses, per-variant scores, tables.
+
+Units: ``ref``/``alt`` are model probabilities (0..1), ``diff = alt - ref`` is a probability
+difference (-1..1), ``log2fc = log2(alt/(1-alt)) - log2(ref/(1-ref))`` is a log2 odds ratio
+(probabilities clipped to [1e-6, 1-1e-6] by the server).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SCORE_KINDS",
+    "ModelInfo",
+    "RefPolicy",
+    "ScoreTable",
+    "SequencePair",
+    "Status",
+    "Variant",
+    "VariantLike",
+    "VariantScore",
+]
+
+#: Score arrays the server can return, in the order the API lists them.
+SCORE_KINDS: tuple[str, ...] = ("ref", "alt", "diff", "log2fc")
+
+
+class Status(enum.IntEnum):
+    """Per-variant outcome; values equal ``varfx.v1.StatusCode``."""
+
+    OK = 0
+    REF_MISMATCH = 1
+    UNKNOWN_CHROMOSOME = 2
+    POSITION_OUT_OF_RANGE = 3
+    SYMBOLIC_ALLELE = 4
+    INDEL_TOO_LONG = 5
+    INVALID_ALLELE = 6
+    REF_EQUALS_ALT = 7
+
+
+class RefPolicy(enum.IntEnum):
+    """What the server does when REF does not match the genome (``varfx.v1.RefPolicy``)."""
+
+    STRICT = 1
+    WARN = 2
+    FLIP = 3
+
+    @classmethod
+    def parse(cls, value: RefPolicy | str | int) -> RefPolicy:
+        """``"strict"|"warn"|"flip"`` (any case), an int, or a RefPolicy."""
+        if isinstance(value, RefPolicy):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls[value.strip().upper()]
+            except KeyError:
+                raise ValueError(
+                    f"unknown ref_policy {value!r}; expected strict, warn or flip"
+                ) from None
+        try:
+            return cls(int(value))
+        except ValueError:
+            raise ValueError(f"unknown ref_policy {value!r}; expected 1, 2 or 3") from None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant with ONE alternate allele; ``pos`` is 1-based as in VCF."""
+
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+    id: str = ""
+
+    @staticmethod
+    def coerce(value: VariantLike) -> Variant:
+        """A Variant from a Variant, a tuple ``(chrom, pos, ref, alt[, id])`` or a dict with
+        those keys; raises ValueError/TypeError naming the bad value."""
+        if isinstance(value, Variant):
+            return value
+        if isinstance(value, Mapping):
+            missing = [k for k in ("chrom", "pos", "ref", "alt") if k not in value]
+            if missing:
+                raise ValueError(f"variant {dict(value)!r} lacks keys {missing}")
+            chrom, pos, ref, alt = value["chrom"], value["pos"], value["ref"], value["alt"]
+            vid = value.get("id", "")
+        elif isinstance(value, tuple | list):
+            if len(value) not in (4, 5):
+                raise ValueError(
+                    f"variant {value!r} must be (chrom, pos, ref, alt) or (chrom, pos, ref, alt, id)"
+                )
+            chrom, pos, ref, alt = value[:4]
+            vid = value[4] if len(value) == 5 else ""
+        else:
+            raise TypeError(
+                f"cannot make a Variant from {type(value).__name__} {value!r}; "
+                "pass a Variant, a (chrom, pos, ref, alt[, id]) tuple or a dict"
+            )
+        try:
+            ipos = int(pos)
+        except (TypeError, ValueError):
+            raise ValueError(f"variant position {pos!r} is not an integer") from None
+        return Variant(str(chrom), ipos, str(ref), str(alt), "" if vid is None else str(vid))
+
+
+VariantLike = Variant | tuple[Any, ...] | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SequencePair:
+    """A caller-supplied ref/alt sequence pair (ACGTN; padded/cut to the model's L by the server)."""
+
+    ref: str
+    alt: str
+    id: str = ""
+
+    @staticmethod
+    def coerce(value: SequencePair | tuple[Any, ...] | Mapping[str, Any]) -> SequencePair:
+        """From a SequencePair, a tuple ``(ref, alt[, id])`` or a dict with those keys."""
+        if isinstance(value, SequencePair):
+            return value
+        if isinstance(value, Mapping):
+            if "ref" not in value or "alt" not in value:
+                raise ValueError(f"sequence pair {dict(value)!r} needs keys 'ref' and 'alt'")
+            return SequencePair(str(value["ref"]), str(value["alt"]), str(value.get("id", "")))
+        if isinstance(value, tuple | list) and len(value) in (2, 3):
+            return SequencePair(
+                str(value[0]), str(value[1]), str(value[2]) if len(value) == 3 else ""
+            )
+        raise TypeError(f"cannot make a SequencePair from {value!r}; pass (ref, alt[, id])")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A served model (``ListModels``)."""
+
+    name: str
+    version: int
+    versions: tuple[int, ...]
+    features: tuple[str, ...]
+    sequence_length: int
+    assembly: str
+    device: str
+    input_kind: str
+    output_kind: str
+    alphabet: str
+    is_default: bool
+    max_batch: int
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class VariantScore:
+    """The scores of one variant (or sequence pair).
+
+    ``ref``/``alt``/``diff``/``log2fc`` are float32 ``[F]`` rows labelled by ``features`` (None
+    when not requested or the status is not OK). ``max_abs_diff`` is max_f |diff[f]| (probability),
+    ``feature`` the feature where it occurs ("" unless OK).
+    """
+
+    variant: Variant | SequencePair
+    status: Status
+    message: str
+    max_abs_diff: float
+    feature: str
+    feature_index: int
+    features: tuple[str, ...]
+    ref: np.ndarray | None = field(default=None, compare=False, repr=False)
+    alt: np.ndarray | None = field(default=None, compare=False, repr=False)
+    diff: np.ndarray | None = field(default=None, compare=False, repr=False)
+    log2fc: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK
+
+    @property
+    def status_name(self) -> str:
+        return self.status.name
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Scores of n variants (or sequence pairs) against F features, in input order.
+
+    Arrays: ``status`` int8 [n] (Status values), ``max_abs_diff`` float32 [n] (NaN unless OK),
+    ``max_index`` int32 [n] (-1 unless OK), and per requested kind ``ref``/``alt``/``diff``/
+    ``log2fc`` float32 [n, F] (NaN rows where the status is not OK; None when not requested).
+    """
+
+    model: str
+    model_version: int
+    features: tuple[str, ...]
+    items: tuple[Variant | SequencePair, ...]
+    status: np.ndarray
+    messages: tuple[str, ...]
+    max_abs_diff: np.ndarray
+    max_index: np.ndarray
+    ref: np.ndarray | None = None
+    alt: np.ndarray | None = None
+    diff: np.ndarray | None = None
+    log2fc: np.ndarray | None = None
+
+    @property
+    def variants(self) -> tuple[Variant | SequencePair, ...]:
+        return self.items
+
+    @property
+    def ok(self) -> np.ndarray:
+        """bool [n]: which rows were scored."""
+        return np.asarray(self.status == Status.OK)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def array(self, kind: str) -> np.ndarray:
+        """The float32 [n, F] array of one score kind; KeyError if it was not requested."""
+        if kind not in SCORE_KINDS:
+            raise KeyError(f"unknown score kind {kind!r}; expected one of {SCORE_KINDS}")
+        value = getattr(self, kind)
+        if value is None:
+            raise KeyError(f"score kind {kind!r} was not requested")
+        return value  # type: ignore[no-any-return]
+
+    def feature_name(self, i: int) -> str:
+        j = int(self.max_index[i])
+        return self.features[j] if j >= 0 else ""
+
+    def row(self, i: int) -> VariantScore:
+        """Row i as a VariantScore (array rows are views)."""
+        ok = int(self.status[i]) == Status.OK
+
+        def get(a: np.ndarray | None) -> np.ndarray | None:
+            return a[i] if (a is not None and ok) else None
+
+        return VariantScore(
+            variant=self.items[i],
+            status=Status(int(self.status[i])),
+            message=self.messages[i],
+            max_abs_diff=float(self.max_abs_diff[i]),
+            feature=self.feature_name(i),
+            feature_index=int(self.max_index[i]),
+            features=self.features,
+            ref=get(self.ref),
+            alt=get(self.alt),
+            diff=get(self.diff),
+            log2fc=get(self.log2fc),
+        )
+
+    def __iter__(self) -> Iterator[VariantScore]:
+        for i in range(len(self.items)):
+            yield self.row(i)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per row: variant fields, status, message, max_abs_diff, feature, and
+        ``<kind>_<feature>`` for every returned score (None where not scored)."""
+        records = []
+        kinds = [(k, getattr(self, k)) for k in SCORE_KINDS if getattr(self, k) is not None]
+        for i, item in enumerate(self.items):
+            rec: dict[str, Any] = dict(item.__dict__)
+            ok = int(self.status[i]) == Status.OK
+            rec.update(
+                status=Status(int(self.status[i])).name,
+                message=self.messages[i],
+                max_abs_diff=float(self.max_abs_diff[i]) if ok else None,
+                feature=self.feature_name(i),
+            )
+            for kind, arr in kinds:
+                values = arr[i].tolist()
+                for name, v in zip(self.features, values, strict=True):
+                    rec[f"{kind}_{name}"] = v if ok else None
+            records.append(rec)
+        return records
+
+    def top(self, k: int = 10) -> list[VariantScore]:
+        """The k scored rows with the largest max |diff|, largest first."""
+        idx = np.flatnonzero(self.ok)
+        order = idx[np.argsort(-self.max_abs_diff[idx], kind="stable")][:k]
+        return [self.row(int(i)) for i in order]
+
+    def status_counts(self) -> dict[str, int]:
+        """Rows per status name (only statuses that occur)."""
+        values, counts = np.unique(self.status, return_counts=True)
+        return {Status(int(v)).name: int(c) for v, c in zip(values, counts, strict=True)}
+
+    @staticmethod
+    def concat(tables: Sequence[ScoreTable]) -> ScoreTable:
+        """Tables of the same model and features, stacked in order."""
+        if not tables:
+            raise ValueError("concat needs at least one table")
+        first = tables[0]
+        for t in tables[1:]:
+            if t.features != first.features:
+                raise ValueError("cannot concat tables with different features")
+
+        def cat(kind: str) -> np.ndarray | None:
+            parts = [getattr(t, kind) for t in tables]
+            if any(p is None for p in parts):
+                return None
+            return np.concatenate(parts, axis=0)
+
+        return ScoreTable(
+            model=first.model,
+            model_version=first.model_version,
+            features=first.features,
+            items=tuple(x for t in tables for x in t.items),
+            status=np.concatenate([t.status for t in tables]),
+            messages=tuple(m for t in tables for m in t.messages),
+            max_abs_diff=np.concatenate([t.max_abs_diff for t in tables]),
+            max_index=np.concatenate([t.max_index for t in tables]),
+            ref=cat("ref"),
+            alt=cat("alt"),
+            diff=cat("diff"),
+            log2fc=cat("log2fc"),
+        )
