@@ -6,6 +6,7 @@ numpy arrays through lookup tables; no per-base Python loops.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +29,10 @@ _LUT = np.full(256, _INVALID, dtype=np.uint8)
 for _i, _b in enumerate(b"ACGTN"):
     _LUT[_b] = _i
     _LUT[ord(chr(_b).lower())] = _i
+# the same table for bytes.translate (a C loop over bytes), with anything invalid mapped to N
+_TRANSLATE = bytes(N_TOKEN if t == _INVALID else int(t) for t in _LUT)
+_BAD_STR = re.compile(r"[^ACGTNacgtn]")
+_BAD_BYTES = re.compile(rb"[^ACGTNacgtn]")
 _DECODE = np.frombuffer(b"ACGTN", dtype=np.uint8)
 # complement of token t is _COMPLEMENT[t]: A<->T, C<->G, N->N
 _COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
@@ -49,9 +54,8 @@ def _as_bytes(seq: bytes | str) -> bytes:
 
 def first_invalid(seq: bytes | str) -> int:
     """Index of the first character outside ACGTN (any case), or -1 when there is none."""
-    codes = _LUT[np.frombuffer(_as_bytes(seq), dtype=np.uint8)]
-    bad = np.flatnonzero(codes == _INVALID)
-    return int(bad[0]) if bad.size else -1
+    found = _BAD_STR.search(seq) if isinstance(seq, str) else _BAD_BYTES.search(seq)
+    return found.start() if found else -1
 
 
 def encode(seq: bytes | str) -> np.ndarray:
@@ -85,11 +89,10 @@ def encode_batch(seqs: Sequence[bytes], length: int) -> np.ndarray:
     """
     if not seqs:
         return np.empty((0, length), dtype=np.uint8)
-    flat = np.frombuffer(b"".join(seqs), dtype=np.uint8)
-    if flat.size != len(seqs) * length:
+    joined = bytearray().join(seqs)
+    if len(joined) != len(seqs) * length:
         raise ValueError(f"encode_batch: expected {len(seqs)} sequences of length {length}")
-    tokens = _LUT[flat]
-    tokens[tokens == _INVALID] = N_TOKEN
+    tokens = np.frombuffer(joined.translate(_TRANSLATE), dtype=np.uint8)
     return tokens.reshape(len(seqs), length)
 
 

@@ -76,6 +76,8 @@ def test_encode_batch_equals_row_by_row_encode() -> None:
     batch = encode_batch(seqs, 33)
     assert batch.dtype == np.uint8
     assert batch.shape == (25, 33)
+    assert batch.flags.writeable
+    assert batch.flags.c_contiguous
     for row, seq in zip(batch, seqs, strict=True):
         assert np.array_equal(row, encode(seq))
 
