@@ -1,0 +1,276 @@
+"""varfx benchmark harness: bare ONNX Runtime, the varfx server, ``varfx score`` and a torch-eager
+peer, side by side in one run on the same machine and models.
+
+    .venv/bin/python -m bench.run --device cpu --models default,basset,deepsea --out bench/out
+    .venv/bin/python -m bench.run --device cuda --models default,deepsea --quick --out bench/out-gpu
+
+Run from the repository root. Writes ``<out>/results.json``, ``<out>/results.md`` and PNG plots;
+``--docs docs/benchmarks.md`` also writes the benchmark page (plots copied beside it).
+Basset/DeepSEA-size models have random weights (speed only). See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import _report
+from bench._data import SimGenome, distinct_sites, multiallelic_sites, write_vcf
+from bench._flops import model_macs
+from bench._load import measure_load
+from bench._nets import BenchModel, prepare_model
+from bench._peers import bare_ort_sweep, torch_peer, varfx_score, varfx_score_available
+
+__all__ = ["Knobs", "main", "run_benchmarks"]
+
+log = logging.getLogger("bench")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """How long and how hard to measure (``--quick`` shrinks them)."""
+
+    window_s: float  # shortest measurement window, seconds
+    cap_s: float  # time cap of one measurement (it stops earlier once 3 windows agree)
+    concurrency: tuple[int, ...]
+    batch_sizes: tuple[int, ...]  # bare-ORT sweep, windows per run
+    score_variants: int  # VCF size for `varfx score` (>= 20,000 in full runs)
+    score_cap_s: float  # shrink the VCF for slow models so `varfx score` takes about this long
+    max_batch: int
+    max_delay_ms: float
+    peer_batch: int  # torch peer: variants per batch
+    gpu_memory_s: float
+
+
+def knobs_from(args: argparse.Namespace) -> Knobs:
+    quick = args.quick
+    return Knobs(
+        window_s=args.window_s or (0.5 if quick else 1.0),
+        cap_s=args.cap_s or (5.0 if quick else 30.0),
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+        batch_sizes=(2, 16, 64, 256) if quick else (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        score_variants=args.score_variants or (4000 if quick else 20000),
+        score_cap_s=20.0 if quick else 90.0,
+        max_batch=args.max_batch,
+        max_delay_ms=args.max_delay_ms,
+        peer_batch=args.peer_batch,
+        gpu_memory_s=15.0 if quick else 60.0,
+    )
+
+
+class _Scraper:
+    """Scrapes /metrics every ``interval`` seconds, like Prometheus would."""
+
+    def __init__(self, port: int, interval: float = 5.0) -> None:
+        self._stop = threading.Event()
+        self.scrapes = 0
+        self._thread = threading.Thread(target=self._run, args=(port, interval), daemon=True)
+        self._thread.start()
+
+    def _run(self, port: int, interval: float) -> None:
+        while not self._stop.wait(interval):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                r.read()
+            self.scrapes += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def _server(model: BenchModel, genome: SimGenome, device: str, *, max_batch: int,
+            max_delay_ms: float, metrics: bool) -> Any:  # fmt: skip
+    from varfx.server import ServerConfig, start_in_thread
+
+    config = ServerConfig(
+        model_repo=model.path.parents[2],
+        genome=genome.path,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0 if metrics else -1,
+        metrics_host="127.0.0.1",
+        device=device,
+        max_batch=max_batch,
+        max_delay_ms=max_delay_ms,
+        max_queue=1 << 16,
+        warmup_batch_sizes=() if device == "cuda" else (2, max_batch),
+    )
+    return start_in_thread(config)
+
+
+def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
+                work: Path) -> dict[str, Any]:  # fmt: skip
+    """Every measurement for one model; returns its results dict."""
+    from varfx.server.repository import scan_repository
+    from varfx.server.runtime import ModelRunner
+
+    res: dict[str, Any] = {"model": model.name, "source": model.source}
+    entry = scan_repository(model.path.parents[2])[0]
+    runner = ModelRunner(entry, device)
+    spec = runner.spec
+    res.update(length=spec.sequence_length, features=len(spec.features), device=runner.device)
+    macs = model_macs(model.path)
+    res["macs_per_window"] = macs
+    res["gflop_per_variant"] = 4 * macs / 1e9  # 2 FLOP/MAC x 2 windows
+    res["gflop_per_variant_rc"] = 8 * macs / 1e9
+
+    log.info("[%s] (a) bare ONNX Runtime batch sweep", model.key)
+    sweep = bare_ort_sweep(runner, knobs.batch_sizes, window_s=knobs.window_s, cap_s=knobs.cap_s)
+    best_b = max(sweep, key=lambda b: sweep[b].per_s)
+    ort_vps = sweep[best_b].per_s
+    res["bare_ort"] = {
+        "sweep": {str(b): r.to_dict() for b, r in sweep.items()},
+        "best_batch_windows": best_b,
+        "variants_per_s": ort_vps,
+        "achieved_tflops": ort_vps * res["gflop_per_variant"] / 1e3,
+    }
+    # ~20 ms of compute per request at full speed; windows long enough for >= 4 rounds at 64 callers
+    per_request = int(min(32, max(1, round(ort_vps * 0.02))))
+    chunk = min(256, per_request * 4)
+    res["per_request"], res["stream_chunk"] = per_request, chunk
+
+    n_sites = max(knobs.score_variants, 64 * chunk * 2)
+    sites = distinct_sites(genome, min(n_sites, len(genome) // 2))
+    variants = [(s.chrom, s.pos, s.ref, s.alts[0]) for s in sites]
+
+    def window_for(conc: int, size: int) -> float:
+        return max(knobs.window_s, 4 * conc * size / ort_vps)
+
+    def load(target: str, conc: int, mode: str, vlist: list[Any] | None = None) -> dict[str, Any]:
+        size = per_request if mode == "unary" else chunk
+        win = window_for(conc, size if mode == "unary" else size * 2)
+        r = measure_load(target, vlist or variants, mode=mode, concurrency=conc,
+                         per_request=size, window_s=win, warmup_s=min(win, 2.0),
+                         cap_s=max(knobs.cap_s, 3.5 * win))  # fmt: skip
+        log.info("[%s]   %s x%d: %.0f variants/s, p50 %.1f ms, p99 %.1f ms%s", model.key, mode,
+                 conc, r.variants_per_s, r.p50_ms, r.p99_ms, "" if r.stable else " (cap)")  # fmt: skip
+        return r.to_dict()
+
+    log.info("[%s] (b) server: unary and streaming at %s callers", model.key, knobs.concurrency)
+    server = _server(model, genome, device, max_batch=knobs.max_batch,
+                     max_delay_ms=knobs.max_delay_ms, metrics=True)  # fmt: skip
+    scraper = _Scraper(server.metrics_port)
+    try:
+        res["server"] = {
+            mode: {str(c): load(server.target, c, mode) for c in knobs.concurrency}
+            for mode in ("unary", "stream")
+        }
+        ref_conc = 16 if 16 in knobs.concurrency else knobs.concurrency[-1]
+        res["reference_concurrency"] = ref_conc
+        log.info("[%s] multi-allelic dedupe: 3 ALTs per site vs distinct sites", model.key)
+        multi = multiallelic_sites(genome, max(1, len(variants) // 3))
+        multi_v = [(s.chrom, s.pos, s.ref, a) for s in multi for a in s.alts]
+        res["dedupe"] = {
+            "distinct": res["server"]["unary"][str(ref_conc)],
+            "multiallelic": load(server.target, ref_conc, "unary", multi_v),
+        }
+        score_n = int(min(knobs.score_variants, max(2000, ort_vps * knobs.score_cap_s)))
+        res["score"] = _score(server.target, genome, sites[:score_n], work / f"{model.key}.vcf")
+    finally:
+        scraper.stop()
+        server.stop()
+
+    log.info("[%s] batch-1 serving (max_batch=2) at %d callers", model.key, ref_conc)
+    with _server(model, genome, device, max_batch=2, max_delay_ms=knobs.max_delay_ms,
+                 metrics=True) as one:  # fmt: skip
+        res["batch1"] = load(one.target, ref_conc, "unary")
+    log.info("[%s] metrics endpoint off at %d callers", model.key, ref_conc)
+    with _server(model, genome, device, max_batch=knobs.max_batch,
+                 max_delay_ms=knobs.max_delay_ms, metrics=False) as off:  # fmt: skip
+        res["metrics_off"] = load(off.target, ref_conc, "unary")
+
+    if model.torch_module is not None:
+        log.info("[%s] (d) torch-eager peer", model.key)
+        peer_sites = [(s.pos, s.ref, s.alts[0]) for s in sites]
+        rate = torch_peer(model.torch_module, genome.seq, peer_sites, spec.sequence_length,
+                          device=device, batch=knobs.peer_batch, window_s=knobs.window_s,
+                          cap_s=knobs.cap_s)  # fmt: skip
+        res["torch_peer"] = {**rate.to_dict(), "batch_variants": knobs.peer_batch}
+    else:
+        res["torch_peer"] = None
+    if device == "cuda":
+        from bench._gpu import gpu_memory_run
+
+        log.info("[%s] GPU memory over random batch sizes", model.key)
+        res["gpu_memory"] = gpu_memory_run(runner, knobs.max_batch, seconds=knobs.gpu_memory_s)
+    res["ratios"] = _report.ratios(res)
+    return res
+
+
+def _score(target: str, genome: SimGenome, sites: list[Any], vcf: Path) -> dict[str, Any] | None:
+    if not varfx_score_available():
+        log.warning("`varfx score` is not available in this checkout: (c) skipped")
+        return None
+    n = write_vcf(vcf, genome, sites)
+    log.info("(c) varfx score on %d variants", n)
+    out = varfx_score(target, vcf, vcf.with_suffix(".scored.tsv"), n)
+    log.info("    %.0f variants/s (%.1f s wall)", out["variants_per_s"], out["wall_s"])
+    return out
+
+
+def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
+    """Run everything the arguments ask for; returns the results (also written to --out)."""
+    knobs = knobs_from(args)
+    device = args.device
+    results: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.run", *sys.argv[1:]]),
+        "machine": _report.machine(device),
+        "knobs": knobs.__dict__,
+        "models": {},
+    }
+    if device == "cuda":
+        from bench._gpu import matmul_roofline
+
+        log.info("matmul roofline (torch, cuda)")
+        results["roofline_tflops"] = matmul_roofline(seconds=1.0 if args.quick else 3.0)
+    with tempfile.TemporaryDirectory(prefix="varfx-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        genome = SimGenome(tmp, size=args.genome_size, seed=0)
+        for key in args.models.split(","):
+            t0 = time.perf_counter()
+            log.info("== model %s", key)
+            model = prepare_model(key, tmp / "repos", root=ROOT)
+            results["models"][key] = bench_model(model, genome, device, knobs, tmp)
+            results["models"][key]["bench_seconds"] = time.perf_counter() - t0
+            _report.write_all(results, Path(args.out), docs=None)  # partial results survive
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--models", default="default,basset,deepsea",
+                    help="comma-separated: default, basset, deepsea")  # fmt: skip
+    ap.add_argument("--out", default="bench/out", help="results folder")
+    ap.add_argument(
+        "--docs", default=None, help="also write this markdown page (docs/benchmarks.md)"
+    )
+    ap.add_argument("--quick", action="store_true", help="short windows and caps (smoke/GPU runs)")
+    ap.add_argument("--concurrency", default="1,4,16,64")
+    ap.add_argument("--window-s", type=float, default=0.0)
+    ap.add_argument("--cap-s", type=float, default=0.0)
+    ap.add_argument("--score-variants", type=int, default=0)
+    ap.add_argument("--max-batch", type=int, default=256)
+    ap.add_argument("--max-delay-ms", type=float, default=2.0)
+    ap.add_argument("--peer-batch", type=int, default=64)
+    ap.add_argument("--genome-size", type=int, default=2_000_000)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("varfx").setLevel(logging.WARNING)
+    results = run_benchmarks(args)
+    _report.write_all(results, Path(args.out), docs=Path(args.docs) if args.docs else None)
+    print(_report.markdown_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
