@@ -39,6 +39,8 @@ class Genome:
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"genome FASTA not found: {self.path}")
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._handles: list[pysam.FastaFile] = []  # every thread's handle, closed by close()
         fasta = self._handle()
         self.contigs: Mapping[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
         self._resolved: dict[str, str | None] = {}
@@ -48,6 +50,8 @@ class Genome:
         if fasta is None:
             fasta = pysam.FastaFile(self.path)
             self._local.fasta = fasta
+            with self._lock:
+                self._handles.append(fasta)
         return fasta
 
     def resolve(self, chrom: str) -> str | None:
@@ -76,10 +80,12 @@ class Genome:
         return seq
 
     def close(self) -> None:
-        fasta = getattr(self._local, "fasta", None)
-        if fasta is not None:
+        """Close the FASTA handles of every thread (call when no fetch is running)."""
+        with self._lock:
+            handles, self._handles = self._handles, []
+        for fasta in handles:
             fasta.close()
-            self._local.fasta = None
+        self._local = threading.local()
 
     def __enter__(self) -> Genome:
         return self

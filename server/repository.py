@@ -84,7 +84,7 @@ def scan_repository(root: Path, pins: Mapping[str, int] | None = None) -> list[M
     if not root.is_dir():
         raise ModelRepositoryError(f"model repository {str(root)!r} is not a directory")
     entries = []
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != "."):
         dirs: dict[int, Path] = {}
         for v in sorted(model_dir.iterdir()):
             if v.is_dir() and _VERSION_RE.match(v.name) and (v / "model.onnx").is_file():

@@ -103,6 +103,22 @@ def test_fetch_from_many_threads(tmp_path: Path, contigs: dict[str, str]) -> Non
     assert errors == []
 
 
+def test_close_closes_every_threads_handle(tmp_path: Path, contigs: dict[str, str]) -> None:
+    genome = Genome(write_fasta(tmp_path / "g.fa", contigs))
+    threads = [threading.Thread(target=genome.fetch, args=("chr1", 0, 10)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    handles = list(genome._handles)
+    assert len(handles) == 4  # the constructor's thread and three workers
+    assert all(h.is_open() for h in handles)
+    genome.close()
+    assert not any(h.is_open() for h in handles)
+    assert genome.fetch("chr1", 0, 5) == contigs["chr1"][:5].encode()  # reopens on use
+    genome.close()
+
+
 def test_missing_fasta_and_unknown_contig(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="absent.fa"):
         Genome(tmp_path / "absent.fa")

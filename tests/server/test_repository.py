@@ -138,6 +138,7 @@ def test_non_version_entries_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "m" / "7").mkdir()  # no model.onnx
     (tmp_path / "m" / "³").mkdir()  # unicode digit, not a version
     shutil.copy(tmp_path / "m" / "2" / "model.onnx", tmp_path / "m" / "³" / "model.onnx")
+    write_model(tmp_path, name=".ipynb_checkpoints", length=L)  # hidden directories
     (tmp_path / "README.md").write_text("not a model")
     (tmp_path / "empty_model_dir").mkdir()
     (entry,) = scan_repository(tmp_path)
