@@ -12,6 +12,7 @@ import pysam
 __all__ = ["Genome", "chrom_aliases"]
 
 _MITO = ("chrM", "MT", "chrMT", "M")
+_MAX_CACHED = 10_000
 
 
 def chrom_aliases(chrom: str) -> list[str]:
@@ -61,7 +62,8 @@ class Genome:
         except KeyError:
             pass
         found = next((name for name in chrom_aliases(chrom) if name in self.contigs), None)
-        self._resolved[chrom] = found
+        if found is not None or len(self._resolved) < _MAX_CACHED:
+            self._resolved[chrom] = found  # unknown names from callers must not grow it unbounded
         return found
 
     def fetch(self, contig: str, start: int, end: int) -> bytes:

@@ -75,6 +75,14 @@ def test_resolve_aliases(
     assert genome.resolve(asked) == expected  # cached answer is the same
 
 
+def test_unknown_names_do_not_grow_the_cache(tmp_path: Path) -> None:
+    genome = Genome(write_fasta(tmp_path / "g.fa", {"chr1": "ACGT"}))
+    for i in range(12_000):
+        assert genome.resolve(f"junk{i}") is None
+    assert len(genome._resolved) <= 10_000
+    assert genome.resolve("1") == "chr1"  # known names are still cached and found
+
+
 def test_chrom_aliases_order() -> None:
     assert chrom_aliases("chr7") == ["chr7", "7"]
     assert chrom_aliases("7") == ["7", "chr7"]
