@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# After a brain-hg19 model exists: k-mer baseline (if not done), CNN vs baseline table + ROC/PR
+# plots, motif analysis, and the 194 real chr20 indels scored; outputs go to docs/brain/.
+#
+#   scripts/brain/report.sh [--run runs/brain/cuda] [--model models/brain-hg19/1/model.onnx]
+#                           [--data ../shared/data/real] [--docs docs/brain]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python
+RUN=runs/brain/cuda
+MODEL=models/brain-hg19/1/model.onnx
+DATA=../shared/data/real
+DOCS=docs/brain
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --run) RUN=$2; shift 2 ;;
+    --model) MODEL=$2; shift 2 ;;
+    --data) DATA=$2; shift 2 ;;
+    --docs) DOCS=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+INDEX=$RUN/index.npz
+[ -f "$INDEX" ] || { echo "no $INDEX: run scripts/brain/train.sh first" >&2; exit 1; }
+mkdir -p "$DOCS"
+[ -f "$RUN/kmer/summary.json" ] || "$PY" scripts/brain/baseline.py --index "$INDEX" --out "$RUN/kmer"
+"$PY" scripts/brain/evaluate.py --index "$INDEX" --model "$MODEL" --baseline "$RUN/kmer" --out "$DOCS"
+"$PY" scripts/brain/motifs.py --index "$INDEX" --model "$MODEL" --out "$DOCS"
+"$PY" scripts/brain/score_indels.py --model "$MODEL" \
+  --genome "$DATA/hg19_ref_debian/vt-examples.20.fa.gz" \
+  --vcf "$DATA/hg19_ref_debian/vt-examples.normalize_IN.chr20_indels.vcf.gz" \
+  --out "$RUN/indels.tsv" --top 10 | tee "$DOCS/indels_top.md"
