@@ -22,7 +22,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 INDEX=$RUN/index.npz
-[ -f "$INDEX" ] || { echo "no $INDEX: run scripts/brain/train.sh first" >&2; exit 1; }
+REF=$DATA/hg19_ref_debian
+# prepare.py is deterministic (seed 0): rebuilding the index gives train.sh's windows exactly
+[ -f "$INDEX" ] || "$PY" scripts/brain/prepare.py --genome "$REF/vt-examples.20.fa.gz" \
+  --genome "$REF/smalt-examples.hs37chrXtrunc.fa.gz" --peaks "$DATA/hg19_nott_brain" --out "$INDEX"
 mkdir -p "$DOCS"
 [ -f "$RUN/kmer/summary.json" ] || "$PY" scripts/brain/baseline.py --index "$INDEX" --out "$RUN/kmer"
 "$PY" scripts/brain/evaluate.py --index "$INDEX" --model "$MODEL" --baseline "$RUN/kmer" --out "$DOCS"
