@@ -1,15 +1,150 @@
-"""`varfx` subcommands of varfx.client (stdlib-only at import time)."""
+"""``varfx score`` and ``varfx health`` (stdlib-only at import time)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
 def register(subparsers: Any) -> None:
     """Add this package's subcommands to the top-level `varfx` parser."""
-    del subparsers
+    p = subparsers.add_parser(
+        "score",
+        help="annotate a VCF with variant-effect scores from a varfx server",
+        description=(
+            "Score every record of a VCF (plain or gzipped) against a varfx server and write an "
+            "annotated VCF (bgzipped + tabix-indexed when OUT ends in .gz) or a TSV. "
+            "Multi-allelic records are scored per ALT; every record comes out, unscorable ones "
+            "with their status."
+        ),
+    )
+    p.add_argument("input", help="input VCF (.vcf or .vcf.gz)")
+    p.add_argument(
+        "--server",
+        default="localhost:50051",
+        help="HOST:PORT or gRPC target (default: %(default)s)",
+    )
+    p.add_argument("--model", default="", help="model name (default: the server's default)")
+    p.add_argument(
+        "-o", "--output", required=True, help="output path (.vcf, .vcf.gz, .tsv, .tsv.gz)"
+    )
+    p.add_argument(
+        "--format", choices=["vcf", "tsv"], default=None, help="default: from the output name"
+    )
+    p.add_argument(
+        "--features",
+        default="",
+        help="comma-separated features: VCF gets per-feature INFO keys; summary uses this subset",
+    )
+    p.add_argument(
+        "--scores",
+        default=None,
+        help="score kinds per feature: diff,log2fc,ref,alt (TSV default: all; VCF default: diff)",
+    )
+    p.add_argument(
+        "--ref-policy",
+        choices=["strict", "warn", "flip"],
+        default="strict",
+        help="when REF does not match the genome (default: strict = not scored)",
+    )
+    p.add_argument(
+        "--reverse-complement",
+        action="store_true",
+        help="average each window with its reverse complement",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from OUT.partial"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=500, help="variants per request (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=4,
+        help="requests in flight on the stream (default: %(default)s)",
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="deadline of unary calls, seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tls(p)
+    p.set_defaults(func=_score)
+
+    h = subparsers.add_parser(
+        "health",
+        help="check a varfx server's health (exit 0 when SERVING)",
+        description="grpc.health.v1 Check: prints the status; exit 0 when SERVING, 1 otherwise.",
+    )
+    h.add_argument("--server", default="localhost:50051", help="HOST:PORT (default: %(default)s)")
+    h.add_argument("--service", default="", help="service name (default: the whole server)")
+    h.add_argument("--timeout", type=float, default=3.0, help="seconds (default: %(default)s)")
+    _add_tls(h)
+    h.set_defaults(func=_health)
 
 
-def _unused(args: argparse.Namespace) -> int:
+def _add_tls(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TLS and auth")
+    g.add_argument("--tls", action="store_true", help="use TLS (system roots unless --ca-cert)")
+    g.add_argument("--ca-cert", default=None, help="PEM file of root certificates")
+    g.add_argument("--client-cert", default=None, help="PEM client certificate (mutual TLS)")
+    g.add_argument("--client-key", default=None, help="PEM client key (mutual TLS)")
+    g.add_argument("--token", default=None, help="bearer token (or env VARFX_TOKEN)")
+
+
+def _client(args: argparse.Namespace, **kwargs: Any) -> Any:
+    import os
+
+    from varfx.client import Client
+
+    return Client(
+        args.server,
+        tls=args.tls,
+        root_certificates=args.ca_cert,
+        client_certificate=args.client_cert,
+        client_key=args.client_key,
+        token=args.token or os.environ.get("VARFX_TOKEN"),
+        timeout=args.timeout,
+        **kwargs,
+    )
+
+
+def _score(args: argparse.Namespace) -> int:
+    from varfx.client.errors import VarfxError, VcfFormatError
+    from varfx.client.score import ScoreError, score_vcf
+
+    features = [f for f in args.features.split(",") if f] or None
+    try:
+        with _client(args) as client:
+            summary = score_vcf(
+                client,
+                args.input,
+                args.output,
+                model=args.model,
+                fmt=args.format,
+                features=features,
+                scores=args.scores,
+                ref_policy=args.ref_policy,
+                reverse_complement=args.reverse_complement,
+                resume=args.resume,
+                batch_size=args.batch_size,
+                max_in_flight=args.max_in_flight,
+                progress=False if args.no_progress else None,
+            )
+    except (ScoreError, VcfFormatError, VarfxError, ValueError, OSError) as exc:
+        sys.stderr.write(f"varfx score: error: {exc}\n")
+        return 1
+    sys.stdout.write("\n".join(summary.lines()) + "\n")
     return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from varfx.client.errors import VarfxError
+
+    try:
+        with _client(args) as client:
+            status = client.health(args.service, timeout=args.timeout)
+    except VarfxError as exc:
+        sys.stdout.write(f"{args.server}: {exc.code_name} ({exc.details or exc})\n")
+        return 1
+    sys.stdout.write(f"{args.server}: {status}\n")
+    return 0 if status == "SERVING" else 1

@@ -1,0 +1,205 @@
+"""Writers for ``varfx score``: annotated VCF and TSV, as plain text, complete records only.
+
+Both take records and their per-ALT scores (``add(record, table, rows)``) and write plain text to
+a stream; ``varfx score`` compresses/indexes at the end. Numbers are written with ``%.6g``;
+unscored values are ``.`` (VCF) or empty (TSV). No dates go into headers, so a resumed run
+writes the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+
+from varfx.client.types import ModelInfo, ScoreTable, Status
+from varfx.client.vcf import VCF_COLUMNS, VcfHeader, VcfRecord
+
+__all__ = ["ChunkText", "OutputSpec", "TsvWriter", "VcfWriter", "info_key", "make_writer"]
+
+FORMULAS = (
+    "ref=p(ref window), alt=p(alt window) (probabilities 0..1); diff=alt-ref (probability "
+    "difference); log2fc=log2(alt/(1-alt))-log2(ref/(1-ref)) (log2 odds ratio; p clipped to "
+    "[1e-6,1-1e-6])"
+)
+_STATUS_NAMES = np.array([s.name for s in sorted(Status)], dtype=object)
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def info_key(kind: str, feature: str) -> str:
+    """A VCF 4.3-legal INFO key for one feature's score: ``VARFX_DIFF_<feature>`` with any
+    character outside ``[A-Za-z0-9_.]`` replaced by ``_``."""
+    return f"VARFX_{kind.upper()}_{_KEY_BAD.sub('_', feature)}"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What goes into the output: model, the score kinds and features written per feature
+    (``detail_kinds``; empty = summary only, for VCF without --features), and the command."""
+
+    model: ModelInfo
+    features: tuple[str, ...]
+    detail_kinds: tuple[str, ...]
+    ref_policy: str
+    reverse_complement: bool
+    command: str
+
+
+class ChunkText:
+    """One ScoreTable turned into strings with numpy, once per chunk."""
+
+    def __init__(self, table: ScoreTable, kinds: Sequence[str], missing: str) -> None:
+        ok = table.ok
+        self.status = _STATUS_NAMES[table.status.astype(np.int64)]
+        self.messages = table.messages
+        mad = np.char.mod("%.6g", table.max_abs_diff.astype(np.float64))
+        self.mad = np.where(ok, mad, missing)
+        feats = np.array(list(table.features) + [""], dtype=object)
+        self.feature = np.where(ok, feats[table.max_index], missing)
+        parts = []
+        for kind in kinds:
+            arr = table.array(kind).astype(np.float64)
+            text = np.char.mod("%.6g", arr) if arr.size else np.zeros(arr.shape, dtype="U1")
+            parts.append(np.where(ok[:, None], text, missing))
+        n = len(table)
+        self.values = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), dtype="U1")
+
+
+class VcfWriter:
+    """Annotated VCF: the input records with VARFX_* INFO keys, one value per ALT (Number=A)."""
+
+    suffix_missing = "."
+
+    def __init__(self, out: IO[str], spec: OutputSpec) -> None:
+        self.out = out
+        self.spec = spec
+        keys = [info_key(k, f) for k in spec.detail_kinds for f in spec.features]
+        self._prefixes = np.array([k + "=" for k in keys], dtype=object)
+
+    def header_lines(self, header: VcfHeader, n_columns: int) -> list[str]:
+        spec, m = self.spec, self.spec.model
+        lines = [f"##fileformat={header.fileformat or 'VCFv4.3'}"]
+        lines += [
+            line
+            for line in header.meta
+            if not line.startswith("##fileformat=")
+            and not line.startswith("##INFO=<ID=VARFX_")
+            and not line.startswith("##varfx")
+        ]
+        lines += [
+            '##INFO=<ID=VARFX_STATUS,Number=A,Type=String,Description="varfx: OK, or why this '
+            "ALT was not scored (REF_MISMATCH, UNKNOWN_CHROMOSOME, POSITION_OUT_OF_RANGE, "
+            'SYMBOLIC_ALLELE, INDEL_TOO_LONG, INVALID_ALLELE, REF_EQUALS_ALT)">',
+            '##INFO=<ID=VARFX_MAX_ABS_DIFF,Number=A,Type=Float,Description="varfx: max over '
+            'features of |alt-ref| (probability difference, 0..1)">',
+            '##INFO=<ID=VARFX_MAX_FEATURE,Number=A,Type=String,Description="varfx: feature '
+            'where max |alt-ref| occurs">',
+        ]
+        units = {
+            "ref": "probability of the feature with the REF allele (0..1)",
+            "alt": "probability of the feature with the ALT allele (0..1)",
+            "diff": "alt-ref (probability difference, -1..1)",
+            "log2fc": "log2 odds ratio alt vs ref",
+        }
+        for kind in spec.detail_kinds:
+            for f in spec.features:
+                lines.append(
+                    f"##INFO=<ID={info_key(kind, f)},Number=A,Type=Float,"
+                    f'Description="varfx: {kind} for feature {f}: {units[kind]}">'
+                )
+        lines += [
+            f"##varfx_model={m.name}",
+            f"##varfx_model_version={m.version}",
+            f"##varfx_assembly={m.assembly}",
+            f"##varfx_window_length={m.sequence_length}",
+            f"##varfx_features={','.join(spec.features)}",
+            f"##varfx_ref_policy={spec.ref_policy}",
+            f"##varfx_reverse_complement={str(spec.reverse_complement).lower()}",
+            f"##varfx_formulas={FORMULAS}",
+            f"##varfx_command={spec.command}",
+        ]
+        columns = list(header.columns or VCF_COLUMNS)
+        columns = columns + list(VCF_COLUMNS[len(columns) :]) if len(columns) < 8 else columns
+        if len(columns) == 8 and n_columns > 8:
+            columns += ["FORMAT"] + [f"SAMPLE{i}" for i in range(1, n_columns - 8)]
+        columns[0] = "#CHROM"
+        lines.append("\t".join(columns))
+        return lines
+
+    def write_header(self, header: VcfHeader, n_columns: int) -> None:
+        self.out.write("\n".join(self.header_lines(header, n_columns)) + "\n")
+
+    def write_record(self, record: VcfRecord, text: ChunkText, rows: slice) -> None:
+        fields = list(record.fields) + ["."] * (8 - len(record.fields))
+        old = fields[7]
+        keep = [kv for kv in old.split(";") if kv and kv != "." and not kv.startswith("VARFX_")]
+        ours = [
+            "VARFX_STATUS=" + ",".join(text.status[rows]),
+            "VARFX_MAX_ABS_DIFF=" + ",".join(text.mad[rows]),
+            "VARFX_MAX_FEATURE=" + ",".join(text.feature[rows]),
+        ]
+        if len(self._prefixes):
+            vals = text.values[rows]
+            joined = vals[0].astype(object)
+            for extra in vals[1:]:
+                joined = joined + "," + extra.astype(object)
+            ours.append(";".join(self._prefixes + joined))
+        fields[7] = ";".join(keep + ours)
+        self.out.write("\t".join(fields) + "\n")
+
+    @staticmethod
+    def count_done(lines: Sequence[str]) -> int:
+        return sum(1 for line in lines if not line.startswith("#"))
+
+
+class TsvWriter:
+    """TSV: one row per variant-ALT; ``record`` is the 1-based input record number."""
+
+    suffix_missing = ""
+
+    def __init__(self, out: IO[str], spec: OutputSpec) -> None:
+        self.out = out
+        self.spec = spec
+
+    def header_lines(self, header: VcfHeader, n_columns: int) -> list[str]:
+        spec, m = self.spec, self.spec.model
+        cols = ["record", "chrom", "pos", "id", "ref", "alt", "status", "message"]
+        cols += ["max_abs_diff", "max_feature"]
+        cols += [f"{k}_{f}" for k in spec.detail_kinds for f in spec.features]
+        return [
+            f"# varfx model={m.name} version={m.version} assembly={m.assembly} "
+            f"window_length={m.sequence_length} ref_policy={spec.ref_policy} "
+            f"reverse_complement={str(spec.reverse_complement).lower()}",
+            f"# {FORMULAS}",
+            f"# command: {spec.command}",
+            "\t".join(cols),
+        ]
+
+    def write_header(self, header: VcfHeader, n_columns: int) -> None:
+        self.out.write("\n".join(self.header_lines(header, n_columns)) + "\n")
+
+    def write_record(self, record: VcfRecord, text: ChunkText, rows: slice) -> None:
+        chrom, pos, vid, ref = record.fields[:4]
+        for i, alt in zip(range(rows.start, rows.stop), record.alts, strict=True):
+            msg = text.messages[i].replace("\t", " ").replace("\n", " ")
+            head = [str(record.index + 1), chrom, pos, vid, ref, alt, str(text.status[i]), msg]
+            head += [str(text.mad[i]), str(text.feature[i])]
+            self.out.write("\t".join(head + list(text.values[i])) + "\n")
+
+    @staticmethod
+    def count_done(lines: Sequence[str]) -> int:
+        for line in reversed(lines):
+            if line and not line.startswith("#") and line.split("\t", 1)[0].isdigit():
+                return int(line.split("\t", 1)[0])
+        return 0
+
+
+def make_writer(fmt: str, out: IO[str], spec: OutputSpec) -> VcfWriter | TsvWriter:
+    if fmt == "vcf":
+        return VcfWriter(out, spec)
+    if fmt == "tsv":
+        return TsvWriter(out, spec)
+    raise ValueError(f"unknown output format {fmt!r}; expected vcf or tsv")
