@@ -138,6 +138,11 @@ class ModelRunner:
             feed = one_hot(tokens, spec.alphabet, spec.n_value)
         (out,) = self.session.run([spec.output_name], {spec.input_name: feed})
         out = np.asarray(out, dtype=np.float32)
+        if out.shape != (len(tokens), len(spec.features)):
+            raise RuntimeError(
+                f"model {spec.name!r} v{spec.version} returned shape {list(out.shape)} for"
+                f" {len(tokens)} windows; its metadata names {len(spec.features)} features"
+            )
         if self._logits:
             out = _sigmoid(out)
         return out

@@ -309,6 +309,28 @@ def test_file_that_is_not_onnx(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+def test_symbolic_feature_dim_checked_at_run_time(tmp_path: Path) -> None:
+    # output = the input cast to float: [batch, L] with L unknown to the graph, so F is only
+    # known when it runs (20 values for 3 feature names)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+        "symbolic_f",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, ["batch", "L"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "F"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"varfx": json.dumps(GOOD_META)})
+    (tmp_path / "g" / "1").mkdir(parents=True)
+    onnx.save(model, str(tmp_path / "g" / "1" / "model.onnx"))
+    (entry,) = scan_repository(tmp_path)
+    r = ModelRunner(entry, "cpu")  # the graph does not say F: it loads
+    with pytest.raises(RuntimeError, match=r"'g' v1 returned shape \[2, 20\].*names 3 features"):
+        r.predict(np.zeros((2, L), np.uint8))
+    with pytest.raises(RuntimeError, match="names 3 features"):
+        r.warmup([1])  # so a server finds out before it reports SERVING
+
+
 def test_build_spec_on_tensor_signatures() -> None:
     """build_spec takes ONNX Runtime's reported signatures; symbolic dims may be str or None."""
     entry = ModelEntry("m", 1, (1,), Path("/models/m/1/model.onnx"))
