@@ -77,6 +77,8 @@ class ModelRunner:
     """One ONNX Runtime session for one model version.
 
     ``predict`` is thread-safe (ONNX Runtime sessions may be run from several threads).
+    ``device`` is where it actually runs: "cpu" or "cuda:<device_id>" (from the session's
+    providers, so a CUDA request that fell back to the CPU shows as "cpu" under ``device="auto"``).
     """
 
     def __init__(
@@ -113,8 +115,11 @@ class ModelRunner:
             meta,
         )
         used = self.session.get_providers()
-        self.device = "cuda:0" if used and used[0] == "CUDAExecutionProvider" else "cpu"
-        if device == "cuda" and self.device != "cuda:0":
+        self.device = "cpu"
+        if used and used[0] == "CUDAExecutionProvider":
+            cuda = self.session.get_provider_options().get("CUDAExecutionProvider", {})
+            self.device = f"cuda:{cuda.get('device_id', '0')}"
+        if device == "cuda" and not self.device.startswith("cuda"):
             raise RuntimeError(
                 f"model {entry.name!r}: CUDA requested but the session runs on {used}"
             )
