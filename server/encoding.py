@@ -119,6 +119,8 @@ def one_hot(tokens: np.ndarray, alphabet: str = "ACGT", n_value: float = 0.25) -
     """
     if sorted(alphabet) != list("ACGT"):
         raise ValueError(f"alphabet must be a permutation of ACGT, got {alphabet!r}")
+    if tokens.ndim != 2:
+        raise ValueError(f"one_hot expects tokens [B, L], got shape {tokens.shape}")
     table = np.zeros((5, 4), dtype=np.float32)
     for channel, base in enumerate(alphabet):
         table["ACGT".index(base), channel] = 1.0

@@ -136,6 +136,8 @@ def test_one_hot_n_value_and_bad_alphabet() -> None:
     tokens = encode("ANC")[None, :]
     assert one_hot(tokens, "AGCT", n_value=0.0)[0, :, 1].tolist() == [0, 0, 0, 0]
     assert one_hot(tokens, "ACGT", n_value=1.0)[0, :, 1].tolist() == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match=r"\[B, L\], got shape \(3,\)"):
+        one_hot(encode("ANC"))
     for bad in ("ACGU", "ACG", "AACG", "ACGTN"):
         with pytest.raises(ValueError, match=repr(bad)):
             one_hot(tokens, bad)
