@@ -1,0 +1,294 @@
+"""`varfx score` end to end: real server, real VCF in and out (pysam reads it back)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pysam
+import pytest
+
+from tests.client._proxy import FaultyProxy
+from varfx.client import Client, RetryPolicy, Status, Variant
+from varfx.client.score import ScoreError, score_vcf
+from varfx.client.vcf import VcfReader
+
+REPO = Path(__file__).resolve().parents[2]
+VARFX = [str(Path(sys.executable).parent / "varfx")]
+FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
+
+
+def make_vcf(path: Path, seqs: dict[str, str], n: int = 120) -> Path:
+    """A sorted VCF on the test genome: SNVs, multi-allelic sites, indels and oddities."""
+    rows = []
+    seq = seqs["chr1"]
+    for i in range(n):
+        pos = 10 + i * 13
+        ref = seq[pos - 1]
+        others = [b for b in "ACGT" if b != ref]
+        if i % 5 == 0:
+            alt = ",".join(others[:2])  # multi-allelic
+        elif i % 7 == 0:
+            alt = ref + "GA"  # insertion
+        elif i % 11 == 0:
+            ref, alt = seq[pos - 1 : pos + 2], seq[pos - 1]  # deletion
+        else:
+            alt = others[i % 3]
+        rows.append(("chr1", pos, f"rs{i}", ref, alt))
+    rows[3] = ("chr1", rows[3][1], "mismatch", "N", "A")  # REF mismatch
+    rows[4] = ("chr1", rows[4][1], ".", rows[4][3], rows[4][3])  # REF == ALT
+    rows[6] = ("chr1", rows[6][1], ".", rows[6][3], "<DEL>")  # symbolic
+    rows[8] = ("chr1", rows[8][1], ".", rows[8][3], ".")  # missing ALT
+    rows.append(("chr2", 50, "two", seqs["chr2"][49], "A" if seqs["chr2"][49] != "A" else "C"))
+    rows.append(("chrUn", 5, "unk", "A", "C"))
+    lines = [
+        "##fileformat=VCFv4.2",
+        "##contig=<ID=chr1,length=2000>",
+        "##contig=<ID=chr2,length=300>",
+        "##contig=<ID=chrUn,length=100>",
+        '##INFO=<ID=DP,Number=1,Type=Integer,Description="depth">',
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+    ]
+    lines += [f"{c}\t{p}\t{i}\t{r}\t{a}\t.\tPASS\tDP={k}" for k, (c, p, i, r, a) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def data_lines(path: Path) -> list[str]:
+    opener: Any = pysam.BGZFile if str(path).endswith(".gz") else open
+    with opener(str(path), "rb") as fh:
+        text = fh.read().decode()
+    return [line for line in text.split("\n") if line and not line.startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def vcf(tmp_path_factory: pytest.TempPathFactory, genome_seqs: dict[str, str]) -> Path:
+    return make_vcf(tmp_path_factory.mktemp("vcf") / "in.vcf", genome_seqs)
+
+
+def test_vcf_output_read_back_by_pysam(server: Any, vcf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.vcf.gz"
+    with Client(server.target) as client:
+        summary = score_vcf(client, vcf, out, features=["feat1", "feat3"], batch_size=16)
+        records = [r for r in VcfReader(vcf)]
+        variants = [v for r in records for v in r.variants()]
+        direct = client.score_variants(variants, features=["feat1", "feat3"])
+    assert summary.records == len(records) == len(data_lines(out))
+    assert summary.variants == len(variants)
+    assert summary.indexed
+    assert Path(str(out) + ".tbi").exists()
+    assert sum(summary.statuses.values()) == len(variants)
+    assert summary.statuses["REF_MISMATCH"] == 1
+    assert summary.statuses["UNKNOWN_CHROMOSOME"] == 1
+    with pysam.VariantFile(str(out)) as vf:
+        header = str(vf.header)
+        assert "##varfx_model=tok" in header
+        assert "log2 odds ratio" in header
+        for key in ("VARFX_STATUS", "VARFX_MAX_ABS_DIFF", "VARFX_MAX_FEATURE", "VARFX_DIFF_feat1"):
+            assert vf.header.info[key].number == "A"
+        got = list(vf)
+    assert len(got) == len(records)
+    k = 0
+    for rec, src in zip(got, records, strict=True):
+        assert (rec.chrom, rec.pos, rec.ref) == (src.chrom, src.pos, src.fields[3])
+        assert rec.info["DP"] == records.index(src)  # input INFO kept
+        n_alt = len(src.alts)
+        statuses = rec.info["VARFX_STATUS"]
+        if src.fields[4] == ".":  # no ALT allele: pysam has no Number=A slot, the raw text does
+            assert "VARFX_STATUS=INVALID_ALLELE" in data_lines(out)[records.index(src)]
+            k += 1
+            continue
+        assert len(statuses) == n_alt
+        for j in range(n_alt):
+            assert statuses[j] == Status(int(direct.status[k])).name
+            mad = rec.info["VARFX_MAX_ABS_DIFF"][j]
+            if direct.ok[k]:
+                assert mad == pytest.approx(float(direct.max_abs_diff[k]), rel=1e-5, abs=1e-7)
+                assert rec.info["VARFX_MAX_FEATURE"][j] == direct.feature_name(k)
+                assert rec.info["VARFX_DIFF_feat3"][j] == pytest.approx(
+                    float(direct.diff[k, 1]),  # type: ignore[index]
+                    rel=1e-5,
+                    abs=1e-7,
+                )
+            else:
+                assert mad is None
+            k += 1
+    assert k == len(variants)
+    multi = [r for r in got if len(r.alts or ()) == 2]
+    assert len(multi) >= 20  # multi-allelic records split and merged back
+
+
+def test_tsv_one_row_per_alt(server: Any, vcf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.tsv"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, out, scores="diff,log2fc", batch_size=7)
+        variants = [v for r in VcfReader(vcf) for v in r.variants()]
+        direct = client.score_variants(variants)
+    lines = out.read_text().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    assert any("log2 odds ratio" in line for line in header)
+    cols = lines[len(header)].split("\t")
+    rows = [line.split("\t") for line in lines[len(header) + 1 :]]
+    assert cols[:10] == [
+        "record", "chrom", "pos", "id", "ref", "alt", "status", "message", "max_abs_diff",
+        "max_feature",
+    ]  # fmt: skip
+    assert cols[10:] == [f"{k}_feat{i}" for k in ("diff", "log2fc") for i in range(4)]
+    assert len(rows) == len(variants)
+    for row, v, i in zip(rows, variants, range(len(variants)), strict=True):
+        assert (row[1], int(row[2]), row[4], row[5]) == (v.chrom, v.pos, v.ref, v.alt)
+        assert row[6] == Status(int(direct.status[i])).name
+        if direct.ok[i]:
+            got = np.array(row[10:14], dtype=np.float32)
+            np.testing.assert_allclose(got, direct.diff[i], rtol=1e-5, atol=1e-7)  # type: ignore[index]
+        else:
+            assert row[10:] == [""] * 8
+    mismatch = [row for row in rows if row[3] == "mismatch"]
+    assert mismatch[0][6] == "REF_MISMATCH"
+    assert "chr1" in mismatch[0][7]  # the server's message is kept
+
+
+def test_cli_subprocess_and_errors(server: Any, vcf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli.vcf"
+    run = subprocess.run(
+        [*VARFX, "score", str(vcf), "--server", server.target, "-o", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "OK" in run.stdout
+    assert "variants/s" in run.stdout
+    assert len(data_lines(out)) == len(list(VcfReader(vcf)))
+    bad = tmp_path / "bad.vcf"
+    bad.write_text("#CHROM\tPOS\tID\tREF\tALT\nchr1\t5\t.\tA\tC\nchr1\tfive\t.\tA\tC\n")
+    run = subprocess.run(
+        [*VARFX, "score", str(bad), "--server", server.target, "-o", str(tmp_path / "b.vcf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert f"{bad}:3:" in run.stderr
+    assert "'five'" in run.stderr
+    run = subprocess.run(
+        [*VARFX, "score", str(vcf), "--server", server.target, "-o", str(tmp_path / "x.vcf"),
+         "--model", "nope"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "nope" in run.stderr
+
+
+def test_health_cli(server: Any) -> None:
+    ok = subprocess.run(
+        [*VARFX, "health", "--server", server.target], capture_output=True, text=True
+    )
+    assert ok.returncode == 0
+    assert "SERVING" in ok.stdout
+    dead = subprocess.run(
+        [*VARFX, "health", "--server", "127.0.0.1:1", "--timeout", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert dead.returncode == 1
+    assert "UNAVAILABLE" in dead.stdout
+
+
+def test_kill_and_resume_is_byte_identical(
+    server: Any, genome_seqs: dict[str, str], tmp_path: Path
+) -> None:
+    vcf = make_vcf(tmp_path / "big.vcf", genome_seqs, n=140)
+    total = len(list(VcfReader(vcf)))
+    reference = tmp_path / "ref.vcf.gz"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, reference, features=["feat0"], batch_size=4)
+    out = tmp_path / "out.vcf.gz"
+    partial = Path(str(out) + ".partial")
+    proxy = FaultyProxy(server.target, delay_s=0.05)  # slow: about 80 variants/s
+    try:
+        proc = subprocess.Popen(
+            [*VARFX, "score", str(vcf), "--server", proxy.target, "-o", str(out),
+             "--features", "feat0", "--batch-size", "4", "--max-in-flight", "1", "--no-progress"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if partial.exists() and len(data_lines(partial)) >= 30:
+                break
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proxy.stop()
+    done = len(data_lines(partial))
+    assert 30 <= done < total
+    assert not out.exists()
+    with Client(server.target) as client:
+        summary = score_vcf(client, vcf, out, features=["feat0"], batch_size=4, resume=True)
+    assert summary.resumed_records == done
+    assert summary.records == total - done  # nothing already written was scored again
+    assert not partial.exists()
+    assert out.read_bytes() == reference.read_bytes()
+    with pysam.VariantFile(str(out)) as vf:
+        assert sum(1 for _ in vf) == total
+    # a resume with other settings refuses to mix outputs
+    partial.write_text(partial_header(reference) + "\n")
+    with Client(server.target) as client, pytest.raises(ScoreError, match="other settings"):
+        score_vcf(client, vcf, out, features=["feat1"], resume=True)
+
+
+def partial_header(path: Path) -> str:
+    with pysam.BGZFile(str(path), "rb") as fh:
+        text = fh.read().decode()
+    return "\n".join(line for line in text.split("\n") if line.startswith("#"))
+
+
+def test_resume_after_truncated_line_and_interrupt(server: Any, vcf: Path, tmp_path: Path) -> None:
+    """A partial file cut mid-line (power loss) is cut back to its last complete record."""
+    reference = tmp_path / "ref.tsv"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, reference, batch_size=9)
+    text = reference.read_bytes()
+    cut = text.index(b"\n", len(text) // 2) + 25  # inside a row
+    out = tmp_path / "out.tsv"
+    Path(str(out) + ".partial").write_bytes(text[:cut])
+    with Client(server.target) as client:
+        summary = score_vcf(client, vcf, out, batch_size=9, resume=True)
+    assert summary.resumed_records > 0
+    assert out.read_bytes() == text
+
+
+def test_job_survives_a_replica_stopping(
+    model_repo: Path, genome_fa: Path, server: Any, vcf: Path, tmp_path: Path
+) -> None:
+    """Round-robin across two replicas; one stops midway; the job completes with every record."""
+    from varfx.server import ServerConfig, start_in_thread
+
+    config = ServerConfig(
+        model_repo=model_repo, genome=genome_fa, host="127.0.0.1", port=0, metrics_port=-1,
+        default_model="tok", warmup_batch_sizes=(1,),
+    )  # fmt: skip
+    second = start_in_thread(config)
+    target = f"ipv4:127.0.0.1:{server.port},127.0.0.1:{second.port}"
+    variants = [v for r in VcfReader(vcf) for v in r.variants()] * 4
+    with Client(server.target) as c:
+        expected = c.score_variants(variants)
+    got = []
+    with Client(target, retry=FAST) as client:
+        for i, table in enumerate(client.iter_chunks(variants, batch_size=20, max_in_flight=2)):
+            got.append(table)
+            if i == 3:
+                second.stop()
+    from varfx.client import ScoreTable
+
+    table = ScoreTable.concat(got)
+    assert table.items == tuple(variants)
+    np.testing.assert_array_equal(table.diff, expected.diff)  # type: ignore[arg-type]
+    assert isinstance(variants[0], Variant)
