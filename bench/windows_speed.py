@@ -2,7 +2,8 @@
 
 Draws N random SNVs (REF taken from the genome, outside the assembly gaps) on the GRCh38
 chr1:1-1,000,000 fragment in ``../shared/data/real/hg38_chr1_1mb`` and times ``build_windows``
-for several window lengths; prints variants/s (best of ``--repeats``).
+for several window lengths; prints variants/s (best of ``--repeats``), and the time of
+``one_hot`` on a [512, 1000] batch (the input adapter of one-hot models).
 
     .venv/bin/python -m bench.windows_speed [--n 20000] [--lengths 1000 2000 ...] [--repeats 3]
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from varfx.proto.v1 import varfx_pb2 as pb
+from varfx.server.encoding import one_hot
 from varfx.server.genome import Genome
 from varfx.server.windows import build_windows
 
@@ -72,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             best = min(best, time.perf_counter() - t0)
             ok = int(w.ok.sum())
         sys.stdout.write(f"{length}\t{best:.3f}\t{len(variants) / best:,.0f}\t{ok}\n")
+    # one-hot for models with float input (runs in front of every batch of such a model)
+    w = build_windows(genome, variants[:512], 1000)
+    best = float("inf")
+    for _ in range(args.repeats * 5):
+        t0 = time.perf_counter()
+        one_hot(w.ref, "AGCT")
+        best = min(best, time.perf_counter() - t0)
+    sys.stdout.write(f"one_hot [512, 1000] AGCT: {best * 1e3:.2f} ms\n")
     genome.close()
     return 0
 
