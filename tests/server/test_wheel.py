@@ -19,6 +19,34 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "varfx", "proto", "client", "server", "training")
 
 
+def source_files() -> list[str]:
+    """Files the wheel is built from: git-tracked ones where this is a git checkout (so files
+    that others are writing at this moment do not get in the way), else everything."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--", *SOURCES],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        listed = []
+    if listed:
+        return [f for f in listed if (REPO / f).is_file()]
+    out = []
+    for name in SOURCES:
+        path = REPO / name
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        out += [
+            str(f.relative_to(REPO))
+            for f in files
+            if f.is_file() and "__pycache__" not in f.parts and not f.name.endswith(".pyc")
+        ]
+    return out
+
+
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run outside the checkout (cwd), so that `import varfx` cannot pick up the source tree."""
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, cwd=cwd)
@@ -30,14 +58,9 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(900)
 def test_wheel_installs_with_base_extra_only(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in SOURCES:
-        path = REPO / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=ignore)
-        else:
-            shutil.copy2(path, src / name)
+    for rel in source_files():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, src / rel)
     dist = tmp_path / "dist"
     run(
         [
