@@ -118,7 +118,8 @@ class Motif:
         tail = np.cumsum(dist[::-1])[::-1]  # P(score >= k)
         ok = np.nonzero(tail <= pvalue)[0]
         k = int(ok[0]) if len(ok) else size - 1
-        return (k - offset) / grid
+        # the grid rounds each position; never ask for more than the consensus reaches
+        return min((k - offset) / grid, self.max_score - 1e-6)
 
     @cached_property
     def _tables(self) -> tuple[np.ndarray, np.ndarray]:
@@ -160,22 +161,26 @@ class Motif:
     def sample(self, rng: np.random.Generator, n: int, min_score: float) -> np.ndarray:
         """uint8 [n, W] instances sampled from the matrix, kept only when scoring >= min_score.
 
-        Sampling is rejection in blocks of 4,096; when acceptance is low the probabilities are
-        sharpened (p**k, renormalized) so that short, degenerate motifs still yield instances.
+        ``min_score`` is capped at the consensus score. Sampling is rejection in blocks of
+        4,096; when acceptance is low the probabilities are sharpened (p**k, renormalized) so
+        that short, degenerate motifs still yield instances; past k = 16 the rest are consensus.
         """
+        floor = min(float(min_score), self.max_score - 1e-6)
         out: list[np.ndarray] = []
         have = 0
         sharpen = 1.0
-        while have < n:
+        while have < n and sharpen <= 16.0:
             p = self.probs**sharpen
             cum = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)  # [W, 4]
             u = rng.random((4096, self.width))
             idx = (u[:, :, None] > cum[None, :, :]).sum(axis=2).clip(0, 3).astype(np.uint8)
-            keep = idx[self.score_windows(idx) >= min_score]
+            keep = idx[self.score_windows(idx) >= floor]
             out.append(keep)
             have += len(keep)
             if len(keep) < 64:
-                sharpen += 0.5
+                sharpen *= 2.0
+        if have < n:
+            out.append(np.tile(self.consensus, (n - have, 1)))
         return np.concatenate(out)[:n]
 
 
