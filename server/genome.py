@@ -28,6 +28,23 @@ def chrom_aliases(chrom: str) -> list[str]:
     return names
 
 
+def _open_problem(path: str) -> str:
+    """Why pysam could not open ``path`` as an indexed FASTA, as far as we can tell."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head[:2] == b"\x1f\x8b" and not (head[3:4] == b"\x04" and head[12:14] == b"BC"):
+        return (
+            f"genome {path} is gzip-compressed but not with bgzip; recompress it:"
+            f" gunzip {path} && bgzip {path.removesuffix('.gz')}"
+        )
+    if head[:2] != b"\x1f\x8b" and not head.lstrip().startswith(b">"):
+        return f"genome {path} is not a FASTA file (it does not start with '>')"
+    return (
+        f"cannot open genome FASTA {path}: its .fai (and .gzi) index is missing or broken and"
+        " could not be built (is the directory writable?)"
+    )
+
+
 class Genome:
     """A reference genome read with pysam (plain FASTA, or bgzipped with .fai and .gzi).
 
@@ -42,7 +59,10 @@ class Genome:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._handles: list[pysam.FastaFile] = []  # every thread's handle, closed by close()
-        fasta = self._handle()
+        try:
+            fasta = self._handle()
+        except OSError as exc:
+            raise OSError(_open_problem(self.path)) from exc
         self.contigs: Mapping[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
         self._resolved: dict[str, str | None] = {}
 

@@ -127,6 +127,23 @@ def test_close_closes_every_threads_handle(tmp_path: Path, contigs: dict[str, st
     genome.close()
 
 
+def test_unopenable_files_say_why(tmp_path: Path) -> None:
+    import gzip
+
+    plain_gz = tmp_path / "plain.fa.gz"
+    plain_gz.write_bytes(gzip.compress(b">chr1\nACGTACGT\n"))
+    with pytest.raises(OSError, match="gzip-compressed but not with bgzip"):
+        Genome(plain_gz)
+    not_fasta = tmp_path / "notes.txt"
+    not_fasta.write_text("# hello\n")
+    with pytest.raises(OSError, match="not a FASTA file"):
+        Genome(not_fasta)
+    bgz = write_fasta(tmp_path / "ok.fa", {"chr1": "ACGT" * 10}, bgzip=True)
+    Path(str(bgz) + ".gzi").write_bytes(b"broken")
+    with pytest.raises(OSError, match="index is missing or broken"):
+        Genome(bgz)
+
+
 def test_missing_fasta_and_unknown_contig(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="absent.fa"):
         Genome(tmp_path / "absent.fa")
