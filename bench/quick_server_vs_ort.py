@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--per-request", type=int, default=250)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--intra-op-threads", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="throughput passes (best is shown)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -108,10 +109,15 @@ def main() -> None:
             t0 = time.perf_counter()
             sess.run(None, {name: windows[:2]})
             ort_lat.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for i in range(0, len(windows), args.max_batch):
-            sess.run(None, {name: windows[i : i + args.max_batch]})
-        ort_vps = args.variants / (time.perf_counter() - t0)
+
+        def ort_pass() -> float:
+            t0 = time.perf_counter()
+            for i in range(0, len(windows), args.max_batch):
+                sess.run(None, {name: windows[i : i + args.max_batch]})
+            return args.variants / (time.perf_counter() - t0)
+
+        ort_runs: list[float] = []
+        server_runs: list[float] = []
 
         with start_in_thread(config) as server:
             channel = grpc.insecure_channel(server.target)
@@ -128,12 +134,16 @@ def main() -> None:
                 pb.ScoreVariantsRequest(variants=variants[i : i + args.per_request])
                 for i in range(0, len(variants), args.per_request)
             ]
-            with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-                t0 = time.perf_counter()
-                done = list(pool.map(stub.ScoreVariants, requests))
-                seconds = time.perf_counter() - t0
-            assert sum(len(r.scores) for r in done) == args.variants
-            server_vps = args.variants / seconds
+            # alternate server and bare ORT passes: a shared machine's load hits both alike
+            for _ in range(args.repeat):
+                ort_runs.append(ort_pass())
+                with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+                    t0 = time.perf_counter()
+                    done = list(pool.map(stub.ScoreVariants, requests))
+                    seconds = time.perf_counter() - t0
+                assert sum(len(r.scores) for r in done) == args.variants
+                server_runs.append(args.variants / seconds)
+            server_vps, ort_vps = max(server_runs), max(ort_runs)
             device = stub.ListModels(pb.ListModelsRequest()).models[0].device
 
     print(
@@ -148,7 +158,8 @@ def main() -> None:
     print(
         f"throughput: server {server_vps:,.0f} variants/s ({args.concurrency} callers x "
         f"{args.per_request} SNVs/request) | bare ORT {ort_vps:,.0f} variants/s "
-        f"(batches of {args.max_batch} windows) | ratio {server_vps / ort_vps:.2f}"
+        f"(batches of {args.max_batch} windows) | ratio {server_vps / ort_vps:.2f} "
+        f"(best of {args.repeat})"
     )
     print(f"server single-call mean {statistics.mean(lat) * 1000:.2f} ms over {len(lat)} calls")
 
