@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=60.0, help="deadline of unary calls, seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=12,
+        help="attempts on UNAVAILABLE/RESOURCE_EXHAUSTED, backoff 0.25 s doubling to 10 s (default: %(default)s)",
+    )
     _add_tls(p)
     p.set_defaults(func=_score)
 
@@ -78,6 +84,7 @@ def register(subparsers: Any) -> None:
     h.add_argument("--server", default="localhost:50051", help="HOST:PORT (default: %(default)s)")
     h.add_argument("--service", default="", help="service name (default: the whole server)")
     h.add_argument("--timeout", type=float, default=3.0, help="seconds (default: %(default)s)")
+    h.set_defaults(retries=1)
     _add_tls(h)
     h.set_defaults(func=_health)
 
@@ -94,7 +101,7 @@ def _add_tls(p: argparse.ArgumentParser) -> None:
 def _client(args: argparse.Namespace, **kwargs: Any) -> Any:
     import os
 
-    from varfx.client import Client
+    from varfx.client import Client, RetryPolicy
 
     return Client(
         args.server,
@@ -104,6 +111,8 @@ def _client(args: argparse.Namespace, **kwargs: Any) -> Any:
         client_key=args.client_key,
         token=args.token or os.environ.get("VARFX_TOKEN"),
         timeout=args.timeout,
+        # patient: a restarting server (model load + warm-up) is waited for, about a minute
+        retry=RetryPolicy(max_attempts=args.retries, initial_backoff=0.25, max_backoff=10.0),
         **kwargs,
     )
 
@@ -133,6 +142,12 @@ def _score(args: argparse.Namespace) -> int:
     except (ScoreError, VcfFormatError, VarfxError, ValueError, OSError) as exc:
         sys.stderr.write(f"varfx score: error: {exc}\n")
         return 1
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"varfx score: interrupted; complete records are in {args.output}.partial, "
+            "continue with the same command plus --resume\n"
+        )
+        return 130
     sys.stdout.write("\n".join(summary.lines()) + "\n")
     return 0
 

@@ -292,3 +292,55 @@ def test_job_survives_a_replica_stopping(
     assert table.items == tuple(variants)
     np.testing.assert_array_equal(table.diff, expected.diff)  # type: ignore[arg-type]
     assert isinstance(variants[0], Variant)
+
+
+def test_job_survives_a_server_restart(
+    model_repo: Path, genome_fa: Path, genome_seqs: dict[str, str], tmp_path: Path
+) -> None:
+    """The server stops mid-job and comes back on the same port: the stream resumes and the
+    output equals an uninterrupted run's."""
+    import threading
+
+    from varfx.server import ServerConfig, start_in_thread
+
+    vcf = make_vcf(tmp_path / "in.vcf", genome_seqs, n=150)
+    lines = vcf.read_text().splitlines()
+    head = [line for line in lines if line.startswith("#")]
+    body = [line for line in lines if not line.startswith("#")]
+    vcf.write_text("\n".join(head + body * 8) + "\n")  # 1216 records, unsorted: no index
+    base = dict(model_repo=model_repo, genome=genome_fa, host="127.0.0.1", metrics_port=-1,
+                default_model="tok", warmup_batch_sizes=(1,))  # fmt: skip
+    first = start_in_thread(ServerConfig(port=0, **base))  # type: ignore[arg-type]
+    port = first.port
+    reference = tmp_path / "ref.vcf"
+    with Client(first.target) as client:
+        score_vcf(client, vcf, reference, batch_size=2, max_in_flight=1)
+    out = tmp_path / "out.vcf"
+    partial = Path(str(out) + ".partial")
+    result: dict[str, Any] = {}
+
+    def job() -> None:
+        retry = RetryPolicy(max_attempts=50, initial_backoff=0.05, max_backoff=0.2)
+        try:
+            with Client(f"127.0.0.1:{port}", retry=retry) as client:
+                result["summary"] = score_vcf(client, vcf, out, batch_size=2, max_in_flight=1)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    deadline = time.time() + 30
+    while time.time() < deadline and not (partial.exists() and len(data_lines(partial)) >= 100):
+        time.sleep(0.005)
+    first.stop()
+    stopped_at = len(data_lines(partial))
+    time.sleep(0.3)
+    second = start_in_thread(ServerConfig(port=port, **base))  # type: ignore[arg-type]
+    try:
+        thread.join(60)
+    finally:
+        second.stop()
+    assert "error" not in result, result.get("error")
+    assert stopped_at < 1216  # it really was cut off midway
+    assert result["summary"].records == 1216
+    assert out.read_bytes() == reference.read_bytes()
