@@ -147,6 +147,7 @@ def write_vcf(
     ]
     head += [f"##contig=<ID={c},length={n}>" for c, n in contigs]
     head += [
+        '##FILTER=<ID=PASS,Description="All filters passed">',
         '##INFO=<ID=VT,Number=A,Type=String,Description="Variant type of each ALT: '
         'SNV, MNV, INS, DEL or COMPLEX">',
         '##INFO=<ID=SIMCLASS,Number=A,Type=String,Description="Simulated effect of each ALT: '

@@ -52,7 +52,7 @@ class AltTruth:
 
     Attributes:
         alt: the ALT allele string.
-        vtype: SNV | MNV | INS | DEL | COMPLEX.
+        vtype: SNV | MNV | INS | DEL | COMPLEX (see ``_vtype``).
         cls: break | create | neutral (from the computed directions).
         motif: TF name whose instance is broken / created ("." for neutral).
         motif_id: JASPAR ID of that motif (".").
@@ -161,11 +161,12 @@ def _classify(d: np.ndarray) -> str:
 
 
 def _vtype(ref: np.ndarray, alt: np.ndarray) -> str:
+    """SNV / MNV (same length), INS (ALT extends REF), DEL (REF extends ALT), else COMPLEX."""
     if len(ref) == len(alt):
         return "SNV" if len(ref) == 1 else "MNV"
-    if len(ref) == 1 and alt[0] == ref[0]:
+    if len(alt) > len(ref) and (alt[: len(ref)] == ref).all():
         return "INS"
-    if len(alt) == 1 and alt[0] == ref[0]:
+    if len(ref) > len(alt) and (ref[: len(alt)] == alt).all():
         return "DEL"
     return "COMPLEX"
 
