@@ -370,8 +370,11 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
             reader.cancel()
             while not pending.empty():
                 leftover = pending.get_nowait()
-                if leftover is not None:
-                    leftover.cancel()
+                if leftover is None:
+                    continue
+                if leftover.done() and not leftover.cancelled():
+                    leftover.exception()  # retrieved: the stream already failed for a reason
+                leftover.cancel()
 
     async def _score_sequences(
         self, request: pb.ScoreSequencesRequest

@@ -422,3 +422,19 @@ def test_failed_start_releases_what_it_took(files: tuple[Path, Path]) -> None:
         assert srv.port == grpc_port
         response = stub_for(srv).ScoreVariants(pb.ScoreVariantsRequest(variants=snvs(1)))
         assert response.scores[0].status.code == pb.OK
+
+
+def test_stream_with_a_malformed_request_answers_those_before_it_then_fails(server: Any) -> None:
+    requests = [
+        pb.ScoreVariantsRequest(model="good", variants=snvs(2)),
+        pb.ScoreVariantsRequest(model="absent", variants=snvs(2)),
+        pb.ScoreVariantsRequest(model="good", variants=snvs(2, start=500)),
+    ]
+    call = stub_for(server).StreamScoreVariants(iter(requests), timeout=20)
+    got = []
+    with pytest.raises(grpc.RpcError) as err:
+        got.extend(call)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "absent" in err.value.details()
+    assert len(got) == 1
+    assert [s.variant.id for s in got[0].scores] == [v.id for v in requests[0].variants]
