@@ -30,6 +30,7 @@ class FaultyProxy(pb_grpc.VariantEffectServiceServicer):
         break_stream_after: int | None = None,
         breaks: int = 1,
         delay_s: float = 0.0,
+        tls: tuple[bytes, bytes] | None = None,
     ) -> None:
         self._channel = grpc.insecure_channel(upstream)
         self._stub = pb_grpc.VariantEffectServiceStub(self._channel)
@@ -46,7 +47,12 @@ class FaultyProxy(pb_grpc.VariantEffectServiceServicer):
         self.max_unanswered = 0
         self.server = grpc.server(ThreadPoolExecutor(8))
         pb_grpc.add_VariantEffectServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.metadata: list[dict[str, str]] = []
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:  # (private key PEM, certificate chain PEM)
+            creds = grpc.ssl_server_credentials([tls])
+            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
         self.server.start()
 
     @property
@@ -61,6 +67,8 @@ class FaultyProxy(pb_grpc.VariantEffectServiceServicer):
             context.abort(self.fail_code, f"injected {self.fail_code.name}")
 
     def ListModels(self, request: Any, context: Any) -> Any:
+        with self.lock:
+            self.metadata.append({k: v for k, v in context.invocation_metadata()})
         return self._stub.ListModels(request)
 
     def ScoreVariants(self, request: Any, context: Any) -> Any:

@@ -277,3 +277,32 @@ def test_health_and_channel_options(server: Any) -> None:
         Client(server.target, load_balancing="random")
     with pytest.raises(ValueError, match="together"):
         Client(server.target, client_certificate=b"x")
+
+
+def test_tls_and_token(server: Any, tmp_path: Any) -> None:
+    """A real TLS server (self-signed localhost certificate made with openssl) and a bearer token."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    proxy = FaultyProxy(server.target, tls=(key.read_bytes(), cert.read_bytes()))
+    try:
+        target = f"localhost:{proxy.port}"
+        with Client(target, root_certificates=cert, token="s3cret", metadata={"X-Team": "a"}) as c:
+            assert {m.name for m in c.list_models()} == {"tok", "agct"}
+            assert c.score_variants([("chr1", 100, "A", "C")]).status.shape == (1,)
+        assert proxy.metadata[-1]["authorization"] == "Bearer s3cret"
+        assert proxy.metadata[-1]["x-team"] == "a"
+        with Client(target, timeout=2, retry=FAST) as plain, pytest.raises(VarfxError) as info:
+            plain.list_models()  # plaintext against TLS fails, as one VarfxError
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        proxy.stop()
