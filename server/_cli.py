@@ -80,6 +80,18 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
             "help": "recycle client connections (0 = never) [VARFX_MAX_CONNECTION_AGE_S]",
         },
     ),
+    (
+        "--max-message-mb",
+        {"type": int, "help": "largest gRPC message, MiB [VARFX_MAX_MESSAGE_MB; default 64]"},
+    ),
+    (
+        "--log-requests",
+        {
+            "action": "store_true",
+            "default": None,
+            "help": "log one line per RPC: method, status, ms [VARFX_LOG_REQUESTS]",
+        },
+    ),
 ]
 
 

@@ -160,6 +160,7 @@ async def create_server(
             default_model=config.default_model,
             max_variants=config.max_variants_per_request,
             max_message_bytes=config.max_message_mb * 1024 * 1024,
+            log_requests=config.log_requests,
         )
         # the metrics port first: a gRPC server that never started keeps its port bound
         metrics_port = None

@@ -43,6 +43,7 @@ class ServerConfig:
         max_connection_age_s: close client connections after this long, so that round-robin
             clients spread to new replicas (0 = never).
         max_message_mb: largest gRPC message, in MiB.
+        log_requests: log one line per RPC (method, status code, milliseconds).
     """
 
     model_repo: Path = Path("models")
@@ -64,6 +65,7 @@ class ServerConfig:
     grace_s: float = 30.0
     max_connection_age_s: float = 0.0
     max_message_mb: int = 64
+    log_requests: bool = False
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -122,6 +124,15 @@ def _coerce(key: str, value: Any) -> Any:
             if isinstance(value, str):
                 return tuple(int(v) for v in value.split(",") if v.strip())
             return tuple(int(v) for v in value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            word = str(value).strip().lower()
+            if word in ("1", "true", "yes", "on"):
+                return True
+            if word in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("expected true/false, 1/0, yes/no or on/off")
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected an integer")

@@ -90,6 +90,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         default_model: str = "",
         max_variants: int = 10000,
         max_message_bytes: int | None = None,
+        log_requests: bool = False,
     ) -> None:
         if not models:
             raise ValueError("no models to serve")
@@ -99,6 +100,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         self._executor = executor
         self._max_variants = max_variants
         self._max_message_bytes = max_message_bytes
+        self._log_requests = log_requests
         if default_model and default_model not in models:
             raise ModelNotFoundError(f"default model {default_model!r} not in {sorted(models)}")
         self._default = default_model or (next(iter(models)) if len(models) == 1 else "")
@@ -121,10 +123,13 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         return model
 
     def _record(self, method: str, code: grpc.StatusCode, t0: float) -> None:
+        seconds = time.perf_counter() - t0
         m = self._metrics
         m.inflight.dec()
         m.requests.labels(method=method, code=code.name).inc()
-        m.request_duration.labels(method=method).observe(time.perf_counter() - t0)
+        m.request_duration.labels(method=method).observe(seconds)
+        if self._log_requests:
+            log.info("%s %s %.1f ms", method, code.name, seconds * 1000)
 
     @staticmethod
     def _cancel_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:

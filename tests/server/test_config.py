@@ -99,8 +99,11 @@ def test_env_parsing_of_structured_values() -> None:
         "VARFX_METRICS_PORT": "-1",
         "VARFX_GENOME": "",
         "VARFX_DEFAULT_MODEL": "deepsea",
+        "VARFX_LOG_REQUESTS": "yes",
     }
     c = load_config(environ=env)
+    assert c.log_requests is True
+    assert load_config(environ={"VARFX_LOG_REQUESTS": "0"}).log_requests is False
     assert c.model_versions == {"a": 2, "b": 1}
     assert c.warmup_batch_sizes == (1, 4, 16)
     assert c.max_delay_ms == 0.5
@@ -116,6 +119,7 @@ def test_env_parsing_of_structured_values() -> None:
         ({"VARFX_MAX_BATCH": "2.5"}, "max_batch='2.5'"),
         ({"VARFX_MODEL_VERSIONS": "a"}, "model_versions='a'"),
         ({"VARFX_DEVICE": "tpu"}, "device='tpu'"),
+        ({"VARFX_LOG_REQUESTS": "maybe"}, "log_requests='maybe'"),
     ],
 )
 def test_bad_env_values_are_named(env: dict[str, str], text: str) -> None:

@@ -100,6 +100,7 @@ def test_serve_answers_then_drains_on_sigterm(
         "serve", "--model-repo", str(repo), "--genome", str(fasta), "--host", "127.0.0.1",
         "--port", "0", "--metrics-port", "0", "--metrics-host", "127.0.0.1",
         "--warmup-batch-sizes", "1,2", "--grace-s", "30", "--intra-op-threads", "1",
+        "--log-requests",
     ]  # fmt: skip
     proc = Proc(args, env)
     try:
@@ -120,6 +121,7 @@ def test_serve_answers_then_drains_on_sigterm(
         assert [s.status.code for s in quick.scores] == [pb.OK] * 3
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
         assert b'varfx_requests_total{code="OK",method="ScoreVariants"} 1.0' in metrics
+        assert re.search(r"ScoreVariants OK \d+\.\d ms", proc.log)  # --log-requests
 
         slow = stub.ScoreVariants.future(
             pb.ScoreVariantsRequest(model="slow", variants=snvs(100)), timeout=120
