@@ -6,6 +6,7 @@ byte-identical files. FASTA and VCF are indexed with pysam (faidx; bgzip + tabix
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ __all__ = [
     "write_grammar_sites",
     "write_narrowpeak",
     "write_sites",
+    "write_summary",
     "write_truth",
     "write_vcf",
 ]
@@ -104,6 +106,39 @@ def write_features(path: Path, counts: dict[str, tuple[int, int]]) -> None:
         motifs = ",".join(f.motifs) if f.motifs else "."
         out.append(f"{f.name}\t{f.kind}\t{motifs}\t{f.rule}\t{n_sites}\t{n_peaks}\n")
     path.write_text("".join(out), encoding="ascii")
+
+
+def write_summary(
+    path: Path,
+    *,
+    seed: int,
+    config: dict[str, object],
+    counts: dict[str, int],
+    motifs: list[dict[str, object]],
+    chroms: Sequence[tuple[str, int]],
+) -> None:
+    """``summary.json``: everything needed to describe (and rebuild) the data set."""
+    doc = {
+        "generator": "varfx simulate",
+        "seed": seed,
+        "config": config,
+        "chroms": [{"name": c, "length": n} for c, n in chroms],
+        "motifs": motifs,
+        "motif_source": "JASPAR2024 CORE (training/data/jaspar_motifs.json)",
+        "features": [
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "motifs": list(f.motifs),
+                "min_dist": f.min_dist,
+                "max_dist": f.max_dist,
+                "rule": f.rule,
+            }
+            for f in FEATURES
+        ],
+        "counts": counts,
+    }
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="ascii")
 
 
 def _direction_text(d: np.ndarray) -> tuple[str, str]:

@@ -36,7 +36,8 @@ where the rule fails (lone partner, too far apart, tandem/divergent CTCF, E-boxe
 Outputs in ``--out``: ``genome.fa`` + ``.fai``; ``peaks/<feature>.narrowPeak`` (peaks of 200-400
 bp around site clusters, ~3% of clusters missed, ~3% random noise peaks named
 ``<feature>.noise.<k>``); ``features.tsv``; ``sites.tsv`` (register of planted instances);
-``grammar_sites.tsv``; ``variants.vcf.gz`` + ``.tbi``; ``truth.tsv`` with one row per variant and
+``grammar_sites.tsv``; ``summary.json`` (seed, config, counts, motif thresholds, feature rules);
+``variants.vcf.gz`` + ``.tbi``; ``truth.tsv`` with one row per variant and
 ALT: chrom, pos, id, ref, alt, class (break|create|neutral), motif, affected_features, direction
 (``FEATURE:+1`` / ``FEATURE:-1``, "." when none), vtype, motif_id, ref_score, alt_score. A
 direction is the sign of the change in the number of sites of that feature within +-100 bp of
@@ -170,6 +171,7 @@ class SimulationPaths:
     vcf: Path
     tbi: Path
     truth: Path
+    summary: Path
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,7 @@ def simulate(
         vcf=out / "variants.vcf.gz",
         tbi=out / "variants.vcf.gz.tbi",
         truth=out / "truth.tsv",
+        summary=out / "summary.json",
     )
     io.write_fasta(paths.genome, names, [c.tokens for c in chroms])
     all_planted: list[PlantedSite] = [p for c in chroms for p in c.planted]
@@ -291,6 +294,17 @@ def simulate(
         records=len(records),
         alts=len(alts),
         **{cls: sum(a.cls == cls for a in alts) for cls in ("break", "create", "neutral")},
+    )
+    io.write_summary(
+        paths.summary,
+        seed=seed,
+        config=dataclasses.asdict(cfg),
+        counts=totals,
+        motifs=[
+            {"id": m.id, "name": m.name, "width": m.width, "threshold_bits": round(float(t), 4)}
+            for m, t in zip(motifs, thresholds, strict=True)
+        ],
+        chroms=contigs,
     )
     if totals["break"] < n_break or totals["create"] < n_create:
         log.warning(
@@ -352,10 +366,3 @@ def _planted_mask(c: ChromData, sites: np.ndarray) -> np.ndarray:
     if len(mid) == 1:
         dist = np.abs(mid[0] - sites)
     return dist <= 80
-
-
-def replace_config(config: SimulationConfig, **changes: object) -> SimulationConfig:
-    """A copy of ``config`` with ``changes`` applied (validated)."""
-    new = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-    new.validate()
-    return new

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -136,7 +137,13 @@ def test_grammar_rules(parts: list[tuple[int, str, int]], feature: str, holds: b
     )
 
 
-def test_features_table(sim) -> None:
+def test_features_table_and_summary(sim) -> None:
+    summary = json.loads(sim.paths.summary.read_text())
+    assert summary["seed"] == SEED
+    assert summary["config"] == dataclasses.asdict(TINY)
+    assert summary["counts"] == sim.counts
+    assert [f["name"] for f in summary["features"]] == FEATURE_NAMES
+    assert {m["id"] for m in summary["motifs"]} == {m.id for m in MOTIFS}
     rows = read_tsv(sim.paths.features)
     assert [r["feature"] for r in rows] == FEATURE_NAMES == list(sim.features)
     assert len(rows) >= 8
