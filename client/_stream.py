@@ -84,6 +84,7 @@ class _Feeder:
                     return
                 try:
                     chunk = next(self.source)
+                    request = self.make_request(chunk)
                 except StopIteration:
                     self.state["exhausted"] = True
                     return
@@ -92,7 +93,7 @@ class _Feeder:
                     self.state["error"] = exc
                     return
                 self.pending.append(chunk)
-            yield self.make_request(chunk)
+            yield request
 
 
 def stream_chunks(

@@ -306,3 +306,21 @@ def test_tls_and_token(server: Any, tmp_path: Any) -> None:
         assert info.value.code == grpc.StatusCode.UNAVAILABLE
     finally:
         proxy.stop()
+
+
+def test_bad_input_midway_through_a_stream(server: Any, genome_seqs: dict[str, str]) -> None:
+    """Chunks before the bad variant are answered; then its ValueError reaches the caller."""
+    good = snvs(genome_seqs, 30)
+    got: list[ScoreTable] = []
+
+    def source() -> Any:
+        yield from good
+        yield ("chr1", "not-a-number", "A", "C")
+
+    def consume(client: Client) -> None:
+        for table in client.iter_chunks(source(), batch_size=10, max_in_flight=1):
+            got.append(table)
+
+    with Client(server.target) as client, pytest.raises(ValueError, match="not-a-number"):
+        consume(client)
+    assert sum(len(t) for t in got) == 30
