@@ -438,3 +438,16 @@ def test_stream_with_a_malformed_request_answers_those_before_it_then_fails(serv
     assert "absent" in err.value.details()
     assert len(got) == 1
     assert [s.variant.id for s in got[0].scores] == [v.id for v in requests[0].variants]
+
+
+def test_empty_requests_get_empty_answers(server: Any) -> None:
+    stub = stub_for(server)
+    response = stub.ScoreVariants(pb.ScoreVariantsRequest(model="good"))
+    assert len(response.scores) == 0
+    assert list(response.features) == ["feat0", "feat1", "feat2"]
+    assert len(stub.ScoreSequences(pb.ScoreSequencesRequest(model="good")).scores) == 0
+    assert list(stub.StreamScoreVariants(iter([]))) == []
+    # all variants unscorable: statuses, no inference needed
+    bad = [pb.Variant(id="x", chrom="chrZ", pos=5, ref="A", alt="C")]
+    codes = [s.status.code for s in stub.ScoreVariants(pb.ScoreVariantsRequest(model="good", variants=bad)).scores]  # fmt: skip
+    assert codes == [pb.UNKNOWN_CHROMOSOME]
