@@ -251,13 +251,15 @@ def test_install_script_builds_a_working_server_venv(tmp_path: Path) -> None:
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "installed server never became SERVING"
             time.sleep(0.3)
-        health_cmd = run(varfx, "health", "--help")
-        if health_cmd.returncode == 0:  # the HEALTHCHECK command, once varfx health exists
-            check = run(varfx, "health", "--server", f"127.0.0.1:{port}", "--timeout", "3")
-            assert check.returncode == 0, check.stdout + check.stderr
+        # The image's HEALTHCHECK command: exit 0 while SERVING ...
+        healthcheck = (varfx, "health", "--server", f"127.0.0.1:{port}", "--timeout", "3")
+        check = run(*healthcheck)
+        assert check.returncode == 0, check.stdout + check.stderr
+        # ... STOPSIGNAL SIGTERM drains and exits 0, and then the check fails.
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
+        assert run(*healthcheck).returncode != 0
     finally:
         if proc.poll() is None:
             proc.kill()
