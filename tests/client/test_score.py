@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pysam
+import pysam.bcftools
 import pytest
 
 from tests.client._proxy import FaultyProxy
@@ -120,6 +121,11 @@ def test_vcf_output_read_back_by_pysam(server: Any, vcf: Path, tmp_path: Path) -
                 assert mad is None
             k += 1
     assert k == len(variants)
+    # bcftools (the copy inside pysam) reads it too, with the same per-ALT values
+    query = pysam.bcftools.query("-f", "%INFO/VARFX_STATUS\t%INFO/VARFX_MAX_FEATURE\n", str(out))
+    rows = [line.split("\t") for line in query.splitlines()]
+    assert len(rows) == len(records)
+    assert ",".join(r[0] for r in rows) == ",".join(Status(int(s)).name for s in direct.status)
     multi = [r for r in got if len(r.alts or ()) == 2]
     assert len(multi) >= 20  # multi-allelic records split and merged back
 
