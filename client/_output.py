@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class VcfWriter:
 
     suffix_missing = "."
 
-    def __init__(self, out: IO[str], spec: OutputSpec) -> None:
+    def __init__(self, out: IO[str] | Any, spec: OutputSpec) -> None:
         self.out = out
         self.spec = spec
         keys = [info_key(k, f) for k in spec.detail_kinds for f in spec.features]
@@ -129,9 +129,6 @@ class VcfWriter:
         lines.append("\t".join(columns))
         return lines
 
-    def write_header(self, header: VcfHeader, n_columns: int) -> None:
-        self.out.write("\n".join(self.header_lines(header, n_columns)) + "\n")
-
     def write_record(self, record: VcfRecord, text: ChunkText, rows: slice) -> None:
         fields = list(record.fields) + ["."] * (8 - len(record.fields))
         old = fields[7]
@@ -160,7 +157,7 @@ class TsvWriter:
 
     suffix_missing = ""
 
-    def __init__(self, out: IO[str], spec: OutputSpec) -> None:
+    def __init__(self, out: IO[str] | Any, spec: OutputSpec) -> None:
         self.out = out
         self.spec = spec
 
@@ -178,9 +175,6 @@ class TsvWriter:
             "\t".join(cols),
         ]
 
-    def write_header(self, header: VcfHeader, n_columns: int) -> None:
-        self.out.write("\n".join(self.header_lines(header, n_columns)) + "\n")
-
     def write_record(self, record: VcfRecord, text: ChunkText, rows: slice) -> None:
         chrom, pos, vid, ref = record.fields[:4]
         for i, alt in zip(range(rows.start, rows.stop), record.alts, strict=True):
@@ -197,7 +191,7 @@ class TsvWriter:
         return 0
 
 
-def make_writer(fmt: str, out: IO[str], spec: OutputSpec) -> VcfWriter | TsvWriter:
+def make_writer(fmt: str, out: IO[str] | None, spec: OutputSpec) -> VcfWriter | TsvWriter:
     if fmt == "vcf":
         return VcfWriter(out, spec)
     if fmt == "tsv":

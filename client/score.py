@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pysam
 
 from varfx.client._client import Client
@@ -109,15 +110,15 @@ def _canonical_command(
 
 def _prepare_partial(
     partial: Path, header_lines: list[str], writer_cls: type[VcfWriter] | type[TsvWriter]
-) -> int:
+) -> int | None:
     """Check an existing partial file's header and cut it after its last complete line;
-    returns the number of input records it already holds."""
+    returns the number of input records it already holds, or None when it holds less than a
+    header (killed while starting: begin again)."""
     data = partial.read_bytes()
     cut = data.rfind(b"\n") + 1
-    if cut < len(data):
-        with open(partial, "r+b") as fh:
-            fh.truncate(cut)
     lines = data[:cut].decode("utf-8").split("\n")[:-1]
+    if len(lines) < len(header_lines) and lines == header_lines[: len(lines)]:
+        return None
     head = lines[: len(header_lines)]
     if head != header_lines:
         for i, (a, b) in enumerate(
@@ -128,6 +129,9 @@ def _prepare_partial(
                     f"{partial} was written with other settings (header line {i + 1} is "
                     f"{a[:100]!r}, this run writes {b[:100]!r}); remove it or run without --resume"
                 )
+    if cut < len(data):
+        with open(partial, "r+b") as fh:
+            fh.truncate(cut)
     return int(writer_cls.count_done(lines[len(header_lines) :]))
 
 
@@ -210,38 +214,23 @@ def score_vcf(
         records = iter(reader)
         first = next(records, None)
         n_columns = len(first.fields) if first is not None else 8
-        mode = "a" if resume and partial.exists() else "w"
-        with open(partial, mode, encoding="utf-8", newline="\n") as out:
-            writer = make_writer(fmt, out, spec)
-            header_lines = writer.header_lines(reader.header, n_columns)
-            done = 0
-            if mode == "a":
-                out.close()
-                done = _prepare_partial(partial, header_lines, type(writer))
-                out = open(partial, "a", encoding="utf-8", newline="\n")  # noqa: SIM115
-                writer.out = out
-                log.info("resuming after %d complete records in %s", done, partial)
-            else:
-                writer.write_header(reader.header, n_columns)
+        writer = make_writer(fmt, None, spec)
+        header_lines = writer.header_lines(reader.header, n_columns)
+        done = None
+        if resume and partial.exists():
+            done = _prepare_partial(partial, header_lines, type(writer))
+        with open(partial, "w" if done is None else "a", encoding="utf-8", newline="\n") as out:
+            writer.out = out
+            if done is None:
+                done = 0
+                out.write("\n".join(header_lines) + "\n")
                 out.flush()
+            else:
+                log.info("resuming after %d complete records in %s", done, partial)
             summary.resumed_records = done
-            try:
-                _run(
-                    client,
-                    info,
-                    spec,
-                    writer,
-                    _chain(first, records),
-                    done,
-                    summary,
-                    batch_size,
-                    max_in_flight,
-                    policy,
-                    reverse_complement,
-                    Progress(total_variants, total_records, done, enabled=progress),
-                )
-            finally:
-                out.close()
+            bar = Progress(total_variants, total_records, done, enabled=progress)
+            _run(client, info, spec, writer, _chain(first, records), done, summary,
+                 batch_size, max_in_flight, policy, reverse_complement, bar)  # fmt: skip
     summary.indexed = _finish(partial, out_path, fmt)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -305,7 +294,7 @@ def _run(
                     carry.extend((text, r) for r in range(i, n))
                     break
                 if carry:
-                    merged = _merge(carry, text, slice(i, i + k), kinds, missing)
+                    merged = _merge(carry, text, slice(i, i + k))
                     write(rec, merged, slice(0, len(rec.alts)))
                     carry = []
                 else:
@@ -320,12 +309,8 @@ def _run(
         raise RuntimeError(f"{len(queue)} records left without scores")  # a bug, not input
 
 
-def _merge(
-    carry: list, text: ChunkText, rows: slice, kinds: Sequence[str], missing: str
-) -> ChunkText:
+def _merge(carry: list[tuple[ChunkText, int]], text: ChunkText, rows: slice) -> ChunkText:
     """A ChunkText holding the carried rows followed by ``text[rows]`` (record across chunks)."""
-    import numpy as np
-
     merged = ChunkText.__new__(ChunkText)
     parts = [(t, slice(r, r + 1)) for t, r in carry] + [(text, rows)]
     merged.status = np.concatenate([t.status[s] for t, s in parts])

@@ -350,3 +350,18 @@ def test_job_survives_a_server_restart(
     assert stopped_at < 1216  # it really was cut off midway
     assert result["summary"].records == 1216
     assert out.read_bytes() == reference.read_bytes()
+
+
+def test_resume_when_killed_while_writing_the_header(
+    server: Any, vcf: Path, tmp_path: Path
+) -> None:
+    reference = tmp_path / "ref.vcf"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, reference)
+        out = tmp_path / "out.vcf"
+        Path(str(out) + ".partial").write_bytes(reference.read_bytes()[:300])  # half a header
+        summary = score_vcf(client, vcf, out, resume=True)
+        assert summary.resumed_records == 0
+        assert out.read_bytes() == reference.read_bytes()
+        again = score_vcf(client, vcf, out, resume=True)  # complete already: nothing to do
+        assert again.records == 0
