@@ -21,6 +21,7 @@ __all__ = [
     "Hits",
     "feature_sites",
     "motif_thresholds",
+    "planting_floors",
     "scan_hits",
 ]
 
@@ -109,6 +110,14 @@ def motif_thresholds(motifs: tuple[Motif, ...]) -> np.ndarray:
             for m in motifs
         ]
     )
+
+
+def planting_floors(motifs: tuple[Motif, ...], thresholds: np.ndarray, margin: float) -> np.ndarray:
+    """float64 [n_motifs] minimum score of a planted instance: ``margin`` bits above the hit
+    threshold, but at most half-way from the threshold to the consensus score (so that
+    motifs whose threshold is close to their consensus still get varied instances)."""
+    best = np.array([m.max_score for m in motifs])
+    return thresholds + np.minimum(margin, 0.5 * (best - thresholds))
 
 
 @dataclass(frozen=True)

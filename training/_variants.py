@@ -258,14 +258,14 @@ def _create_pool(cds: list[ChromData], ctx: _Ctx) -> list[tuple[int, int, int, i
                     k = np.searchsorted(busy, cand).clip(1, len(busy) - 1)
                     dist = np.minimum(np.abs(busy[k] - cand), np.abs(busy[k - 1] - cand))
                     cand = cand[dist >= _CREATE_DISTANCE]
-                if len(cand) > 400:
-                    cand = np.sort(ctx.rng.choice(cand, size=400, replace=False))
                 win = cd.tokens[cand[:, None] + np.arange(m.width)[None, :]]
                 if strand < 0:
                     win = 3 - win[:, ::-1]
                 gain = best[None, :] - lo[np.arange(m.width)[None, :], win]
                 j = gain.argmax(axis=1)
-                ok = sc[cand] + gain[np.arange(len(cand)), j] >= thr + 1.0
+                ok = np.nonzero(sc[cand] + gain[np.arange(len(cand)), j] >= thr + 1.0)[0]
+                if len(ok) > 400:
+                    ok = np.sort(ctx.rng.choice(ok, size=400, replace=False))
                 for c, jj in zip(cand[ok].tolist(), j[ok].tolist(), strict=True):
                     b = int(lo[jj].argmax())
                     g = int(c) + int(jj) if strand > 0 else int(c) + m.width - 1 - int(jj)
@@ -336,7 +336,7 @@ def design_variants(
                 _release(cd, p0, len(ref))
     pool = _create_pool(cds, ctx)
     made = 0
-    for qi in rng.permutation(len(pool)).tolist():
+    for qi in _round_robin(rng, [p[1] for p in pool]):
         if made >= n_create:
             break
         ci, mi, start, g, base = pool[qi]
@@ -373,6 +373,20 @@ def design_variants(
             _release(cd, p0, len(ref))
     records.sort(key=lambda r: (r.chrom_index, r.pos))
     return records
+
+
+def _round_robin(rng: np.random.Generator, groups: list[int]) -> list[int]:
+    """Indices of ``groups`` shuffled within each group, then taken one group at a time in
+    turn, so that every motif gets about the same number of created sites."""
+    g = np.asarray(groups, dtype=np.int64)
+    perm = rng.permutation(len(g))
+    g = g[perm]
+    order = np.argsort(g, kind="stable")
+    rank = np.empty(len(g), dtype=np.int64)  # position of each item within its group
+    sorted_g = g[order]
+    starts = np.searchsorted(sorted_g, sorted_g, side="left")
+    rank[order] = np.arange(len(g)) - starts
+    return perm[np.lexsort((g, rank))].tolist()
 
 
 def _release(cd: ChromData, p0: int, ref_len: int) -> None:

@@ -10,7 +10,8 @@ Motifs
     a window whose log-odds score (bits, uniform background, pseudocount 0.8) reaches the motif's
     threshold: p <= 1e-5 for motifs that make a feature alone, p <= 1e-4 for partner motifs
     (GATA1, TAL1::TCF3, FOXA1, HNF4A, NEUROD1). Planted instances are sampled from the matrix and
-    kept only when they score >= threshold + ``score_margin`` bits.
+    kept only when they score >= threshold + ``score_margin`` bits (at most half-way to the
+    consensus score).
 
 Features (``features.tsv``; rules in ``_grammar.FEATURES``). A feature holds at a *site*:
 
@@ -56,7 +57,13 @@ import numpy as np
 
 from varfx.training import _simulate_io as io
 from varfx.training._background import add_gaps, add_repeats, markov_sequence
-from varfx.training._grammar import FEATURES, feature_sites, motif_thresholds, scan_hits
+from varfx.training._grammar import (
+    FEATURES,
+    feature_sites,
+    motif_thresholds,
+    planting_floors,
+    scan_hits,
+)
 from varfx.training._peaks import Peak, call_peaks
 from varfx.training._planting import LOCUS_KINDS, PlantedSite, plant_chromosome
 from varfx.training._variants import ChromData, design_variants
@@ -93,7 +100,8 @@ class SimulationConfig:
         repeats_per_mb: low-complexity repeats (20-60 bp).
         end_gap, internal_gap: N at both contig ends, and one internal N gap.
         at_weight: A/T tilt of the Markov chain (GC content).
-        score_margin: planted instances score >= hit threshold + this (bits).
+        score_margin: planted instances score >= hit threshold + this (bits), capped at half
+            the distance from the threshold to the consensus score.
         missed_fraction, noise_peak_fraction: peak-call noise.
         n_variants: VCF records; break_fraction / create_fraction of them are designed to break /
             create a motif, the rest are neutral; multiallelic_fraction of records carry 2 ALTs.
@@ -228,6 +236,7 @@ def simulate(
     motifs = load_motifs()
     thresholds = motif_thresholds(motifs)
     scanner = MotifScanner(motifs)
+    floors = planting_floors(motifs, thresholds, cfg.score_margin)
     names = [f"chr{i + 1}" for i in range(cfg.n_chroms)]
 
     chroms: list[ChromData] = []
@@ -238,9 +247,7 @@ def simulate(
         add_gaps(tokens, cfg.end_gap, cfg.internal_gap)
         counts = _locus_counts(cfg, int((tokens != 4).sum()))
         try:
-            planted = plant_chromosome(
-                rng, name, tokens, counts, motifs, thresholds + cfg.score_margin, first_locus
-            )
+            planted = plant_chromosome(rng, name, tokens, counts, motifs, floors, first_locus)
         except ValueError as exc:
             raise SimulationError(str(exc)) from exc
         first_locus += len({p.locus for p in planted})
