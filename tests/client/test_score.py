@@ -16,7 +16,7 @@ import pysam.bcftools
 import pytest
 
 from tests.client._proxy import FaultyProxy
-from varfx.client import Client, RetryPolicy, Status, Variant
+from varfx.client import Client, RetryPolicy, ScoreTable, Status
 from varfx.client.score import ScoreError, score_vcf
 from varfx.client.vcf import VcfReader
 
@@ -272,32 +272,49 @@ def test_resume_after_truncated_line_and_interrupt(server: Any, vcf: Path, tmp_p
 
 
 def test_job_survives_a_replica_stopping(
-    model_repo: Path, genome_fa: Path, server: Any, vcf: Path, tmp_path: Path
+    model_repo: Path, genome_fa: Path, vcf: Path, tmp_path: Path
 ) -> None:
-    """Round-robin across two replicas; one stops midway; the job completes with every record."""
+    """Round-robin over two replicas: unary calls reach both; the replica holding a streaming job
+    stops midway and the job completes on the other with every variant, in order."""
     from varfx.server import ServerConfig, start_in_thread
 
     config = ServerConfig(
         model_repo=model_repo, genome=genome_fa, host="127.0.0.1", port=0, metrics_port=-1,
         default_model="tok", warmup_batch_sizes=(1,),
     )  # fmt: skip
-    second = start_in_thread(config)
-    target = f"ipv4:127.0.0.1:{server.port},127.0.0.1:{second.port}"
-    variants = [v for r in VcfReader(vcf) for v in r.variants()] * 4
-    with Client(server.target) as c:
-        expected = c.score_variants(variants)
-    got = []
-    with Client(target, retry=FAST) as client:
-        for i, table in enumerate(client.iter_chunks(variants, batch_size=20, max_in_flight=2)):
-            got.append(table)
-            if i == 3:
-                second.stop()
-    from varfx.client import ScoreTable
+    replicas = [start_in_thread(config), start_in_thread(config)]
 
-    table = ScoreTable.concat(got)
-    assert table.items == tuple(variants)
-    np.testing.assert_array_equal(table.diff, expected.diff)  # type: ignore[arg-type]
-    assert isinstance(variants[0], Variant)
+    def count(srv: Any, name: str, **labels: str) -> float:
+        return srv.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    try:
+        target = "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas)
+        variants = [v for r in VcfReader(vcf) for v in r.variants()] * 4
+        expected = None
+        with Client(target, retry=FAST) as client:
+            for _ in range(6):
+                expected = client.score_variants(variants)
+            served = [
+                count(r, "varfx_requests_total", method="ScoreVariants", code="OK")
+                for r in replicas
+            ]
+            assert all(n >= 1 for n in served), served  # round robin used both
+            got = []
+            stopped = None
+            for table in client.iter_chunks(variants, batch_size=20, max_in_flight=2):
+                got.append(table)
+                if stopped is None and len(got) == 3:
+                    busy = [count(r, "varfx_inflight_requests") for r in replicas]
+                    stopped = replicas[busy.index(max(busy))]
+                    assert max(busy) == 1
+                    stopped.stop()
+        assert expected is not None
+        table = ScoreTable.concat(got)
+        assert table.items == tuple(variants)
+        np.testing.assert_array_equal(table.diff, expected.diff)  # type: ignore[arg-type]
+    finally:
+        for r in replicas:
+            r.stop()
 
 
 def test_job_survives_a_server_restart(
