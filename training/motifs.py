@@ -52,7 +52,7 @@ def reverse_complement(tokens: np.ndarray) -> np.ndarray:
     return np.where(t < 4, 3 - t, 4).astype(np.uint8)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Motif:
     """One JASPAR motif.
 

@@ -89,6 +89,37 @@ def test_fasta_layout_gaps_and_human_like_composition(sim, genome) -> None:
     assert re.search(r"(?:A{12,}|T{12,}|(?:CA){6,}|(?:TG){6,}|(?:AT){6,}|(?:GGAA){4,})", acgt)
 
 
+REAL_FASTA = (
+    Path(__file__).resolve().parents[2]
+    / ".."
+    / "shared"
+    / "data"
+    / "real"
+    / "hg38_chr1_1mb"
+    / "hg38_1m.plain.fa"
+)
+
+
+def _kmer_freq(seq: str, k: int = 4) -> np.ndarray:
+    tok = encode(seq)
+    win = np.lib.stride_tricks.sliding_window_view(tok, k)
+    win = win[(win < 4).all(axis=1)].astype(np.int64)
+    code = (win * (4 ** np.arange(k - 1, -1, -1))[None, :]).sum(axis=1)
+    return np.bincount(code, minlength=4**k) / len(code)
+
+
+def test_kmer_spectrum_resembles_grch38(genome) -> None:
+    if not REAL_FASTA.exists():
+        pytest.skip(f"real GRCh38 fragment not found at {REAL_FASTA}")
+    real = _kmer_freq(pysam.FastaFile(str(REAL_FASTA)).fetch("chr1"))
+    sim = _kmer_freq("".join(genome.values()))
+    uniform = _kmer_freq("".join(np.random.default_rng(0).choice(list("ACGT"), 180_000)))
+    r_sim = np.corrcoef(np.log(real), np.log(sim))[0, 1]
+    r_uniform = np.corrcoef(np.log(real), np.log(uniform))[0, 1]
+    assert r_sim > 0.9, r_sim
+    assert r_sim > r_uniform + 0.2, (r_sim, r_uniform)
+
+
 def test_planted_instances_score_high_at_their_loci(sim, genome) -> None:
     rows = read_tsv(sim.paths.sites)
     assert len(rows) == sim.counts["planted_sites"] > 100
