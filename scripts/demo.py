@@ -55,6 +55,31 @@ def run(cmd: list[str], what: str) -> None:
         raise DemoError(f"{what} failed (exit {result.returncode}): {' '.join(cmd[3:])}")
 
 
+def has_subcommand(name: str) -> bool:
+    import argparse
+
+    from varfx.cli import build_parser
+
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return name in action.choices
+    return False
+
+
+def simulate(out: Path, size: str) -> None:
+    """``varfx simulate --seed 0``; the library call where the subcommand is not registered."""
+    if has_subcommand("simulate"):
+        run(
+            [*VARFX, "simulate", "--out", str(out), "--seed", "0", "--size", size], "varfx simulate"
+        )
+        return
+    from varfx.training.simulate import SIZES
+    from varfx.training.simulate import simulate as simulate_genome
+
+    result = simulate_genome(out, seed=0, config=SIZES[size])
+    print(f"wrote {result.out_dir}: {result.counts['records']} variants", flush=True)
+
+
 def wait_serving(target: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     from varfx.client import Client, VarfxError
 
@@ -99,7 +124,7 @@ def report(scored: Path, truth_path: Path, top: int) -> None:
         for rec in vf:
             for j, alt in enumerate(rec.alts or ()):
                 mad = rec.info["VARFX_MAX_ABS_DIFF"][j]
-                t = truth.get((rec.chrom, rec.pos, rec.ref, alt), {})
+                t = truth.get((rec.chrom, rec.pos, rec.ref or "", alt), {})
                 rows.append(
                     (
                         mad if mad is not None else float("nan"),
@@ -162,10 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port(host, args.port)
         metrics_port = free_port(host, args.metrics_port)
         step(f"simulating a genome with planted motifs (seed 0) into {out / 'sim'}")
-        run(
-            [*VARFX, "simulate", "--out", str(out / "sim"), "--seed", "0", "--size", args.size],
-            "varfx simulate",
-        )
+        simulate(out / "sim", args.size)
         step(f"starting varfx serve on {host}:{port} (metrics on :{metrics_port})")
         log = out / "server.log"
         with open(log, "wb") as log_fh:
