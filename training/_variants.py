@@ -99,12 +99,15 @@ def _counts(
     return np.array([int((np.abs(sites[f.name] - focus) <= RADIUS).sum()) for f in FEATURES])
 
 
-def _local(tokens: np.ndarray, p0: int, ref_len: int, alt: np.ndarray) -> tuple[np.ndarray, ...]:
+def _local(
+    tokens: np.ndarray, p0: int, ref_len: int, alt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(reference, alternate) uint8 local sequences +-FLANK around REF, and their 0-based start."""
     lo = max(0, p0 - FLANK)
     hi = min(len(tokens), p0 + ref_len + FLANK)
     ref_seq = tokens[lo:hi]
     alt_seq = np.concatenate([tokens[lo:p0], alt, tokens[p0 + ref_len : hi]]).astype(np.uint8)
-    return ref_seq, alt_seq, np.array([lo])
+    return ref_seq, alt_seq, lo
 
 
 def variant_truth(
@@ -126,7 +129,7 @@ def variant_truth(
             every hit that a site within RADIUS can use).
     """
     ref_seq, alt_seq, lo = _local(tokens, p0, ref_len, alt)
-    focus = p0 - int(lo[0])
+    focus = p0 - lo
     if ref_counts is None:
         ref_counts = _counts(ref_seq, scanner, thresholds, focus)
     diff = _counts(alt_seq, scanner, thresholds, focus) - ref_counts
@@ -199,7 +202,7 @@ def _evaluate(
         if motif is not None and cls != "neutral":
             m = ctx.motifs[motif]
             ref_seq, alt_seq, lo = _local(cd.tokens, p0, len(ref), alt)
-            s = inst_start - int(lo[0])
+            s = inst_start - lo
             name, mid = m.name, m.id
             rs, as_ = _best_score(m, ref_seq, s - 3, s + 3), _best_score(m, alt_seq, s - 3, s + 3)
         truths.append(AltTruth(decode(alt), _vtype(ref, alt), cls, name, mid, d, rs, as_))
