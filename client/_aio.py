@@ -14,7 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from varfx.client import _convert
-from varfx.client._client import ClientOptions
+from varfx.client._client import ClientOptions, PathOrBytes
+from varfx.client._retry import RetryPolicy
 from varfx.client._stream import chunked
 from varfx.client.errors import RETRYABLE_CODES, from_rpc_error, rpc_code
 from varfx.client.types import (
@@ -42,9 +43,40 @@ class AsyncClient:
     running event loop; ``async with AsyncClient(...) as c: ...``."""
 
     def __init__(
-        self, target: str, *, channel: grpc.aio.Channel | None = None, **kwargs: Any
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        root_certificates: PathOrBytes | None = None,
+        client_certificate: PathOrBytes | None = None,
+        client_key: PathOrBytes | None = None,
+        server_name_override: str | None = None,
+        token: str | None = None,
+        metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        timeout: float | None = 60.0,
+        retry: RetryPolicy | None = None,
+        max_in_flight: int = 4,
+        batch_size: int = 1000,
+        load_balancing: str = "auto",
+        keepalive_s: float = 30.0,
+        channel: grpc.aio.Channel | None = None,
     ) -> None:
-        self._opts = ClientOptions(target, **kwargs)
+        self._opts = ClientOptions(
+            target,
+            tls=tls,
+            root_certificates=root_certificates,
+            client_certificate=client_certificate,
+            client_key=client_key,
+            server_name_override=server_name_override,
+            token=token,
+            metadata=metadata,
+            timeout=timeout,
+            retry=retry,
+            max_in_flight=max_in_flight,
+            batch_size=batch_size,
+            load_balancing=load_balancing,
+            keepalive_s=keepalive_s,
+        )
         self.target = target
         self._own_channel = channel is None
         if channel is None:

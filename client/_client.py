@@ -105,8 +105,41 @@ class Client:
     Every gRPC failure is raised as ``VarfxError``.
     """
 
-    def __init__(self, target: str, *, channel: grpc.Channel | None = None, **kwargs: Any) -> None:
-        self._opts = ClientOptions(target, **kwargs)
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        root_certificates: PathOrBytes | None = None,
+        client_certificate: PathOrBytes | None = None,
+        client_key: PathOrBytes | None = None,
+        server_name_override: str | None = None,
+        token: str | None = None,
+        metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        timeout: float | None = 60.0,
+        retry: RetryPolicy | None = None,
+        max_in_flight: int = 4,
+        batch_size: int = 1000,
+        load_balancing: str = "auto",
+        keepalive_s: float = 30.0,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self._opts = ClientOptions(
+            target,
+            tls=tls,
+            root_certificates=root_certificates,
+            client_certificate=client_certificate,
+            client_key=client_key,
+            server_name_override=server_name_override,
+            token=token,
+            metadata=metadata,
+            timeout=timeout,
+            retry=retry,
+            max_in_flight=max_in_flight,
+            batch_size=batch_size,
+            load_balancing=load_balancing,
+            keepalive_s=keepalive_s,
+        )
         self.target = target
         self._own_channel = channel is None
         if channel is None:
