@@ -1,0 +1,331 @@
+"""``varfx export``: a training run -> ONNX model in a Triton-style repository, parity-checked.
+
+The graph takes ``tokens`` uint8 [batch, L] (A0 C1 G2 T3 N4; one-hot inside) and returns
+``probabilities`` float32 [batch, F] (sigmoid of the logits); batch is dynamic, opset 17, made by
+the TorchScript exporter (``dynamo=False``). ``metadata_props["varfx"]`` holds the contract's JSON
+(features, sequence_length, alphabet, output, assembly, training summary, provenance).
+Before anything is written, ONNX Runtime's output on random token sequences (N included) is
+compared with torch's; a model whose max abs difference exceeds the tolerance is refused
+(:class:`ParityError`). ``fp16=True`` stores the weights as float16 (cast to float32 in the graph,
+so it runs on every execution provider) and reports the change in outputs and test auROC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from varfx.training.errors import ExportError, ParityError
+from varfx.training.models import ModelConfig, ProbabilityModel, build_model
+
+__all__ = [
+    "INPUT_NAME",
+    "OPSET",
+    "OUTPUT_NAME",
+    "ExportResult",
+    "export_run",
+    "load_run_model",
+    "next_version",
+    "onnx_to_fp16_weights",
+    "parity_check",
+]
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "tokens"
+OUTPUT_NAME = "probabilities"
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written: the model path, its version, the parity diff and fp16 effects.
+
+    Attributes:
+        path: ``<repo>/<name>/<version>/model.onnx``.
+        max_abs_diff: ORT (fp32 graph) vs torch on random tokens, probabilities.
+        fp16_max_abs_diff, fp16_test_auroc_change: only with fp16 (None otherwise); the auROC
+            change is the fp16 minus fp32 mean test auROC.
+    """
+
+    path: Path
+    version: int
+    max_abs_diff: float
+    metadata: dict[str, Any]
+    fp16_max_abs_diff: float | None = None
+    fp16_test_auroc_change: float | None = None
+
+
+def load_run_model(run_dir: str | Path) -> tuple[torch.nn.Module, ModelConfig, list[str]]:
+    """The best checkpoint of a run as an eval-mode CPU logits model, its config and features."""
+    run = Path(run_dir)
+    ck_path = run / "best.pt"
+    if not ck_path.is_file():
+        raise ExportError(f"no best checkpoint in run directory {run} (expected {ck_path})")
+    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    mcfg = ModelConfig.from_json(ck["model_config"])
+    model = build_model(mcfg)
+    model.load_state_dict(ck["model"])
+    return model.eval(), mcfg, list(ck["features"])
+
+
+def next_version(repo: Path, name: str) -> int:
+    """1 + the highest numeric version folder of ``<repo>/<name>`` (1 when none)."""
+    d = repo / name
+    versions = (
+        [int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()] if d.is_dir() else []
+    )
+    return max(versions, default=0) + 1
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _export_bytes(model: torch.nn.Module, length: int) -> bytes:
+    buf = io.BytesIO()
+    wrapped = ProbabilityModel(model).eval()
+    example = torch.zeros(2, length, dtype=torch.uint8)
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapped,
+            (example,),
+            buf,  # type: ignore[arg-type]
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def _ort_session(model_bytes: bytes) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def parity_check(
+    model: torch.nn.Module,
+    model_bytes: bytes,
+    length: int,
+    *,
+    n: int = 32,
+    seed: int = 0,
+    tolerance: float = 1e-5,
+) -> float:
+    """Max abs difference of probabilities, ORT vs torch, on ``n`` random token rows (A,C,G,T,N).
+
+    Raises:
+        ParityError: the difference exceeds ``tolerance`` (the message gives both numbers).
+    """
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 5, size=(n, length), dtype=np.uint8)
+    tokens[: n // 4] = np.where(rng.random((n // 4, length)) < 0.9, tokens[: n // 4] % 4, 4)
+    with torch.no_grad():
+        ref = torch.sigmoid(model.eval()(torch.from_numpy(tokens))).numpy()
+    got = _ort_session(model_bytes).run([OUTPUT_NAME], {INPUT_NAME: tokens})[0]
+    if got.shape != ref.shape or got.dtype != np.float32:
+        raise ParityError(
+            f"ONNX output is {got.dtype} {got.shape}; torch gives float32 {ref.shape}"
+        )
+    diff = float(np.max(np.abs(got - ref)))
+    if not diff <= tolerance:
+        raise ParityError(
+            f"ONNX Runtime and torch disagree: max abs diff {diff:.3g} > tolerance {tolerance:.3g}; "
+            "model not written"
+        )
+    return diff
+
+
+def onnx_to_fp16_weights(model_bytes: bytes, min_elements: int = 16) -> bytes:
+    """Store float32 initializers with >= min_elements values as float16 + a Cast back to float32.
+
+    The arithmetic stays float32 (runs on any provider); the file shrinks about 2x and the
+    outputs change by the float16 rounding of the weights.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load_from_string(model_bytes)
+    g = m.graph
+    casts = []
+    keep = []
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        if init.data_type == TensorProto.FLOAT and arr.size >= min_elements:
+            half_name = init.name + "__fp16"
+            keep.append(numpy_helper.from_array(arr.astype(np.float16), half_name))
+            casts.append(helper.make_node("Cast", [half_name], [init.name], to=TensorProto.FLOAT))
+        else:
+            keep.append(init)
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(casts + nodes)
+    onnx.checker.check_model(m)
+    return bytes(m.SerializeToString())
+
+
+def _test_auroc(run: Path, sessions: list[Any], max_windows: int) -> list[float]:
+    """Mean test auROC of each ORT session on up to max_windows test windows of the run."""
+    from varfx.training._fasta import FastaTokens
+    from varfx.training.dataset import WindowDataset, WindowIndex
+    from varfx.training.evaluate import per_feature_metrics
+
+    cfg = json.loads((run / "config.json").read_text())
+    index = WindowIndex.load(run / "index.npz")
+    ds = WindowDataset(FastaTokens(cfg["genome"]), index, "test")
+    take = np.linspace(0, len(ds) - 1, min(max_windows, len(ds))).astype(int)
+    tokens = np.stack([ds[int(i)][0] for i in take])
+    labels = ds.labels()[take]
+    out = []
+    for s in sessions:
+        probs = np.concatenate(
+            [
+                s.run([OUTPUT_NAME], {INPUT_NAME: tokens[i : i + 256]})[0]
+                for i in range(0, len(tokens), 256)
+            ]
+        )
+        out.append(per_feature_metrics(labels, probs, index.features).mean_auroc)
+    return out
+
+
+def export_run(
+    run_dir: str | Path,
+    repo: str | Path,
+    name: str,
+    *,
+    version: int | None = None,
+    fp16: bool = False,
+    tolerance: float = 1e-5,
+    fp16_tolerance: float = 1e-2,
+    assembly: str | None = None,
+    overwrite: bool = False,
+    command: str | None = None,
+) -> ExportResult:
+    """Export a run's best checkpoint to ``<repo>/<name>/<version>/model.onnx``.
+
+    Args:
+        run_dir: a ``varfx train`` run directory (best.pt, config.json, summary.json).
+        version: None = next free version.
+        fp16: store weights as float16 (after the fp32 graph passed the parity check).
+        tolerance: max abs diff allowed between ORT and torch (fp32 graph).
+        fp16_tolerance: the same for the fp16 graph.
+        assembly: overrides the run's assembly name.
+
+    Raises:
+        ParityError: ORT and torch disagree (nothing is written).
+        ExportError: missing run files, bad name/version, or an existing model without overwrite.
+    """
+    run = Path(run_dir)
+    if not name or "/" in name or name.startswith("."):
+        raise ExportError(f"invalid model name {name!r}")
+    summary_path = run / "summary.json"
+    if not summary_path.is_file():
+        raise ExportError(f"{run}: no summary.json (did training finish?)")
+    summary = json.loads(summary_path.read_text())
+    model, mcfg, features = load_run_model(run)
+    repo_dir = Path(repo)
+    v = next_version(repo_dir, name) if version is None else version
+    if v < 1:
+        raise ExportError(f"version must be >= 1, got {v}")
+    target = repo_dir / name / str(v) / "model.onnx"
+    if target.exists() and not overwrite:
+        raise ExportError(f"{target} exists; choose another --version or pass --overwrite")
+
+    model_bytes = _export_bytes(model, mcfg.sequence_length)
+    diff = parity_check(model, model_bytes, mcfg.sequence_length, tolerance=tolerance)
+    log.info("parity ORT vs torch: max abs diff %.3g", diff)
+    fp16_diff = auroc_change = None
+    fp32_bytes = model_bytes
+    if fp16:
+        model_bytes = onnx_to_fp16_weights(fp32_bytes)
+        fp16_diff = parity_check(model, model_bytes, mcfg.sequence_length, tolerance=fp16_tolerance)
+        a32, a16 = _test_auroc(run, [_ort_session(fp32_bytes), _ort_session(model_bytes)], 4000)
+        auroc_change = a16 - a32
+        log.info(
+            "fp16 weights: max abs diff %.3g, test auROC change %+.5f", fp16_diff, auroc_change
+        )
+
+    from varfx import __version__
+
+    test = summary.get("test", {})
+    meta: dict[str, Any] = {
+        "features": features,
+        "sequence_length": mcfg.sequence_length,
+        "alphabet": "ACGT",
+        "output": OUTPUT_NAME,
+        "assembly": assembly or summary.get("assembly", "unknown"),
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "tokens": "A0 C1 G2 T3 N4"},
+        "architecture": mcfg.to_json(),
+        "precision": "fp16-weights" if fp16 else "fp32",
+        "training_summary": {
+            "test_mean_auroc": test.get("mean_auroc"),
+            "test_mean_auprc": test.get("mean_auprc"),
+            "per_feature": test.get("per_feature", {}),
+            "split": summary.get("split"),
+            "best_epoch": summary.get("best_epoch"),
+            "windows": summary.get("windows"),
+        },
+        "provenance": {
+            "varfx_version": __version__,
+            "git_commit": _git_commit(),
+            "train_command": summary.get("command"),
+            "export_command": command if command is not None else " ".join(sys.argv),
+            "data": summary.get("data"),
+            "run_dir": str(run.resolve()),
+            "exported_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+        "export_check": {"max_abs_diff": diff, "tolerance": tolerance},
+    }
+    if fp16:
+        meta["export_check"].update(
+            fp16_max_abs_diff=fp16_diff, fp16_test_auroc_change=auroc_change
+        )
+
+    import onnx
+
+    m = onnx.load_from_string(model_bytes)
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, {"varfx": json.dumps(meta)})
+    m.producer_name = "varfx"
+    m.producer_version = __version__
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(m.SerializeToString())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("wrote %s", target)
+    return ExportResult(target, v, diff, meta, fp16_diff, auroc_change)
