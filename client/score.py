@@ -275,6 +275,7 @@ def _run(
         for table in client.iter_chunks(
             variants(),
             info.name,
+            model_version=info.version,  # pinned: a server restarted with another version fails
             scores=kinds or ("diff",),
             features=spec.features,
             ref_policy=policy,
