@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -105,12 +106,13 @@ def table_from_response(
     idx = np.fromiter((s.max_abs_diff_index for s in scores), dtype=np.int32, count=n)
     idx[~ok] = -1
     arrays: dict[str, np.ndarray] = {}
+    rows = np.flatnonzero(ok)
+    scored = list(scores) if rows.size == n else [scores[int(i)] for i in rows]
     for kind in kinds:
         arr = np.full((n, f), np.nan, dtype=np.float32)
-        rows = np.flatnonzero(ok)
         if rows.size and f:
-            flat = [getattr(scores[int(i)], kind) for i in rows]
-            if any(len(x) != f for x in flat):
+            flat = list(itertools.chain.from_iterable(getattr(s, kind) for s in scored))
+            if len(flat) != rows.size * f:
                 raise ValueError(f"server returned {kind} arrays of the wrong length (want {f})")
             arr[rows] = np.array(flat, dtype=np.float32).reshape(rows.size, f)
         arrays[kind] = arr

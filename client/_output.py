@@ -49,23 +49,27 @@ class OutputSpec:
 
 
 class ChunkText:
-    """One ScoreTable turned into strings with numpy, once per chunk."""
+    """One ScoreTable prepared for writing, once per chunk: status/summary strings (numpy) and the
+    per-feature numbers as float64 ``[n, K*F]`` (kinds x features) with their Python rows."""
 
     def __init__(self, table: ScoreTable, kinds: Sequence[str], missing: str) -> None:
         ok = table.ok
+        self.ok = ok
         self.status = _STATUS_NAMES[table.status.astype(np.int64)]
         self.messages = table.messages
         mad = np.char.mod("%.6g", table.max_abs_diff.astype(np.float64))
         self.mad = np.where(ok, mad, missing)
         feats = np.array(list(table.features) + [""], dtype=object)
         self.feature = np.where(ok, feats[table.max_index], missing)
-        parts = []
-        for kind in kinds:
-            arr = table.array(kind).astype(np.float64)
-            text = np.char.mod("%.6g", arr) if arr.size else np.zeros(arr.shape, dtype="U1")
-            parts.append(np.where(ok[:, None], text, missing))
         n = len(table)
-        self.values = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), dtype="U1")
+        parts = [table.array(kind).astype(np.float64) for kind in kinds]
+        self.numbers = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
+        self.rows = self.numbers.tolist()
+
+    def strings(self, rows: slice, missing: str) -> np.ndarray:
+        """The numbers of ``rows`` as ``%.6g`` strings, ``missing`` where not scored."""
+        text = np.char.mod("%.6g", self.numbers[rows])
+        return np.where(self.ok[rows][:, None], text, missing).astype(object)
 
 
 class VcfWriter:
@@ -78,6 +82,9 @@ class VcfWriter:
         self.spec = spec
         keys = [info_key(k, f) for k in spec.detail_kinds for f in spec.features]
         self._prefixes = np.array([k + "=" for k in keys], dtype=object)
+        # one formatting operation per single-ALT record
+        self._fmt = ";".join(f"{k}=%.6g" for k in keys)
+        self._missing = ";".join(f"{k}=." for k in keys)
 
     def header_lines(self, header: VcfHeader, n_columns: int) -> list[str]:
         spec, m = self.spec, self.spec.model
@@ -139,11 +146,15 @@ class VcfWriter:
             "VARFX_MAX_FEATURE=" + ",".join(text.feature[rows]),
         ]
         if len(self._prefixes):
-            vals = text.values[rows]
-            joined = vals[0].astype(object)
-            for extra in vals[1:]:
-                joined = joined + "," + extra.astype(object)
-            ours.append(";".join(self._prefixes + joined))
+            if rows.stop - rows.start == 1:
+                i = rows.start
+                ours.append(self._fmt % tuple(text.rows[i]) if text.ok[i] else self._missing)
+            else:  # multi-allelic: join the ALTs' values feature by feature, with numpy
+                vals = text.strings(rows, ".")
+                joined = vals[0]
+                for extra in vals[1:]:
+                    joined = joined + "," + extra
+                ours.append(";".join(self._prefixes + joined))
         fields[7] = ";".join(keep + ours)
         self.out.write("\t".join(fields) + "\n")
 
@@ -160,6 +171,9 @@ class TsvWriter:
     def __init__(self, out: IO[str] | Any, spec: OutputSpec) -> None:
         self.out = out
         self.spec = spec
+        width = len(spec.detail_kinds) * len(spec.features)
+        self._fmt = "\t".join(["%.6g"] * width)
+        self._missing = "\t" * (width - 1) if width else ""
 
     def header_lines(self, header: VcfHeader, n_columns: int) -> list[str]:
         spec, m = self.spec, self.spec.model
@@ -181,7 +195,8 @@ class TsvWriter:
             msg = text.messages[i].replace("\t", " ").replace("\n", " ")
             head = [str(record.index + 1), chrom, pos, vid, ref, alt, str(text.status[i]), msg]
             head += [str(text.mad[i]), str(text.feature[i])]
-            self.out.write("\t".join(head + list(text.values[i])) + "\n")
+            values = self._fmt % tuple(text.rows[i]) if text.ok[i] else self._missing
+            self.out.write("\t".join(head) + ("\t" + values if self._fmt else "") + "\n")
 
     @staticmethod
     def count_done(lines: Sequence[str]) -> int:

@@ -318,5 +318,7 @@ def _merge(carry: list[tuple[ChunkText, int]], text: ChunkText, rows: slice) -> 
     merged.messages = tuple(m for t, s in parts for m in t.messages[s])
     merged.mad = np.concatenate([t.mad[s] for t, s in parts])
     merged.feature = np.concatenate([t.feature[s] for t, s in parts])
-    merged.values = np.concatenate([t.values[s] for t, s in parts], axis=0)
+    merged.ok = np.concatenate([t.ok[s] for t, s in parts])
+    merged.numbers = np.concatenate([t.numbers[s] for t, s in parts], axis=0)
+    merged.rows = merged.numbers.tolist()
     return merged
