@@ -17,7 +17,7 @@ from varfx.client import _convert
 from varfx.client._client import ClientOptions, PathOrBytes
 from varfx.client._retry import RetryPolicy
 from varfx.client._stream import chunked
-from varfx.client.errors import RETRYABLE_CODES, from_rpc_error, rpc_code
+from varfx.client.errors import RETRYABLE_CODES, VarfxError, from_rpc_error, rpc_code
 from varfx.client.types import (
     ModelInfo,
     RefPolicy,
@@ -123,6 +123,27 @@ class AsyncClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, "Health.Check", self.target) from exc
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+    async def wait_until_serving(self, timeout: float = 60.0, service: str = "") -> None:
+        """Poll health until SERVING; VarfxError (DEADLINE_EXCEEDED) after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last = "no answer"
+        while True:
+            try:
+                last = await self.health(
+                    service, timeout=max(0.1, min(2.0, deadline - loop.time()))
+                )
+                if last == "SERVING":
+                    return
+            except VarfxError as exc:
+                last = f"{exc.code_name}: {exc.details}"
+            if loop.time() >= deadline:
+                raise VarfxError(
+                    f"{self.target} not SERVING after {timeout:.0f} s (last: {last})",
+                    code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                )
+            await asyncio.sleep(0.2)
 
     async def score_variants(
         self,

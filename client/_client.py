@@ -16,7 +16,7 @@ from varfx.client import _convert
 from varfx.client._channel import ChannelSettings, channel_options, make_credentials
 from varfx.client._retry import RetryPolicy
 from varfx.client._stream import chunked, stream_chunks
-from varfx.client.errors import RETRYABLE_CODES, from_rpc_error, rpc_code
+from varfx.client.errors import RETRYABLE_CODES, VarfxError, from_rpc_error, rpc_code
 from varfx.client.types import (
     ModelInfo,
     RefPolicy,
@@ -187,6 +187,24 @@ class Client:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, "Health.Check", self.target) from exc
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+    def wait_until_serving(self, timeout: float = 60.0, service: str = "") -> None:
+        """Poll health until SERVING; VarfxError (DEADLINE_EXCEEDED) after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            try:
+                last = self.health(service, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+                if last == "SERVING":
+                    return
+            except VarfxError as exc:
+                last = f"{exc.code_name}: {exc.details}"
+            if time.monotonic() >= deadline:
+                raise VarfxError(
+                    f"{self.target} not SERVING after {timeout:.0f} s (last: {last})",
+                    code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                )
+            time.sleep(0.2)
 
     def score_variants(
         self,

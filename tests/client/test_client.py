@@ -221,6 +221,7 @@ def test_async_client(server: Any, genome_seqs: dict[str, str]) -> None:
         async with AsyncClient(server.target, retry=FAST) as ac:
             models = await ac.list_models()
             health = await ac.health()
+            await ac.wait_until_serving(5)
             unary = await ac.score_variants(variants)
             streamed = await ac.score_variants(variants, batch_size=16)
             chunks = [t async for t in ac.iter_chunks(variants, batch_size=16, max_in_flight=2)]
@@ -273,6 +274,10 @@ def test_health_and_channel_options(server: Any) -> None:
         assert info.value.code == grpc.StatusCode.NOT_FOUND
     with Client(f"ipv4:127.0.0.1:{server.port}") as client:  # round_robin channel
         assert client.health() == "SERVING"
+        client.wait_until_serving(5)
+    with Client("127.0.0.1:1") as dead, pytest.raises(VarfxError, match="not SERVING") as info:
+        dead.wait_until_serving(0.5)
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     with pytest.raises(ValueError, match="load_balancing"):
         Client(server.target, load_balancing="random")
     with pytest.raises(ValueError, match="together"):
