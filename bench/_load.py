@@ -211,6 +211,9 @@ def measure_load(
     proc.start()
     child.close()
     try:
+        while not parent.poll(1.0):
+            if not proc.is_alive():
+                raise RuntimeError(f"load process died (exit code {proc.exitcode})")
         out = parent.recv()
     except EOFError as exc:
         raise RuntimeError(f"load process died (exit code {proc.exitcode})") from exc

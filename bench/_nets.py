@@ -27,6 +27,7 @@ SIZES = {
     "basset": ("basset", 600, 164),
     "deepsea": ("deepsea", 1000, 919),
     "default": ("small", 1000, 10),
+    "tiny": ("small", 200, 4),  # smoke tests
 }
 
 

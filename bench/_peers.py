@@ -20,6 +20,7 @@ __all__ = [
     "Rate",
     "bare_ort_sweep",
     "measure_steps",
+    "ort_session",
     "torch_peer",
     "varfx_score",
     "varfx_score_available",
@@ -61,12 +62,30 @@ def measure_steps(
             return Rate(float(np.mean(rates[-3:])), rates, False, time.perf_counter() - t_start)
 
 
+def ort_session(path: Path, *, intra_op_threads: int, spinning: bool) -> Any:
+    """A CPU ONNX Runtime session with the given threading (for the bare-ORT thread sweep)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def bare_ort_sweep(
-    runner: Any, batch_sizes: Sequence[int], *, window_s: float, cap_s: float
+    runner: Any,
+    batch_sizes: Sequence[int],
+    *,
+    window_s: float,
+    cap_s: float,
+    session: Any = None,
 ) -> dict[int, Rate]:
-    """Variants/s (2 windows per variant) of ``runner.session.run`` alone on pre-built token
-    windows, per batch size (in windows); the server's session and options."""
+    """Variants/s (2 windows per variant) of ONNX Runtime alone on pre-built token windows, per
+    batch size (in windows); ``session`` defaults to the server's (``runner.session``)."""
     spec = runner.spec
+    sess = session if session is not None else runner.session
     rng = np.random.default_rng(0)
     pool = rng.integers(0, 4, size=(max(batch_sizes) * 4, spec.sequence_length), dtype=np.uint8)
     if spec.input_kind != "tokens":
@@ -80,7 +99,7 @@ def bare_ort_sweep(
         blocks = [np.ascontiguousarray(feed_pool[k * b : (k + 1) * b]) for k in range(4)]
 
         def step(i: int, b: int = b, blocks: list[np.ndarray] = blocks) -> int:
-            runner.session.run([spec.output_name], {spec.input_name: blocks[i % 4]})
+            sess.run([spec.output_name], {spec.input_name: blocks[i % 4]})
             return b
 
         rate = measure_steps(step, window_s=window_s, cap_s=cap_s)
