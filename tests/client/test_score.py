@@ -382,3 +382,26 @@ def test_resume_when_killed_while_writing_the_header(
         assert out.read_bytes() == reference.read_bytes()
         again = score_vcf(client, vcf, out, resume=True)  # complete already: nothing to do
         assert again.records == 0
+
+
+def test_sample_columns_are_kept(server: Any, genome_seqs: dict[str, str], tmp_path: Path) -> None:
+    seq = genome_seqs["chr1"]
+    lines = [
+        "##fileformat=VCFv4.2",
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        "##contig=<ID=chr1,length=2000>",
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\tS2",
+    ]
+    for p in (100, 200, 300):
+        alt = "A" if seq[p - 1] != "A" else "C"
+        lines.append(f"chr1\t{p}\t.\t{seq[p - 1]}\t{alt}\t.\t.\t.\tGT\t0/1\t1/1")
+    vcf = tmp_path / "samples.vcf"
+    vcf.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "samples.out.vcf.gz"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, out)
+    with pysam.VariantFile(str(out)) as vf:
+        assert list(vf.header.samples) == ["S1", "S2"]
+        recs = list(vf)
+    assert [r.info["VARFX_STATUS"] for r in recs] == [("OK",)] * 3
+    assert [[s["GT"] for s in r.samples.values()] for r in recs] == [[(0, 1), (1, 1)]] * 3
