@@ -6,7 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -184,7 +192,7 @@ class AsyncClient:
 
     async def iter_chunks(
         self,
-        variants: Iterable[VariantLike],
+        variants: Iterable[VariantLike] | AsyncIterable[VariantLike],
         model: str = "",
         *,
         scores: Iterable[str] | str | None = None,
@@ -195,10 +203,16 @@ class AsyncClient:
         batch_size: int | None = None,
         max_in_flight: int | None = None,
     ) -> AsyncIterator[ScoreTable]:
-        """See ``Client.iter_chunks``: bounded in-flight chunks, in order, resumable."""
+        """See ``Client.iter_chunks``: bounded in-flight chunks, in order, resumable. ``variants``
+        may also be an async iterable (read lazily, as slots free up)."""
         kinds = _convert.parse_kinds(scores)
         options = _convert.build_options(kinds, reverse_complement, ref_policy, features)
-        source = chunked(variants, batch_size or self._opts.batch_size)
+        size = batch_size or self._opts.batch_size
+        source: Any = (
+            _achunked(variants, size)
+            if isinstance(variants, AsyncIterable)
+            else chunked(variants, size)
+        )
         limit = max_in_flight or self._opts.max_in_flight
         policy = self._opts.retry
         pending: deque[list[Variant]] = deque()
@@ -256,7 +270,10 @@ class AsyncClient:
                 )
 
     async def iter_scores(
-        self, variants: Iterable[VariantLike], model: str = "", **kwargs: Any
+        self,
+        variants: Iterable[VariantLike] | AsyncIterable[VariantLike],
+        model: str = "",
+        **kwargs: Any,
     ) -> AsyncIterator[VariantScore]:
         """One VariantScore per variant, in input order."""
         async for table in self.iter_chunks(variants, model, **kwargs):
@@ -322,8 +339,8 @@ async def _write(
     while not state["exhausted"]:
         await slots.acquire()
         try:
-            chunk = next(source)
-        except StopIteration:
+            chunk = await source.__anext__() if hasattr(source, "__anext__") else next(source)
+        except (StopIteration, StopAsyncIteration):
             state["exhausted"] = True
             break
         except Exception as exc:  # bad input: finish the stream, re-raise in the reader
@@ -333,3 +350,17 @@ async def _write(
         pending.append(chunk)
         await call.write(_convert.variant_request(chunk, model, options, model_version))
     await call.done_writing()
+
+
+async def _achunked(
+    variants: AsyncIterable[VariantLike], size: int
+) -> AsyncIterator[list[Variant]]:
+    """Lists of at most ``size`` Variants from an async iterable."""
+    chunk: list[Variant] = []
+    async for value in variants:
+        chunk.append(Variant.coerce(value))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

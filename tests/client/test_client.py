@@ -225,7 +225,13 @@ def test_async_client(server: Any, genome_seqs: dict[str, str]) -> None:
             unary = await ac.score_variants(variants)
             streamed = await ac.score_variants(variants, batch_size=16)
             chunks = [t async for t in ac.iter_chunks(variants, batch_size=16, max_in_flight=2)]
-            rows = [r async for r in ac.iter_scores(variants[:5], batch_size=2)]
+
+            async def source() -> Any:
+                for v in variants[:5]:
+                    await asyncio.sleep(0)
+                    yield v
+
+            rows = [r async for r in ac.iter_scores(source(), batch_size=2)]
             seqs = await ac.score_sequences([("ACGT" * 5, "ACGA" * 5)])
             both = await asyncio.gather(*(ac.score_variants(variants[i::4]) for i in range(4)))
             with pytest.raises(VarfxError) as info:
