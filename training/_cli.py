@@ -85,6 +85,7 @@ def _add_train(subparsers: Any) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     o.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    o.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     o.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
@@ -136,6 +137,7 @@ def _run_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             reverse_complement=args.rc_augment,
             num_workers=args.workers,
+            threads=args.threads,
             assembly=args.assembly,
             progress=not args.no_progress,
             command=shlex.join(["varfx", *sys.argv[1:]]),

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,8 @@ def _export_bytes(model: torch.nn.Module, length: int) -> bytes:
     buf = io.BytesIO()
     wrapped = ProbabilityModel(model).eval()
     example = torch.zeros(2, length, dtype=torch.uint8)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is on purpose
         torch.onnx.export(
             wrapped,
             (example,),

@@ -75,6 +75,7 @@ class TrainConfig:
     resume: bool = False
     reverse_complement: bool = False
     num_workers: int = 0
+    threads: int = 0
     assembly: str = "unknown"
     progress: bool = True
     command: str = ""
@@ -219,6 +220,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     run.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     _seed_everything(cfg.seed)
+    if cfg.threads > 0:  # intra-op threads; 1 is much faster on a busy shared CPU
+        torch.set_num_threads(cfg.threads)
     genome = FastaTokens(cfg.genome)
     if cfg.index.length != cfg.model.sequence_length:
         raise DataError(
