@@ -66,7 +66,7 @@ class AsyncClient:
         max_in_flight: int = 4,
         batch_size: int = 1000,
         load_balancing: str = "auto",
-        keepalive_s: float = 30.0,
+        keepalive_s: float = 300.0,
         channel: grpc.aio.Channel | None = None,
     ) -> None:
         self._opts = ClientOptions(

@@ -21,7 +21,9 @@ class ChannelSettings:
 
     ``load_balancing``: "auto" (round_robin for ``dns:``/``ipv4:``/``ipv6:`` targets, which may
     resolve to several replicas; pick_first otherwise), "round_robin" or "pick_first".
-    ``keepalive_s``: HTTP/2 pings every that many seconds (0 = off).
+    ``keepalive_s``: HTTP/2 pings every that many seconds during calls (0 = off). The default,
+    300 s, is the gRPC server's default minimum ping interval: shorter ones need the server to
+    allow them (``grpc.http2.min_ping_interval_without_data_ms``) or it closes the connection.
     """
 
     target: str
@@ -31,7 +33,7 @@ class ChannelSettings:
     client_key: bytes | None = None
     server_name_override: str | None = None
     load_balancing: str = "auto"
-    keepalive_s: float = 30.0
+    keepalive_s: float = 300.0
     max_message_mb: int = 64
 
     def lb_policy(self) -> str:
@@ -80,7 +82,7 @@ def channel_options(settings: ChannelSettings) -> list[tuple[str, Any]]:
         ms = int(settings.keepalive_s * 1000)
         opts += [
             ("grpc.keepalive_time_ms", ms),
-            ("grpc.keepalive_timeout_ms", max(1000, ms // 3)),
+            ("grpc.keepalive_timeout_ms", min(20000, max(1000, ms // 3))),
             ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.http2.max_pings_without_data", 0),
         ]

@@ -55,7 +55,7 @@ class ClientOptions:
         max_in_flight: int = 4,
         batch_size: int = 1000,
         load_balancing: str = "auto",
-        keepalive_s: float = 30.0,
+        keepalive_s: float = 300.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -121,7 +121,7 @@ class Client:
         max_in_flight: int = 4,
         batch_size: int = 1000,
         load_balancing: str = "auto",
-        keepalive_s: float = 30.0,
+        keepalive_s: float = 300.0,
         channel: grpc.Channel | None = None,
     ) -> None:
         self._opts = ClientOptions(

@@ -91,4 +91,4 @@ def test_channel_options_load_balancing() -> None:
     assert opts("localhost:50051")["grpc.lb_policy_name"] == "pick_first"
     config = json.loads(str(opts("localhost:1", "round_robin")["grpc.service_config"]))
     assert config == {"loadBalancingConfig": [{"round_robin": {}}]}
-    assert opts("localhost:1")["grpc.keepalive_time_ms"] == 30000
+    assert opts("localhost:1")["grpc.keepalive_time_ms"] == 300000
