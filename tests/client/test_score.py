@@ -21,7 +21,7 @@ from varfx.client.score import ScoreError, score_vcf
 from varfx.client.vcf import VcfReader
 
 REPO = Path(__file__).resolve().parents[2]
-VARFX = [str(Path(sys.executable).parent / "varfx")]
+VARFX = [sys.executable, "-m", "varfx"]
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
 
