@@ -127,30 +127,30 @@ class WithSigmoid(nn.Module):
 
 
 def _from_training(arch: str, length: int, n_features: int) -> nn.Module | None:
-    """The architecture from varfx.training.models, if that module exists and builds it."""
+    """The architecture from varfx.training.models (its published sizes), if that module exists."""
     try:
         mod: Any = importlib.import_module("varfx.training.models")
     except ImportError:
         return None
-    builder = getattr(mod, "build_model", None)
-    attempts: list[Any] = []
-    if builder is not None:
-        attempts += [
-            lambda: builder(arch, n_features=n_features, length=length),
-            lambda: builder(arch, n_features, length),
-        ]
-    fn = getattr(mod, arch, None)
-    if callable(fn):
-        attempts += [lambda: fn(n_features=n_features, length=length)]
-    for attempt in attempts:
-        try:
-            net = attempt()
-        except TypeError:
-            continue
-        if isinstance(net, nn.Module):
-            return net
-    log.warning("varfx.training.models has no builder for %r that bench understands", arch)
-    return None
+    try:
+        cfg = mod.ModelConfig(arch=arch, sequence_length=length, n_features=n_features)
+        net = mod.build_model(cfg)
+    except (AttributeError, TypeError, ValueError) as exc:
+        log.warning("varfx.training.models cannot build %r (%s): using bench's own", arch, exc)
+        return None
+    return net if isinstance(net, nn.Module) else None
+
+
+def _from_architecture(config: dict[str, Any]) -> nn.Module | None:
+    """varfx.training's network for an exported model's ``architecture`` metadata (random
+    weights: same shapes, hence same speed)."""
+    try:
+        mod: Any = importlib.import_module("varfx.training.models")
+        net = mod.build_model(mod.ModelConfig.from_json(config))
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        log.warning("cannot rebuild the default model's architecture in torch: %s", exc)
+        return None
+    return WithSigmoid(net).eval() if isinstance(net, nn.Module) else None
 
 
 def build_network(arch: str, length: int, n_features: int, seed: int = 0) -> tuple[nn.Module, str]:
@@ -229,10 +229,13 @@ def prepare_model(key: str, repos: Path, *, root: Path, seed: int = 0) -> BenchM
                 for p in onnx.load(str(committed), load_external_data=False).metadata_props
             }.get("varfx", "{}")
         )
+        module = _from_architecture(meta["architecture"]) if "architecture" in meta else None
+        note = f"committed default model {DEFAULT_MODEL} (trained weights)"
+        if module is not None:
+            note += f"; torch peer: same architecture {meta['architecture']}, random weights"
         return BenchModel(
             key, "sim-chromatin", repo / "sim-chromatin" / "1" / "model.onnx",
-            int(meta.get("sequence_length", 0)), len(meta.get("features", [])), None,
-            f"committed default model {DEFAULT_MODEL} (trained weights)",
+            int(meta.get("sequence_length", 0)), len(meta.get("features", [])), module, note,
         )  # fmt: skip
     arch, length, n_features = SIZES[key]
     module, source = build_network(arch, length, n_features, seed)

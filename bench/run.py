@@ -55,13 +55,14 @@ class Knobs:
     max_delay_ms: float
     peer_batch: int  # torch peer: variants per batch
     gpu_memory_s: float
+    profile_s: float  # py-spy the server for this long (0 = no profile)
 
 
 def knobs_from(args: argparse.Namespace) -> Knobs:
     quick = args.quick
     return Knobs(
         window_s=args.window_s or (0.5 if quick else 1.0),
-        cap_s=args.cap_s or (5.0 if quick else 30.0),
+        cap_s=args.cap_s or (5.0 if quick else 20.0),
         concurrency=tuple(int(c) for c in args.concurrency.split(",")),
         batch_sizes=tuple(int(b) for b in args.batch_sizes.split(","))
         if args.batch_sizes
@@ -74,6 +75,7 @@ def knobs_from(args: argparse.Namespace) -> Knobs:
         max_delay_ms=args.max_delay_ms,
         peer_batch=args.peer_batch,
         gpu_memory_s=15.0 if quick else 60.0,
+        profile_s=args.profile_s,
     )
 
 
@@ -118,7 +120,7 @@ def _server(model: BenchModel, genome: SimGenome, device: str, *, max_batch: int
 
 
 def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
-                work: Path) -> dict[str, Any]:  # fmt: skip
+                work: Path, out: Path) -> dict[str, Any]:  # fmt: skip
     """Every measurement for one model; returns its results dict."""
     from varfx.server.repository import scan_repository
     from varfx.server.runtime import ModelRunner
@@ -171,14 +173,14 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
     variants = [(s.chrom, s.pos, s.ref, s.alts[0]) for s in sites]
 
     def window_for(conc: int, size: int) -> float:
-        return max(knobs.window_s, 4 * conc * size / ort_vps)
+        return min(max(knobs.window_s, 4 * conc * size / ort_vps), knobs.cap_s / 3.5)
 
     def load(target: str, conc: int, mode: str, vlist: list[Any] | None = None) -> dict[str, Any]:
         size = per_request if mode == "unary" else chunk
         win = window_for(conc, size if mode == "unary" else size * 2)
         r = measure_load(target, vlist or variants, mode=mode, concurrency=conc,
                          per_request=size, window_s=win, warmup_s=min(win, 2.0),
-                         cap_s=max(knobs.cap_s, 3.5 * win))  # fmt: skip
+                         cap_s=knobs.cap_s)  # fmt: skip
         log.info("[%s]   %s x%d: %.0f variants/s, p50 %.1f ms, p99 %.1f ms%s", model.key, mode,
                  conc, r.variants_per_s, r.p50_ms, r.p99_ms, "" if r.stable else " (cap)")  # fmt: skip
         return r.to_dict()
@@ -194,6 +196,15 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
         }
         ref_conc = 16 if 16 in knobs.concurrency else knobs.concurrency[-1]
         res["reference_concurrency"] = ref_conc
+        if knobs.profile_s > 0:
+            from bench._profile import Profile, summarise
+
+            log.info("[%s] py-spy profile of the server, unary x%d", model.key, ref_conc)
+            out.mkdir(parents=True, exist_ok=True)
+            raw = out / f"profile_{model.key}.txt"
+            with Profile(raw, knobs.profile_s) as prof:
+                res["profiled_run"] = load(server.target, ref_conc, "unary")
+            res["profile"] = summarise(raw) if raw.exists() else {"error": prof.error}
         log.info("[%s] multi-allelic dedupe: 3 ALTs per site vs distinct sites", model.key)
         multi = multiallelic_sites(genome, max(1, len(variants) // 3))
         multi_v = [(s.chrom, s.pos, s.ref, a) for s in multi for a in s.alts]
@@ -281,7 +292,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             log.info("== model %s", key)
             model = prepare_model(key, tmp / "repos", root=ROOT)
-            results["models"][key] = bench_model(model, genome, device, knobs, tmp)
+            results["models"][key] = bench_model(model, genome, device, knobs, tmp, Path(args.out))
             results["models"][key]["bench_seconds"] = time.perf_counter() - t0
             _report.write_all(results, Path(args.out), docs=None)  # partial results survive
     return results
@@ -305,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=256)
     ap.add_argument("--max-delay-ms", type=float, default=2.0)
     ap.add_argument("--peer-batch", type=int, default=64)
+    ap.add_argument("--profile-s", type=float, default=0.0,
+                    help="py-spy the server for this many seconds at 16 callers (needs py-spy)")  # fmt: skip
     ap.add_argument("--genome-size", type=int, default=2_000_000)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
