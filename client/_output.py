@@ -191,12 +191,14 @@ class TsvWriter:
 
     def write_record(self, record: VcfRecord, text: ChunkText, rows: slice) -> None:
         chrom, pos, vid, ref = record.fields[:4]
+        lines = []
         for i, alt in zip(range(rows.start, rows.stop), record.alts, strict=True):
             msg = text.messages[i].replace("\t", " ").replace("\n", " ")
             head = [str(record.index + 1), chrom, pos, vid, ref, alt, str(text.status[i]), msg]
             head += [str(text.mad[i]), str(text.feature[i])]
             values = self._fmt % tuple(text.rows[i]) if text.ok[i] else self._missing
-            self.out.write("\t".join(head) + ("\t" + values if self._fmt else "") + "\n")
+            lines.append("\t".join(head) + ("\t" + values if self._fmt else "") + "\n")
+        self.out.write("".join(lines))  # one write per record
 
     @staticmethod
     def count_done(lines: Sequence[str]) -> int:

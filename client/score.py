@@ -15,7 +15,7 @@ import os
 import shlex
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,11 +109,15 @@ def _canonical_command(
 
 
 def _prepare_partial(
-    partial: Path, header_lines: list[str], writer_cls: type[VcfWriter] | type[TsvWriter]
+    partial: Path,
+    header_lines: list[str],
+    writer_cls: type[VcfWriter] | type[TsvWriter],
+    alts_of: Callable[[int], int],
 ) -> int | None:
-    """Check an existing partial file's header and cut it after its last complete line;
-    returns the number of input records it already holds, or None when it holds less than a
-    header (killed while starting: begin again)."""
+    """Check an existing partial file's header and cut it back to its last complete record;
+    returns the number of input records it holds, or None when it holds less than a header
+    (killed while starting: begin again). ``alts_of(i)``: ALT count of input record i (TSV
+    writes one line per ALT, so the last record may have only some of its lines)."""
     data = partial.read_bytes()
     cut = data.rfind(b"\n") + 1
     lines = data[:cut].decode("utf-8").split("\n")[:-1]
@@ -129,10 +133,29 @@ def _prepare_partial(
                     f"{partial} was written with other settings (header line {i + 1} is "
                     f"{a[:100]!r}, this run writes {b[:100]!r}); remove it or run without --resume"
                 )
+    body = lines[len(header_lines) :]
+    done = int(writer_cls.count_done(body))
+    if writer_cls is TsvWriter and done:
+        n_alts = alts_of(done - 1)
+        tail = [line for line in body[-n_alts:] if line.startswith(f"{done}\t")]
+        if len(tail) < n_alts:  # the last record lost some of its ALT lines
+            cut -= sum(len(line.encode("utf-8")) + 1 for line in tail)
+            done -= 1
     if cut < len(data):
         with open(partial, "r+b") as fh:
             fh.truncate(cut)
-    return int(writer_cls.count_done(lines[len(header_lines) :]))
+    return done
+
+
+def _alts_of(path: str | os.PathLike[str]) -> Callable[[int], int]:
+    def alts(index: int) -> int:
+        with VcfReader(path) as reader:
+            for rec in reader:
+                if rec.index == index:
+                    return len(rec.alts)
+        raise ScoreError(f"the partial output has more records than {path}; is it the same input?")
+
+    return alts
 
 
 def _finish(partial: Path, output: Path, fmt: str) -> bool:
@@ -218,7 +241,7 @@ def score_vcf(
         header_lines = writer.header_lines(reader.header, n_columns)
         done = None
         if resume and partial.exists():
-            done = _prepare_partial(partial, header_lines, type(writer))
+            done = _prepare_partial(partial, header_lines, type(writer), _alts_of(input_path))
         with open(partial, "w" if done is None else "a", encoding="utf-8", newline="\n") as out:
             writer.out = out
             if done is None:

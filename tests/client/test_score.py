@@ -405,3 +405,26 @@ def test_sample_columns_are_kept(server: Any, genome_seqs: dict[str, str], tmp_p
         recs = list(vf)
     assert [r.info["VARFX_STATUS"] for r in recs] == [("OK",)] * 3
     assert [[s["GT"] for s in r.samples.values()] for r in recs] == [[(0, 1), (1, 1)]] * 3
+
+
+def test_tsv_resume_when_a_multiallelic_record_was_half_written(
+    server: Any, vcf: Path, tmp_path: Path
+) -> None:
+    """TSV has one line per ALT: a partial holding only the first ALT line of a record must
+    score that record again, and the result still equals an uninterrupted run."""
+    reference = tmp_path / "ref.tsv"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, reference)
+        lines = reference.read_text().splitlines(keepends=True)
+        body = [i for i, line in enumerate(lines) if line[0].isdigit()]
+        # first multi-allelic record past the middle: two consecutive lines with one number
+        rec = next(
+            i
+            for i in body[len(body) // 2 :]
+            if lines[i].split("\t")[0] == lines[i + 1].split("\t")[0]
+        )
+        out = tmp_path / "out.tsv"
+        Path(str(out) + ".partial").write_text("".join(lines[: rec + 1]))  # its first ALT only
+        summary = score_vcf(client, vcf, out, resume=True)
+    assert summary.resumed_records == int(lines[rec].split("\t")[0]) - 1
+    assert out.read_bytes() == reference.read_bytes()
