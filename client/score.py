@@ -159,19 +159,21 @@ def _alts_of(path: str | os.PathLike[str]) -> Callable[[int], int]:
 
 
 def _finish(partial: Path, output: Path, fmt: str) -> bool:
-    """Move the finished text into place: bgzip (+ tabix for VCF) when the name ends in .gz."""
-    if output.name.endswith((".gz", ".bgz")):
-        pysam.tabix_compress(str(partial), str(output), force=True)
-        partial.unlink()
-        if fmt == "vcf":
-            try:
-                pysam.tabix_index(str(output), preset="vcf", force=True)
-                return True
-            except Exception as exc:  # unsorted input: keep the file, say why there is no index
-                log.warning("%s not indexed (%s); sort it to index it", output, exc)
+    """Move the finished text into place: bgzip (+ tabix for VCF) when the name ends in .gz.
+    The partial file goes last, so an interruption here is finished by ``--resume``."""
+    if not output.name.endswith((".gz", ".bgz")):
+        os.replace(partial, output)
         return False
-    os.replace(partial, output)
-    return False
+    indexed = False
+    pysam.tabix_compress(str(partial), str(output), force=True)
+    if fmt == "vcf":
+        try:
+            pysam.tabix_index(str(output), preset="vcf", force=True)
+            indexed = True
+        except Exception as exc:  # unsorted input: keep the file, say why there is no index
+            log.warning("%s not indexed (%s); sort it to index it", output, exc)
+    partial.unlink()
+    return indexed
 
 
 def score_vcf(
