@@ -198,3 +198,17 @@ def test_cuda_training_step(tmp_path: Path) -> None:
     result = train(_config(tmp_path, tmp_path / "cuda_run", epochs=1, device="cuda"))
     assert result.epochs_run == 1
     assert (tmp_path / "cuda_run" / "best.pt").is_file()
+
+
+def test_exported_model_loads_in_the_server_runtime(run_dir: Path, tmp_path: Path) -> None:
+    from varfx.server.repository import scan_repository
+    from varfx.server.runtime import ModelRunner
+
+    r = export_run(run_dir, tmp_path / "repo", "tiny")
+    (entry,) = scan_repository(tmp_path / "repo")
+    runner = ModelRunner(entry, device="cpu")
+    assert list(runner.spec.features) == ["featA", "featB"]
+    assert runner.spec.sequence_length == L
+    tokens = np.random.default_rng(2).integers(0, 5, (4, L), dtype=np.uint8)
+    direct = ort.InferenceSession(str(r.path)).run(None, {"tokens": tokens})[0]
+    assert np.allclose(runner.predict(tokens), direct, atol=1e-6)
