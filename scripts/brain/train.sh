@@ -4,7 +4,7 @@
 #   scripts/brain/train.sh [--device cuda|cpu|auto] [--data DIR] [--run DIR] [--export DIR] [--smoke]
 #                          [-- extra train.py args]
 #
-# Defaults: --data ../shared/data/real, --run runs/brain/<device>, --export models/brain-hg19/1.
+# Defaults: --data ../shared/data/real, --run runs/brain/<device>, --export models/brain-hg19/2.
 # --smoke: a small CPU check of the whole flow (a few Mb per split, 1 epoch, export to the run dir).
 # On a 16-core + H100 machine the full run takes a few minutes (data is gathered on the GPU).
 set -euo pipefail
@@ -14,7 +14,7 @@ PY=${PYTHON:-.venv/bin/python}
 DEVICE=auto
 DATA=../shared/data/real
 RUN=
-EXPORT=models/brain-hg19/1
+EXPORT=models/brain-hg19/2
 SMOKE=0
 EXTRA=()
 while [ $# -gt 0 ]; do
