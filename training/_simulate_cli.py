@@ -16,7 +16,7 @@ def add_simulate_parser(subparsers: Any) -> None:
         help="write a simulated genome with planted JASPAR motifs, peaks, variants and truth",
         description=(
             "Write genome.fa(+.fai), peaks/<feature>.narrowPeak, features.tsv, sites.tsv, "
-            "grammar_sites.tsv, variants.vcf.gz(+.tbi) and truth.tsv into --out. "
+            "grammar_sites.tsv, summary.json, variants.vcf.gz(+.tbi) and truth.tsv into --out. "
             "The same seed gives byte-identical files."
         ),
     )
