@@ -13,8 +13,10 @@ if [ ! -d /tmp/site/onnxruntime ] && [ -f /tmp/wheels/onnxruntime_gpu-1.31.1-cp3
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/wheels/*.whl
 fi
 
-# varfx itself from this checkout, without installing: a package tree of symlinks.
-rm -rf /tmp/vfx && mkdir -p /tmp/vfx/varfx
-for f in varfx/*.py varfx/py.typed; do ln -s "$PWD/$f" /tmp/vfx/varfx/; done
-for pkg in client server training proto; do ln -s "$PWD/$pkg" "/tmp/vfx/varfx/$pkg"; done
-export PYTHONPATH=/tmp/site:/tmp/vfx:$PWD
+# varfx itself from this checkout, without installing: link the package folders into varfx/
+# (this copy of the tree only; `python -c` and pytest put the checkout first on sys.path).
+for pkg in client server training proto; do [ -e "varfx/$pkg" ] || ln -s "../$pkg" "varfx/$pkg"; done
+export PYTHONPATH=/tmp/site:$PWD
+# CUDA 13 / cuDNN 9 libraries of the nvidia-* wheels beside the machine's torch.
+nv=$(python3 -c 'import nvidia, os; print(os.pathsep.join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in os.listdir(p)))' 2>/dev/null || true)
+export LD_LIBRARY_PATH=${nv}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
