@@ -76,10 +76,20 @@ def _child(conn: Any, args: dict[str, Any]) -> None:  # runs in the spawned proc
     records: list[tuple[float, float]] = []  # (finish time, latency s)
     errors = [0]
 
+    # Caller k cycles over its own requests (every concurrency-th one), so no two callers ever
+    # send the same windows at once (the batcher would deduplicate them and inflate throughput).
+    own = [requests[k::concurrency] for k in range(concurrency)]
+    if min(len(o) for o in own) < args["stream_depth"] + 1:
+        raise ValueError(
+            f"{len(requests)} requests of {args['per_request']} variants are too few for "
+            f"{concurrency} callers with disjoint work; pass more variants"
+        )
+
     def unary(k: int, stub: Any) -> None:
-        i = k * 7
+        i = 0
+        mine = own[k]
         while not stop.is_set():
-            req = requests[i % len(requests)]
+            req = mine[i % len(mine)]
             i += 1
             t0 = time.perf_counter()
             try:
@@ -95,12 +105,14 @@ def _child(conn: Any, args: dict[str, Any]) -> None:  # runs in the spawned proc
         slots = threading.Semaphore(args["stream_depth"])
         sent: collections.deque[tuple[float, int]] = collections.deque()
 
+        mine = own[k]
+
         def gen() -> Any:
-            i = k * 7
+            i = 0
             while not stop.is_set():
                 if not slots.acquire(timeout=0.05):
                     continue
-                req = requests[i % len(requests)]
+                req = mine[i % len(mine)]
                 i += 1
                 sent.append((time.perf_counter(), len(req.variants)))
                 yield req

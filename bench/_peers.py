@@ -175,14 +175,27 @@ def varfx_score_available() -> bool:
 
 
 def varfx_score(
-    target: str, vcf: Path, out: Path, n_variants: int, model: str = ""
+    target: str,
+    vcf: Path,
+    out: Path,
+    n_variants: int,
+    model: str = "",
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Run ``varfx score`` end to end as a subprocess; wall time -> variants/s."""
+    """Run ``varfx score`` end to end as a subprocess; wall time -> variants/s.
+
+    ``profile``: also run it under ``py-spy record`` (collapsed stacks written there); the wall
+    time then includes py-spy's sampling overhead, so measure without it first."""
     exe = shutil.which("varfx", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "varfx"]
     cmd += ["score", str(vcf), "--server", target, "-o", str(out), "--format", "tsv"]
     if model:
         cmd += ["--model", model]
+    if profile is not None:
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if spy is None:
+            return {"error": "py-spy not installed"}
+        cmd = [spy, "record", "--format", "raw", "--rate", "100", "-o", str(profile), "--", *cmd]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0

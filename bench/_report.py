@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TARGETS", "machine", "markdown_table", "ratios", "write_all"]
+__all__ = ["TARGETS", "machine", "markdown_table", "profile_section", "ratios", "write_all"]
 
 # ratio key -> (description, comparison, threshold)
 TARGETS: dict[str, tuple[str, str, float]] = {
@@ -93,10 +93,14 @@ def ratios(res: dict[str, Any]) -> dict[str, float | None]:
         "metrics_change": unary_ref["variants_per_s"] / res["metrics_off"]["variants_per_s"] - 1,
         "dedupe_gain": res["dedupe"]["multiallelic"]["variants_per_s"]
         / res["dedupe"]["distinct"]["variants_per_s"],
+        "ort_batch2_ceiling": None,
         "score_over_stream": None,
         "varfx_over_torch": None,
         "score_over_torch": None,
     }
+    sweep = res["bare_ort"]["sweep"]
+    if "2" in sweep:  # what batching can gain at most when ORT itself scales like this
+        out["ort_batch2_ceiling"] = res["bare_ort"]["variants_per_s"] / sweep["2"]["per_s"]
     if res.get("score"):
         out["score_over_stream"] = res["score"]["variants_per_s"] / _best(res, "stream")
     if res.get("torch_peer"):
@@ -162,20 +166,44 @@ def markdown_table(results: dict[str, Any]) -> str:
             cells.append("n/a" if v is None else f"{v:+.3f} ({_meets(rk, v)})" if rk == "metrics_change" else f"{v:.2f} ({_meets(rk, v)})")  # fmt: skip
         lines.append(f"| {desc} | {op} {thr} | " + " | ".join(cells) + " |")
     for rk, desc in (("dedupe_gain", "multi-allelic (3 ALTs/site) / distinct sites, variants/s"),
+                     ("ort_batch2_ceiling", "bare ORT best batch / bare ORT batch 2 (batching ceiling)"),
                      ("score_over_torch", "`varfx score` / torch-eager peer")):  # fmt: skip
         cells = [_fmt(results["models"][k]["ratios"].get(rk)) for k in keys]
         lines.append(f"| {desc} | | " + " | ".join(cells) + " |")
-    if "roofline_tflops" in results:
-        roof = results["roofline_tflops"]
+    roof = results.get("roofline_tflops")
+    if roof:
         lines += ["", "Matmul roofline (torch): " + ", ".join(f"{k} {v:.1f} TFLOP/s" for k, v in roof.items())]  # fmt: skip
-        for k in keys:
-            r = results["models"][k]
+    for k in keys:
+        r = results["models"][k]
+        if roof:
             achieved = r["ratios"]["server_saturation_vps"] * r["gflop_per_variant"] / 1e3
             lines.append(f"- {k}: server {achieved:.2f} TFLOP/s = {achieved / roof['tf32']:.1%} of tf32, {achieved / roof['fp16']:.1%} of fp16 matmul peak")  # fmt: skip
-            if r.get("gpu_memory"):
-                g = r["gpu_memory"]
-                lines.append(f"  GPU memory over {g['runs']} runs of {g['distinct_batch_sizes']} random batch sizes: {g['min_mib']}-{g['max_mib']} MiB, flat: {g['flat']}")  # fmt: skip
+        if r.get("gpu_memory"):
+            g = r["gpu_memory"]
+            lines.append(f"- {k}: GPU memory over {g['runs']} runs of {g['distinct_batch_sizes']} random batch sizes: {g['min_mib']}-{g['max_mib']} MiB, flat: {g['flat']}")  # fmt: skip
     return "\n".join(lines)
+
+
+def profile_section(results: dict[str, Any]) -> str:
+    """Where the server's time goes (py-spy, 16 callers unary), per profiled model."""
+    lines: list[str] = []
+    for key, res in [*results["models"].items(),
+                     *((f"{k} `varfx score`", r) for k, r in results["models"].items())]:  # fmt: skip
+        prof = res.get("score_profile" if key.endswith("`varfx score`") else "profile")
+        if not prof:
+            continue
+        if not prof.get("samples"):
+            lines.append(f"- {key}: no profile ({prof.get('error', 'no samples')})")
+            continue
+        threads = ", ".join(f"{t.split(': ', 1)[-1]} {v:.0%}" for t, v in prof["threads"].items())
+        lines.append(f"- **{key}** ({prof['samples']} samples; share by thread: {threads})")
+        for name, frac in prof["self"][:10]:
+            lines.append(f"  - {frac:.1%} `{name}`")
+    if not lines:
+        return ""
+    head = ["", "### Profiles (py-spy self time: the server under unary load at the reference "
+            "concurrency; `varfx score` as a subprocess)", ""]  # fmt: skip
+    return "\n".join(head + lines)
 
 
 def _plots(results: dict[str, Any], out: Path) -> list[Path]:
@@ -280,7 +308,7 @@ def write_all(results: dict[str, Any], out: Path, docs: Path | None) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     if not results["models"]:
         return
-    table = markdown_table(results)
+    table = markdown_table(results) + "\n" + profile_section(results)
     (out / "results.md").write_text(table + "\n")
     images = _plots(results, out)
     if docs is not None:

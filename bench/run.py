@@ -168,7 +168,7 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
     chunk = min(256, per_request * 4)
     res["per_request"], res["stream_chunk"] = per_request, chunk
 
-    n_sites = max(knobs.score_variants, 64 * chunk * 2)
+    n_sites = max(knobs.score_variants, max(knobs.concurrency) * chunk * 4)
     sites = distinct_sites(genome, min(n_sites, len(genome) // 2))
     variants = [(s.chrom, s.pos, s.ref, s.alts[0]) for s in sites]
 
@@ -206,7 +206,7 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
                 res["profiled_run"] = load(server.target, ref_conc, "unary")
             res["profile"] = summarise(raw) if raw.exists() else {"error": prof.error}
         log.info("[%s] multi-allelic dedupe: 3 ALTs per site vs distinct sites", model.key)
-        multi = multiallelic_sites(genome, max(1, len(variants) // 3))
+        multi = multiallelic_sites(genome, max(1, len(variants) // 3 + 1))
         multi_v = [(s.chrom, s.pos, s.ref, a) for s in multi for a in s.alts]
         res["dedupe"] = {
             "distinct": res["server"]["unary"][str(ref_conc)],
@@ -214,6 +214,14 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
         }
         score_n = int(min(knobs.score_variants, max(2000, ort_vps * knobs.score_cap_s)))
         res["score"] = _score(server.target, genome, sites[:score_n], work / f"{model.key}.vcf")
+        if knobs.profile_s > 0 and res["score"] is not None:
+            from bench._profile import summarise
+
+            log.info("[%s] py-spy profile of varfx score", model.key)
+            raw = out / f"profile_score_{model.key}.txt"
+            vcf = work / f"{model.key}.vcf"
+            run_ = varfx_score(server.target, vcf, vcf.with_suffix(".p.tsv"), score_n, profile=raw)
+            res["score_profile"] = summarise(raw) if raw.exists() else run_
     finally:
         scraper.stop()
         server.stop()
@@ -241,7 +249,10 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
         "[%s] (a) bare ORT again: %.0f variants/s (first %.0f)", model.key, again.per_s, ort_vps
     )
 
-    if model.torch_module is not None:
+    if model.torch_module is not None and not _torch_device_ok(device):
+        log.warning("torch has no CUDA here: (d) torch-eager peer skipped")
+        res["torch_peer"] = None
+    elif model.torch_module is not None:
         log.info("[%s] (d) torch-eager peer", model.key)
         peer_sites = [(s.pos, s.ref, s.alts[0]) for s in sites]
         rate = torch_peer(model.torch_module, genome.seq, peer_sites, spec.sequence_length,
@@ -257,6 +268,12 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
         res["gpu_memory"] = gpu_memory_run(runner, knobs.max_batch, seconds=knobs.gpu_memory_s)
     res["ratios"] = _report.ratios(res)
     return res
+
+
+def _torch_device_ok(device: str) -> bool:
+    import torch
+
+    return device != "cuda" or torch.cuda.is_available()
 
 
 def _score(target: str, genome: SimGenome, sites: list[Any], vcf: Path) -> dict[str, Any] | None:
@@ -280,7 +297,9 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
         "knobs": knobs.__dict__,
         "models": {},
     }
-    if device == "cuda":
+    if device == "cuda" and not _torch_device_ok(device):
+        log.warning("torch has no CUDA here: matmul roofline skipped")
+    elif device == "cuda":
         from bench._gpu import matmul_roofline
 
         log.info("matmul roofline (torch, cuda)")
