@@ -41,7 +41,12 @@ if [ "$SMOKE" = 1 ]; then
   exit 0
 fi
 RUN=${RUN:-runs/brain/$DEVICE}
-"$PY" scripts/brain/prepare.py "${GENOMES[@]}" --peaks "$DATA/hg19_nott_brain" --out "$RUN/index.npz"
+# The brain-hg19 v2 recipe (best of the H100 sweep, docs/gpu/brain-hg19-v2/README.md): train on
+# chrX + chr20:1-20M, validate on chr20:20M-29.5M, test on the chr20 q-arm; 2 negatives/positive.
+"$PY" scripts/brain/prepare.py "${GENOMES[@]}" --peaks "$DATA/hg19_nott_brain" --out "$RUN/index.npz" \
+  --neg-ratio 2 --train-regions X 20:1-20000000 --valid-regions 20:20000001-29500000 \
+  --test-regions 20:29500001-63025520
 "$PY" scripts/brain/train.py --index "$RUN/index.npz" --out "$RUN" --device "$DEVICE" \
+  --lr 3e-4 --dropout 0.5 --weight-decay 1e-4 --patience 8 --epochs 60 \
   --export "$EXPORT" "${EXTRA[@]}"
 echo "run dir: $RUN  model: $EXPORT/model.onnx"
