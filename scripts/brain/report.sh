@@ -2,13 +2,13 @@
 # After a brain-hg19 model exists: k-mer baseline (if not done), CNN vs baseline table + ROC/PR
 # plots, motif analysis, and the 194 real chr20 indels scored; outputs go to docs/brain/.
 #
-#   scripts/brain/report.sh [--run runs/brain/cuda] [--model models/brain-hg19/2/model.onnx]
+#   scripts/brain/report.sh [--run runs/brain/v2] [--model models/brain-hg19/2/model.onnx]
 #                           [--data ../shared/data/real] [--docs docs/brain/v2]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
-RUN=runs/brain/cuda
+RUN=runs/brain/v2
 MODEL=models/brain-hg19/2/model.onnx
 DATA=../shared/data/real
 DOCS=docs/brain/v2
