@@ -286,7 +286,7 @@ def _run(
     def variants() -> Iterator[Variant]:
         for rec in records:
             if rec.index < skip:
-                bar.skip(len(rec.alts))
+                bar.skip(rec.n_alts)
                 continue
             queue.append(rec)  # before its variants go out: results find their record
             yield from rec.variants()
@@ -315,13 +315,13 @@ def _run(
             written = 0
             while queue:
                 rec = queue[0]
-                k = len(rec.alts) - len(carry)
+                k = rec.n_alts - len(carry)
                 if i + k > n:
                     carry.extend((text, r) for r in range(i, n))
                     break
                 if carry:
                     merged = _merge(carry, text, slice(i, i + k))
-                    write(rec, merged, slice(0, len(rec.alts)))
+                    write(rec, merged, slice(0, rec.n_alts))
                     carry = []
                 else:
                     write(rec, text, slice(i, i + k))

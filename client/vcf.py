@@ -59,6 +59,10 @@ class VcfRecord:
         """The ALT alleles (``["."]`` for a missing ALT)."""
         return self.fields[4].split(",")
 
+    @property
+    def n_alts(self) -> int:
+        return self.fields[4].count(",") + 1
+
     def variants(self) -> list[Variant]:
         """One Variant per ALT allele (``.`` ID becomes "")."""
         vid = "" if self.fields[2] == "." else self.fields[2]
