@@ -325,6 +325,9 @@ def export_run(
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(m.SerializeToString())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a served model must be readable
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

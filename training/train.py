@@ -271,7 +271,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         with csv_path.open("w", newline="") as fh:
             csv.writer(fh).writerow(METRICS_COLUMNS)
 
-    epoch = start - 1
+    done = start - 1  # last finished epoch
     for epoch in range(start, cfg.epochs + 1):
         if bad >= cfg.patience:
             break
@@ -329,6 +329,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             last_path,
         )
         plot_learning_curves(csv_path, run / "learning_curves.png")
+        done = epoch
 
     # test evaluation with the best checkpoint
     model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
@@ -341,7 +342,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "assembly": cfg.assembly,
         "arch": mcfg.arch,
         "best_epoch": best_epoch,
-        "epochs_run": epoch,
+        "epochs_run": done,
         "best_valid_mean_auprc": best,
         "test_loss": test_loss,
         "test": tm.to_json(),
@@ -352,4 +353,4 @@ def train(cfg: TrainConfig) -> TrainResult:
     }
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("test mean auROC %.4f auPRC %.4f", tm.mean_auroc, tm.mean_auprc)
-    return TrainResult(run, epoch, best_epoch, best, tm)
+    return TrainResult(run, done, best_epoch, best, tm)

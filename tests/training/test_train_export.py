@@ -212,3 +212,13 @@ def test_exported_model_loads_in_the_server_runtime(run_dir: Path, tmp_path: Pat
     tokens = np.random.default_rng(2).integers(0, 5, (4, L), dtype=np.uint8)
     direct = ort.InferenceSession(str(r.path)).run(None, {"tokens": tokens})[0]
     assert np.allclose(runner.predict(tokens), direct, atol=1e-6)
+
+
+def test_early_stopping_on_validation_auprc(tmp_path: Path) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(_config(tmp_path, tmp_path / "stop", epochs=5), lr=1e-12, patience=1)
+    result = train(cfg)  # a learning rate this small cannot improve validation auPRC
+    assert result.best_epoch == 1
+    assert result.epochs_run == 2
+    assert [int(r["epoch"]) for r in _rows(tmp_path / "stop")] == [1, 2]
