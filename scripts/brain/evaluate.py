@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--baseline", required=True, help="baseline.py output dir")
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--max-test", type=int, default=0, help="evaluate a seeded random subset (0 = all)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.time()
@@ -105,15 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     genome: dict[str, np.ndarray] = {}
     for c in np.unique(test.contig):
         genome.update(load_genome(idx.meta["fasta"][str(c)], [str(c)]))
-    x = gather_windows(genome, test.contig, test.start, idx.length)
+    rows = np.arange(len(test.start))
+    if args.max_test and len(rows) > args.max_test:
+        rows = np.sort(np.random.default_rng(0).choice(rows, args.max_test, replace=False))
+    labels = test.labels[rows]
+    x = gather_windows(genome, test.contig[rows], test.start[rows], idx.length)
     pc = onnx_predict(args.model, x)
     log.info("ONNX predictions for %d test windows in %.0fs", len(x), time.time() - t0)
     with np.load(Path(args.baseline) / "test_predictions.npz") as z:
         pb, yb = z["prob"], z["labels"]
     if not np.array_equal(yb, test.labels):
         raise ValueError("baseline predictions are not for this index's test windows")
-    cnn = per_feature_metrics(test.labels, pc, idx.features)
-    base = per_feature_metrics(test.labels, pb, idx.features)
+    pb = pb[rows]
+    cnn = per_feature_metrics(labels, pc, idx.features)
+    base = per_feature_metrics(labels, pb, idx.features)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = table(cnn, base)
@@ -126,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         "cnn_mean_auprc": float(np.nanmean([m.auprc for m in cnn])),
         "kmer_mean_auprc": float(np.nanmean([m.auprc for m in base])),
         "test_windows": len(x),
+        "test_windows_total": len(test.start),
         "split": idx.meta["split"],
         "model": str(args.model),
     }
     (out / "metrics.json").write_text(json.dumps(res, indent=2))
-    plots(test.labels, pc, pb, idx.features, out)
+    plots(labels, pc, pb, idx.features, out)
     print(md)
     print(f"mean auROC CNN {res['cnn_mean_auroc']:.4f} vs k-mer {res['kmer_mean_auroc']:.4f}")
     return 0
