@@ -63,6 +63,19 @@ def _feature_files(peaks: list[str]) -> dict[str, Path]:
     return out
 
 
+def check_no_overlap(splits: dict[str, list[Region]]) -> None:
+    """Refuse regions that share a base (across or within splits), before any data is read."""
+    seen: list[tuple[str, int, float, str]] = []
+    for split, regions in splits.items():
+        for reg in regions:
+            c = canonical_contig(reg.contig)
+            hi = float("inf") if reg.end is None else reg.end
+            for c2, lo2, hi2, other in seen:
+                if c == c2 and reg.start <= hi2 and lo2 <= hi:
+                    raise ValueError(f"region {reg} ({split}) overlaps {other}")
+            seen.append((c, reg.start, hi, f"{reg} ({split})"))
+
+
 def _contig_of(genome: dict[str, np.ndarray], name: str) -> str:
     for n in (name, canonical_contig(name)):
         if n in genome:
@@ -158,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         "valid": [parse_region(r) for r in args.valid_regions],
         "test": [parse_region(r) for r in args.test_regions],
     }
+    try:
+        check_no_overlap(splits)
+    except ValueError as exc:
+        ap.error(str(exc))
     # which FASTA holds which contig
     import pysam
 
