@@ -24,7 +24,7 @@ import pysam
 from sklearn.metrics import roc_auc_score
 
 from varfx.training._fasta import FastaTokens, encode
-from varfx.training.dataset import IndexConfig, SplitSpec, build_index
+from varfx.training.dataset import IndexConfig, Region, SplitSpec, build_index
 from varfx.training.evaluate import per_feature_metrics
 from varfx.training.peaks import PeakSet
 from varfx.training.simulate import simulate
@@ -38,11 +38,15 @@ def run_batches(sess: ort.InferenceSession, tokens: np.ndarray, batch: int = 256
     )
 
 
-def heldout_auroc(sess: ort.InferenceSession, meta: dict, sim: Path) -> None:
+def heldout_auroc(
+    sess: ort.InferenceSession, meta: dict, sim: Path, test_chroms: list[str] | None
+) -> None:
     g = FastaTokens(sim / "genome.fa")
     peaks = PeakSet.load([sim / "peaks"], g.lengths)
     order = [peaks.features.index(f) for f in meta["features"]]
     split = SplitSpec.from_json(meta["training_summary"]["split"])
+    if test_chroms:  # a model trained on another genome: any chromosome of this one is unseen
+        split = SplitSpec(valid=(), test=tuple(Region(c) for c in test_chroms))
     L = meta["sequence_length"]
     index = build_index(g, peaks, split, IndexConfig(length=L, negative_ratio=float("inf")))
     rows = index.rows("test")
@@ -121,6 +125,9 @@ def main() -> None:
     ap.add_argument("--model", default=str(REPO / "models/sim-chromatin/1/model.onnx"))
     ap.add_argument("--sim0", default=None, help="existing seed-0 simulation (else made)")
     ap.add_argument("--sim1", default=None, help="existing seed-1 simulation (else made)")
+    ap.add_argument(
+        "--test-chroms", nargs="*", default=None, help="override the model's test chromosomes"
+    )
     args = ap.parse_args()
     model = onnx_meta = None
     import onnx
@@ -132,7 +139,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sim0 = Path(args.sim0) if args.sim0 else simulate(Path(tmp) / "s0", seed=0).out_dir
         sim1 = Path(args.sim1) if args.sim1 else simulate(Path(tmp) / "s1", seed=1).out_dir
-        heldout_auroc(sess, onnx_meta, sim0)
+        heldout_auroc(sess, onnx_meta, sim0, args.test_chroms)
         variant_ranking(sess, L, sim1)
     for threads in (1, 2):
         throughput(Path(args.model), L, threads)
