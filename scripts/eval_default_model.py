@@ -45,7 +45,9 @@ def heldout_auroc(
     peaks = PeakSet.load([sim / "peaks"], g.lengths)
     order = [peaks.features.index(f) for f in meta["features"]]
     split = SplitSpec.from_json(meta["training_summary"]["split"])
-    if test_chroms:  # a model trained on another genome: any chromosome of this one is unseen
+    if not test_chroms and any(r.contig not in g.lengths for r in split.test):
+        test_chroms = ["chr5"]  # trained on another genome: all of this one is unseen
+    if test_chroms:
         split = SplitSpec(valid=(), test=tuple(Region(c) for c in test_chroms))
     L = meta["sequence_length"]
     index = build_index(g, peaks, split, IndexConfig(length=L, negative_ratio=float("inf")))
