@@ -13,6 +13,12 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("--genome", {"help": "reference FASTA, plain or bgzipped with .fai [VARFX_GENOME]"}),
+    (
+        "--genomes",
+        {
+            "help": "FASTA by model assembly, e.g. GRCh37=/ref/hg19.fa,GRCh38=/ref/hg38.fa; other models use --genome [VARFX_GENOMES]"
+        },
+    ),
     ("--host", {"help": "gRPC listen address [VARFX_HOST; default 0.0.0.0]"}),
     ("--port", {"type": int, "help": "gRPC port, 0 = any free port [VARFX_PORT; default 50051]"}),
     (

@@ -87,6 +87,9 @@ class VarfxServer:
             self._executor.shutdown(wait=False)
         if self.genome is not None:
             self.genome.close()
+        for model in self.models.values():
+            if model.genome is not None:
+                model.genome.close()
 
 
 def _channel_options(config: ServerConfig) -> list[tuple[str, Any]]:
@@ -114,6 +117,7 @@ async def create_server(
     """
     metrics = Metrics(registry)
     genome = Genome(config.genome) if config.genome else None
+    by_assembly = {name: Genome(path) for name, path in config.genomes.items()}
     executor = ThreadPoolExecutor(max(2, config.inference_threads), thread_name_prefix="varfx")
     models: dict[str, ServedModel] = {}
     server: grpc.aio.Server | None = None
@@ -131,8 +135,8 @@ async def create_server(
                 metrics=metrics,
             )
             await batcher.start()
-            models[entry.name] = ServedModel(runner, batcher)
             spec = runner.spec
+            models[entry.name] = ServedModel(runner, batcher, by_assembly.get(spec.assembly))
             metrics.model_info.labels(
                 model=spec.name,
                 version=str(spec.version),
@@ -141,13 +145,15 @@ async def create_server(
                 features=str(len(spec.features)),
             ).set(1)
             log.info(
-                "model %s v%d: %d features, L=%d, %s input, on %s",
+                "model %s v%d: %d features, L=%d, %s input, on %s, assembly %r (genome %s)",
                 spec.name,
                 spec.version,
                 len(spec.features),
                 spec.sequence_length,
                 spec.input_kind,
                 runner.device,
+                spec.assembly,
+                config.genomes.get(spec.assembly, config.genome),
             )
             if runner.device.startswith("cuda"):
                 metrics.enable_gpu_memory(0)
@@ -217,8 +223,9 @@ async def create_server(
             metrics_http.shutdown()
             metrics_http.server_close()
         executor.shutdown(wait=False)
-        if genome is not None:
-            genome.close()
+        for g in [genome, *by_assembly.values()]:
+            if g is not None:
+                g.close()
         raise
     return handle, port
 

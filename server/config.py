@@ -38,6 +38,9 @@ class ServerConfig:
         intra_op_threads: ONNX Runtime threads per run (0 = one per core).
         default_model: served when a request names none (empty: the only model).
         model_versions: pinned versions by model name.
+        genomes: reference FASTA by assembly (a model's metadata ``assembly``); models whose
+            assembly is not listed use ``genome``. One server can so serve GRCh37 and GRCh38
+            models side by side.
         warmup_batch_sizes: batch sizes run before SERVING (empty: powers of two to max_batch).
         grace_s: seconds in-flight calls get to finish on SIGTERM.
         max_connection_age_s: close client connections after this long, so that round-robin
@@ -61,6 +64,7 @@ class ServerConfig:
     intra_op_threads: int = 0
     default_model: str = ""
     model_versions: Mapping[str, int] = field(default_factory=dict)
+    genomes: Mapping[str, Path] = field(default_factory=dict)
     warmup_batch_sizes: tuple[int, ...] = ()
     grace_s: float = 30.0
     max_connection_age_s: float = 0.0
@@ -115,6 +119,13 @@ def _coerce(key: str, value: Any) -> Any:
             return None if value in (None, "") else Path(value).expanduser()
         if key == "model_repo":
             return Path(value).expanduser()
+        if key == "genomes":
+            if isinstance(value, str):  # "GRCh37=/ref/hg19.fa,GRCh38=/ref/hg38.fa"
+                pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+                if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+                    raise ValueError("expected ASSEMBLY=FASTA[,ASSEMBLY=FASTA...]")
+                return {k.strip(): Path(v.strip()).expanduser() for k, v in pairs}
+            return {str(k): Path(v).expanduser() for k, v in dict(value).items()}
         if key == "model_versions":
             if isinstance(value, str):  # "name=3,other=1"
                 pairs = [p.split("=", 1) for p in value.split(",") if p]

@@ -58,6 +58,7 @@ class ServedModel:
 
     runner: ModelRunner
     batcher: DynamicBatcher
+    genome: Genome | None = None  # the reference of the model's assembly
 
     @property
     def spec(self) -> ModelSpec:
@@ -270,7 +271,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
     async def _build_windows(
         self, model: ServedModel, variants: Sequence[pb.Variant], policy: int
     ) -> VariantWindows:
-        genome = self._genome
+        genome = model.genome or self._genome
         if genome is None:
             raise GenomeUnavailableError(
                 "this server was started without a reference genome (--genome); "

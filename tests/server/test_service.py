@@ -332,3 +332,27 @@ def test_expired_deadline_leaves_the_queue(slow_server: Any) -> None:
         stub.ScoreVariants(pb.ScoreVariantsRequest(variants=_snvs(1))).scores[0].status.code
         == pb.OK
     )
+
+
+def test_models_of_different_assemblies_use_their_own_genome(tmp_path: Path) -> None:
+    from tests.onnx_models import TinyCNN
+
+    net = TinyCNN.random(3, seed=4)
+    write_model(tmp_path / "repo", name="a37", net=net, length=L, assembly="GRCh37")
+    write_model(tmp_path / "repo", name="a38", net=net, length=L, assembly="GRCh38")
+    g37 = write_fasta(tmp_path / "g37.fa", {"chr1": "ACGT" * 30})
+    g38 = write_fasta(tmp_path / "g38.fa", {"chr1": "TTGCA" * 24})
+    config = ServerConfig(
+        model_repo=tmp_path / "repo", genome=g37, genomes={"GRCh38": g38}, host="127.0.0.1",
+        port=0, metrics_port=-1, warmup_batch_sizes=(2,),
+    )  # fmt: skip
+    assert ("ACGT" * 30)[49] == "C"
+    assert ("TTGCA" * 24)[49] == "A"
+    v = pb.Variant(chrom="chr1", pos=50, ref="C", alt="G")
+    with start_in_thread(config) as srv:
+        stub = stub_for(srv)
+        on37 = stub.ScoreVariants(pb.ScoreVariantsRequest(model="a37", variants=[v])).scores[0]
+        on38 = stub.ScoreVariants(pb.ScoreVariantsRequest(model="a38", variants=[v])).scores[0]
+    assert on37.status.code == pb.OK
+    assert on38.status.code == pb.REF_MISMATCH
+    assert "genome 'A'" in on38.status.message
