@@ -6,8 +6,12 @@ set -euo pipefail
 mkdir -p /tmp/parts /tmp/wheels
 cp -f .whl/*.whl /tmp/wheels/ 2>/dev/null || true
 cp -f .whl/ortgpu.part* /tmp/parts/ 2>/dev/null || true
-if [ ! -f /tmp/wheels/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl ] && [ -f /tmp/parts/ortgpu.part04 ]; then
-  cat /tmp/parts/ortgpu.part0* > /tmp/wheels/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+W=/tmp/wheels/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+if [ ! -f "$W" ] && ls /tmp/parts/ortgpu.part* >/dev/null 2>&1; then
+  # the wheel (255 MB) travels in parts across calls; keep it only once every part is here
+  cat /tmp/parts/ortgpu.part* > "$W"
+  python3 -c "import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() is not None)" "$W" \
+    || { rm -f "$W"; echo "onnxruntime-gpu wheel incomplete: carry the remaining parts" >&2; }
 fi
 if [ ! -d /tmp/site/onnxruntime ] && [ -f /tmp/wheels/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/wheels/*.whl
