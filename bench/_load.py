@@ -139,6 +139,9 @@ def _child(conn: Any, args: dict[str, Any]) -> None:  # runs in the spawned proc
     t_start = time.perf_counter()
     for t in threads:
         t.start()
+    # warm-up: every caller has had an answer (bounded by half the cap), then warmup_s more
+    while not all(done) and time.perf_counter() - t_start < args["cap_s"] / 2:
+        time.sleep(0.05)
     time.sleep(args["warmup_s"])
     window = args["window_s"]
     rates: list[float] = []

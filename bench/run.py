@@ -12,6 +12,7 @@ Basset/DeepSEA-size models have random weights (speed only). See docs/benchmarks
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -212,7 +213,7 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
             "distinct": res["server"]["unary"][str(ref_conc)],
             "multiallelic": load(server.target, ref_conc, "unary", multi_v),
         }
-        score_n = int(min(knobs.score_variants, max(2000, ort_vps * knobs.score_cap_s)))
+        score_n = int(min(knobs.score_variants, max(500, ort_vps * knobs.score_cap_s)))
         res["score"] = _score(server.target, genome, sites[:score_n], work / f"{model.key}.vcf")
         if knobs.profile_s > 0 and res["score"] is not None:
             from bench._profile import summarise
@@ -338,10 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-s", type=float, default=0.0,
                     help="py-spy the server for this many seconds at 16 callers (needs py-spy)")  # fmt: skip
     ap.add_argument("--genome-size", type=int, default=2_000_000)
+    ap.add_argument("--render", default=None, metavar="RESULTS_JSON",
+                    help="measure nothing: rebuild the report from an earlier results.json")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("varfx").setLevel(logging.WARNING)
-    results = run_benchmarks(args)
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        for res in results["models"].values():
+            res["ratios"] = _report.ratios(res)
+    else:
+        results = run_benchmarks(args)
     _report.write_all(results, Path(args.out), docs=Path(args.docs) if args.docs else None)
     print(_report.markdown_table(results))
     return 0

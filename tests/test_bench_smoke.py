@@ -73,6 +73,7 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     for png in ("throughput.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (docs.parent / f"benchmarks_{png}").exists()
+    assert json.loads((docs.parent / "benchmarks_results.json").read_text()) == results
     page = docs.read_text()
     assert "## Machine" in page
     assert results["machine"]["cpu"] in page
