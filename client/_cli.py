@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
         "--retries",
         type=int,
         default=12,
-        help="attempts on UNAVAILABLE/RESOURCE_EXHAUSTED, backoff 0.25 s doubling to 10 s (default: %(default)s)",
+        help="attempts on UNAVAILABLE/RESOURCE_EXHAUSTED/CANCELLED, backoff 0.25 s doubling to 10 s (default: %(default)s)",
     )
     _add_tls(p)
     p.set_defaults(func=_score)

@@ -99,7 +99,7 @@ class Client:
     Arguments: ``target`` ("host:port", "dns:///host:port", "ipv4:127.0.0.1:1,127.0.0.1:2");
     TLS (``tls``, ``root_certificates``, ``client_certificate``/``client_key`` as PEM bytes or
     paths); ``token`` (sent as ``authorization: Bearer``) and ``metadata``; ``timeout``: deadline
-    of each unary call in seconds; ``retry``: RetryPolicy for UNAVAILABLE/RESOURCE_EXHAUSTED;
+    of each unary call in seconds; ``retry``: RetryPolicy for UNAVAILABLE/RESOURCE_EXHAUSTED/CANCELLED;
     ``max_in_flight``: chunks a stream may have unanswered; ``batch_size``: variants per request;
     ``load_balancing``: "auto"|"round_robin"|"pick_first"; ``channel``: use this channel instead.
     Every gRPC failure is raised as ``VarfxError``.
@@ -263,7 +263,7 @@ class Client:
     ) -> Iterator[ScoreTable]:
         """Stream any number of variants; yields one ScoreTable per chunk of ``batch_size``, in
         input order. At most ``max_in_flight`` chunks are unanswered; the input is read lazily.
-        A stream broken by UNAVAILABLE/RESOURCE_EXHAUSTED resumes from the first unanswered chunk."""
+        A stream broken by UNAVAILABLE/RESOURCE_EXHAUSTED/CANCELLED resumes from the first unanswered chunk."""
         kinds = _convert.parse_kinds(scores)
         options = _convert.build_options(kinds, reverse_complement, ref_policy, features)
 

@@ -8,8 +8,14 @@ import grpc
 
 __all__ = ["RETRYABLE_CODES", "VarfxError", "VcfFormatError", "from_rpc_error"]
 
-#: Status codes the client retries with backoff.
-RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+#: Status codes the client retries with backoff. Scoring is idempotent, so a call is safe to
+#: resend: UNAVAILABLE (no replica reachable, or one going away), RESOURCE_EXHAUSTED (a full
+#: server queue) and CANCELLED as the client sees it when a draining replica's grace period
+#: ends with the call still in flight (a cancel the caller itself asks for never reaches the
+#: retry loop: it ends the call or generator without an RpcError to retry).
+RETRYABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
 
 
 class VarfxError(Exception):

@@ -182,6 +182,12 @@ def test_retry_on_resource_exhausted(server: Any, genome_seqs: dict[str, str]) -
                 client.score_variants(variants)
             assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert proxy.unary_calls == FAST.max_attempts
+        # a replica cancelling in-flight calls at the end of its drain: resent
+        proxy.unary_calls, proxy.fail_unary = 0, 1
+        proxy.fail_code = grpc.StatusCode.CANCELLED
+        with Client(proxy.target, retry=FAST) as client:
+            assert client.score_variants(variants).ok.all()
+        assert proxy.unary_calls == 2
         proxy.unary_calls, proxy.fail_unary = 0, 1
         proxy.fail_code = grpc.StatusCode.INVALID_ARGUMENT  # not retried
         with Client(proxy.target, retry=FAST) as client, pytest.raises(VarfxError):
