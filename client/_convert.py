@@ -60,6 +60,7 @@ def build_options(
         reverse_complement=bool(reverse_complement),
         ref_policy=int(RefPolicy.parse(ref_policy)),  # type: ignore[arg-type]
         features=list(features or ()),
+        packed=True,
     )
 
 
@@ -92,9 +93,12 @@ def table_from_response(
     items: Sequence[Variant | SequencePair],
     kinds: Sequence[str],
 ) -> ScoreTable:
-    """A ScoreTable from one response (scores in the order of ``items``)."""
-    scores: Any = response.scores
+    """A ScoreTable from one response (scores in the order of ``items``): from its packed
+    arrays when the server sent them (ScoreOptions.packed), else from per-input messages."""
     n = len(items)
+    if response.HasField("packed"):
+        return _table_from_packed(response, items, kinds)
+    scores: Any = response.scores
     if len(scores) != n:
         raise ValueError(f"server answered {len(scores)} scores for {n} inputs")
     features = tuple(response.features)
@@ -125,6 +129,44 @@ def table_from_response(
         messages=tuple(s.status.message for s in scores),
         max_abs_diff=mad,
         max_index=idx,
+        **arrays,
+    )
+
+
+def _buffer(data: bytes, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A writable array of ``shape`` from little-endian ``data``; ValueError if it does not fit."""
+    want = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(data) != want:
+        raise ValueError(f"server sent {len(data)} bytes of {what}, expected {want} for {shape}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype[1:], copy=True)
+
+
+def _table_from_packed(
+    response: pb.ScoreVariantsResponse | pb.ScoreSequencesResponse,
+    items: Sequence[Variant | SequencePair],
+    kinds: Sequence[str],
+) -> ScoreTable:
+    packed = response.packed
+    n = len(items)
+    if len(packed.status) != n:
+        raise ValueError(f"server answered {len(packed.status)} statuses for {n} inputs")
+    features = tuple(response.features)
+    shape = (n, len(features))
+    arrays = {k: _buffer(getattr(packed, k), "<f4", shape, k) for k in kinds}
+    messages = [""] * n
+    for i, text in packed.messages.items():
+        if not 0 <= i < n:
+            raise ValueError(f"server sent a status message for input {i} of {n}")
+        messages[i] = text
+    return ScoreTable(
+        model=response.model,
+        model_version=int(response.model_version),
+        features=features,
+        items=tuple(items),
+        status=np.array(packed.status, dtype=np.int8),
+        messages=tuple(messages),
+        max_abs_diff=_buffer(packed.max_abs_diff, "<f4", (n,), "max_abs_diff"),
+        max_index=_buffer(packed.max_abs_diff_index, "<i4", (n,), "max_abs_diff_index"),
         **arrays,
     )
 

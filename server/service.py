@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -35,6 +35,7 @@ from varfx.server.errors import (
 from varfx.server.genome import Genome
 from varfx.server.metrics import Metrics
 from varfx.server.repository import ModelSpec
+from varfx.server.responses import ALL_KINDS, Scored, fill_messages, fill_packed
 from varfx.server.runtime import ModelRunner
 from varfx.server.scores import compute_scores
 from varfx.server.windows import VariantWindows, build_windows, sequence_windows
@@ -44,7 +45,6 @@ __all__ = ["ServedModel", "VariantEffectServicer"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_ALL_KINDS = (pb.SCORE_KIND_REF, pb.SCORE_KIND_ALT, pb.SCORE_KIND_DIFF, pb.SCORE_KIND_LOG2FC)
 _STATUS_NAMES = {v.number: v.name for v in pb.StatusCode.DESCRIPTOR.values}
 # Requests up to this many variants build their windows on the event loop; larger ones in a thread.
 _INLINE_WINDOWS = 64
@@ -63,19 +63,6 @@ class ServedModel:
     @property
     def spec(self) -> ModelSpec:
         return self.runner.spec
-
-
-@dataclass(frozen=True)
-class _Scored:
-    """Scores of the OK rows of a request, in request order."""
-
-    features: tuple[str, ...]
-    ref: np.ndarray
-    alt: np.ndarray
-    diff: np.ndarray
-    log2fc: np.ndarray
-    max_abs: np.ndarray
-    max_index: np.ndarray
 
 
 class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
@@ -183,7 +170,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         options: pb.ScoreOptions,
         *,
         wait: bool = False,
-    ) -> _Scored:
+    ) -> Scored:
         spec = model.spec
         select = self._feature_index(spec, options.features)
         features = spec.features if select is None else tuple(spec.features[i] for i in select)
@@ -192,7 +179,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         if k == 0:
             empty = np.zeros((0, len(features)), dtype=np.float32)
             z = np.zeros(0)
-            return _Scored(features, empty, empty, empty, empty, z, z.astype(np.int64))
+            return Scored(features, empty, empty, empty, empty, z, z.astype(np.int64))
         ref, alt = windows.ref[ok], windows.alt[ok]
         parts = [ref, alt]
         if options.reverse_complement:
@@ -205,7 +192,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         if select is not None:
             ref_p, alt_p = ref_p[:, select], alt_p[:, select]
         s = compute_scores(ref_p, alt_p)
-        return _Scored(features, s.ref, s.alt, s.diff, s.log2fc, s.max_abs_diff, s.max_index)
+        return Scored(features, s.ref, s.alt, s.diff, s.log2fc, s.max_abs_diff, s.max_index)
 
     def _count(self, model: ServedModel, status: np.ndarray) -> None:
         codes, counts = np.unique(status, return_counts=True)
@@ -213,39 +200,6 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
             self._metrics.variants.labels(
                 model=model.spec.name, status=_STATUS_NAMES.get(code, str(code))
             ).inc(count)
-
-    @staticmethod
-    def _fill(
-        messages: Sequence[Any],
-        windows: VariantWindows,
-        scored: _Scored,
-        kinds: Sequence[int],
-    ) -> None:
-        """Write status and score arrays into the response messages (one per input)."""
-        arrays = [
-            (pb.SCORE_KIND_REF, "ref", scored.ref),
-            (pb.SCORE_KIND_ALT, "alt", scored.alt),
-            (pb.SCORE_KIND_DIFF, "diff", scored.diff),
-            (pb.SCORE_KIND_LOG2FC, "log2fc", scored.log2fc),
-        ]
-        wanted = [(field, arr.tolist()) for kind, field, arr in arrays if kind in kinds]
-        max_abs = scored.max_abs.tolist()
-        max_index = scored.max_index.tolist()
-        features = scored.features
-        row = 0
-        for i, msg in enumerate(messages):
-            code = int(windows.status[i])
-            msg.status.code = code
-            if windows.messages[i]:
-                msg.status.message = windows.messages[i]
-            if code != pb.OK:
-                continue
-            for field, values in wanted:
-                getattr(msg, field).extend(values[row])
-            msg.max_abs_diff = max_abs[row]
-            msg.max_abs_diff_index = max_index[row]
-            msg.max_abs_diff_feature = features[max_index[row]] if features else ""
-            row += 1
 
     def _check_size(
         self, spec: ModelSpec, windows: VariantWindows, options: pb.ScoreOptions
@@ -258,7 +212,7 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         n = len(windows.status)
         n_ok = int(np.count_nonzero(windows.ok))
         features = len(options.features) or len(spec.features)
-        kinds = len(set(options.scores)) or len(_ALL_KINDS)
+        kinds = len(set(options.scores)) or len(ALL_KINDS)
         size = n_ok * kinds * (4 * features + 6) + n * 100
         if size > limit:
             raise InvalidRequestError(
@@ -306,8 +260,12 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         response = pb.ScoreVariantsResponse(
             model=model.spec.name, model_version=model.spec.version, features=scored.features
         )
-        out = [response.scores.add(variant=v) for v in request.variants]
-        self._fill(out, windows, scored, options.scores or _ALL_KINDS)
+        kinds = options.scores or ALL_KINDS
+        if options.packed:
+            fill_packed(response.packed, windows, scored, kinds)
+        else:
+            out = [response.scores.add(variant=v) for v in request.variants]
+            fill_messages(out, windows, scored, kinds)
         self._count(model, windows.status)
         return response
 
@@ -403,8 +361,12 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         response = pb.ScoreSequencesResponse(
             model=model.spec.name, model_version=model.spec.version, features=scored.features
         )
-        out = [response.scores.add(id=p.id) for p in request.pairs]
-        self._fill(out, windows, scored, request.options.scores or _ALL_KINDS)
+        kinds = request.options.scores or ALL_KINDS
+        if request.options.packed:
+            fill_packed(response.packed, windows, scored, kinds)
+        else:
+            out = [response.scores.add(id=p.id) for p in request.pairs]
+            fill_messages(out, windows, scored, kinds)
         self._count(model, windows.status)
         return response
 

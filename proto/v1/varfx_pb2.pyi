@@ -66,16 +66,18 @@ class Variant(_message.Message):
     def __init__(self, id: _Optional[str] = ..., chrom: _Optional[str] = ..., pos: _Optional[int] = ..., ref: _Optional[str] = ..., alt: _Optional[str] = ...) -> None: ...
 
 class ScoreOptions(_message.Message):
-    __slots__ = ("scores", "reverse_complement", "ref_policy", "features")
+    __slots__ = ("scores", "reverse_complement", "ref_policy", "features", "packed")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     REVERSE_COMPLEMENT_FIELD_NUMBER: _ClassVar[int]
     REF_POLICY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedScalarFieldContainer[ScoreKind]
     reverse_complement: bool
     ref_policy: RefPolicy
     features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, scores: _Optional[_Iterable[_Union[ScoreKind, str]]] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+    packed: bool
+    def __init__(self, scores: _Optional[_Iterable[_Union[ScoreKind, str]]] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[bool] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("code", "message")
@@ -107,6 +109,33 @@ class VariantScore(_message.Message):
     max_abs_diff_index: int
     def __init__(self, variant: _Optional[_Union[Variant, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., ref: _Optional[_Iterable[float]] = ..., alt: _Optional[_Iterable[float]] = ..., diff: _Optional[_Iterable[float]] = ..., log2fc: _Optional[_Iterable[float]] = ..., max_abs_diff: _Optional[float] = ..., max_abs_diff_feature: _Optional[str] = ..., max_abs_diff_index: _Optional[int] = ...) -> None: ...
 
+class PackedScores(_message.Message):
+    __slots__ = ("status", "messages", "ref", "alt", "diff", "log2fc", "max_abs_diff", "max_abs_diff_index")
+    class MessagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ALT_FIELD_NUMBER: _ClassVar[int]
+    DIFF_FIELD_NUMBER: _ClassVar[int]
+    LOG2FC_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    status: _containers.RepeatedScalarFieldContainer[int]
+    messages: _containers.ScalarMap[int, str]
+    ref: bytes
+    alt: bytes
+    diff: bytes
+    log2fc: bytes
+    max_abs_diff: bytes
+    max_abs_diff_index: bytes
+    def __init__(self, status: _Optional[_Iterable[int]] = ..., messages: _Optional[_Mapping[int, str]] = ..., ref: _Optional[bytes] = ..., alt: _Optional[bytes] = ..., diff: _Optional[bytes] = ..., log2fc: _Optional[bytes] = ..., max_abs_diff: _Optional[bytes] = ..., max_abs_diff_index: _Optional[bytes] = ...) -> None: ...
+
 class ScoreVariantsRequest(_message.Message):
     __slots__ = ("model", "variants", "options", "model_version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -120,16 +149,18 @@ class ScoreVariantsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., options: _Optional[_Union[ScoreOptions, _Mapping]] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class ScoreVariantsResponse(_message.Message):
-    __slots__ = ("scores", "model", "model_version", "features")
+    __slots__ = ("scores", "model", "model_version", "features", "packed")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[VariantScore]
     model: str
     model_version: int
     features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, scores: _Optional[_Iterable[_Union[VariantScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+    packed: PackedScores
+    def __init__(self, scores: _Optional[_Iterable[_Union[VariantScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[_Union[PackedScores, _Mapping]] = ...) -> None: ...
 
 class SequencePair(_message.Message):
     __slots__ = ("id", "ref", "alt")
@@ -176,16 +207,18 @@ class ScoreSequencesRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[SequencePair, _Mapping]]] = ..., options: _Optional[_Union[ScoreOptions, _Mapping]] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class ScoreSequencesResponse(_message.Message):
-    __slots__ = ("scores", "model", "model_version", "features")
+    __slots__ = ("scores", "model", "model_version", "features", "packed")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[SequenceScore]
     model: str
     model_version: int
     features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, scores: _Optional[_Iterable[_Union[SequenceScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+    packed: PackedScores
+    def __init__(self, scores: _Optional[_Iterable[_Union[SequenceScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[_Union[PackedScores, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
