@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,7 @@ class Knobs:
     peer_batch: int  # torch peer: variants per batch
     gpu_memory_s: float
     profile_s: float  # py-spy the server for this long (0 = no profile)
+    ab_rounds: int  # interleaved rounds of the paired batching / metrics comparisons
 
 
 def knobs_from(args: argparse.Namespace) -> Knobs:
@@ -77,6 +80,7 @@ def knobs_from(args: argparse.Namespace) -> Knobs:
         peer_batch=args.peer_batch,
         gpu_memory_s=15.0 if quick else 60.0,
         profile_s=args.profile_s,
+        ab_rounds=args.ab_rounds or (2 if quick else 3),
     )
 
 
@@ -223,18 +227,21 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
             vcf = work / f"{model.key}.vcf"
             run_ = varfx_score(server.target, vcf, vcf.with_suffix(".p.tsv"), score_n, profile=raw)
             res["score_profile"] = summarise(raw) if raw.exists() else run_
+        log.info("[%s] paired A/B at %d callers: batched vs max_batch=2, metrics on vs off "
+                 "(%d interleaved rounds)", model.key, ref_conc, knobs.ab_rounds)  # fmt: skip
+        with _server(model, genome, device, max_batch=2, max_delay_ms=knobs.max_delay_ms,
+                     metrics=True) as one, _server(model, genome, device,
+                     max_batch=knobs.max_batch, max_delay_ms=knobs.max_delay_ms,
+                     metrics=False) as off:  # fmt: skip
+            targets = {"batched": server.target, "batch1": one.target, "metrics_off": off.target}
+            res["ab"] = paired_rounds(
+                lambda target: load(target, ref_conc, "unary"), targets, knobs.ab_rounds
+            )
+        res["batch1"] = res["ab"]["median"]["batch1"]
+        res["metrics_off"] = res["ab"]["median"]["metrics_off"]
     finally:
         scraper.stop()
         server.stop()
-
-    log.info("[%s] batch-1 serving (max_batch=2) at %d callers", model.key, ref_conc)
-    with _server(model, genome, device, max_batch=2, max_delay_ms=knobs.max_delay_ms,
-                 metrics=True) as one:  # fmt: skip
-        res["batch1"] = load(one.target, ref_conc, "unary")
-    log.info("[%s] metrics endpoint off at %d callers", model.key, ref_conc)
-    with _server(model, genome, device, max_batch=knobs.max_batch,
-                 max_delay_ms=knobs.max_delay_ms, metrics=False) as off:  # fmt: skip
-        res["metrics_off"] = load(off.target, ref_conc, "unary")
 
     # the machine may have changed speed meanwhile: measure the limit again, keep the higher
     thread_cfg = {"intra1": (1, True), "nospin": (0, False)}.get(best_threads)
@@ -269,6 +276,39 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
         res["gpu_memory"] = gpu_memory_run(runner, knobs.max_batch, seconds=knobs.gpu_memory_s)
     res["ratios"] = _report.ratios(res)
     return res
+
+
+def paired_rounds(
+    measure: Callable[[str], dict[str, Any]], targets: dict[str, str], rounds: int
+) -> dict[str, Any]:
+    """Measure every target ``rounds`` times, interleaved (A B C, then C B A, ...), so that a
+    machine that drifts in speed moves every target alike. Returns the per-round results, each
+    target's median-throughput round and, per round, each target's throughput over the first
+    target's (``over_first``; the paired ratio is the median of those)."""
+    names = list(targets)
+    per: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            per[name].append(measure(targets[name]))
+    first = names[0]
+    ratios = {
+        name: [
+            b["variants_per_s"] / a["variants_per_s"]
+            for a, b in zip(per[first], per[name], strict=True)
+        ]
+        for name in names[1:]
+    }
+    median = {
+        name: sorted(runs, key=lambda x: x["variants_per_s"])[len(runs) // 2]
+        for name, runs in per.items()
+    }
+    return {
+        "rounds": per,
+        "median": median,
+        "over_first": {
+            name: {"rounds": v, "median": statistics.median(v)} for name, v in ratios.items()
+        },
+    }
 
 
 def _torch_device_ok(device: str) -> bool:
@@ -338,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-batch", type=int, default=64)
     ap.add_argument("--profile-s", type=float, default=0.0,
                     help="py-spy the server for this many seconds at 16 callers (needs py-spy)")  # fmt: skip
+    ap.add_argument("--ab-rounds", type=int, default=0,
+                    help="interleaved rounds of the paired batching and metrics on/off runs "
+                    "(default 3, --quick 2)")  # fmt: skip
     ap.add_argument("--genome-size", type=int, default=2_000_000)
     ap.add_argument("--render", default=None, metavar="RESULTS_JSON",
                     help="measure nothing: rebuild the report from an earlier results.json")  # fmt: skip

@@ -32,6 +32,23 @@ def test_stable_rate_needs_three_windows_within_ten_percent() -> None:
     assert not stable_rate([100.0, 105.0, 111.0])
 
 
+def test_paired_rounds_interleave_and_pair_ratios() -> None:
+    calls: list[str] = []
+    speed = {"a": 100.0, "b": 50.0, "c": 25.0}
+    drift = iter([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.5, 1.5, 1.5])  # the machine speeds up and down
+
+    def measure(target: str) -> dict[str, float]:
+        calls.append(target)
+        return {"variants_per_s": speed[target] * next(drift)}
+
+    out = run.paired_rounds(measure, {"A": "a", "B": "b", "C": "c"}, 3)
+    assert calls == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    # drift cancels within a round: every paired ratio is exact
+    assert out["over_first"]["B"]["rounds"] == [0.5, 0.5, 0.5]
+    assert out["over_first"]["C"]["median"] == 0.25
+    assert out["median"]["A"]["variants_per_s"] == 150.0  # 100, 200, 150 -> median round
+
+
 @pytest.mark.timeout(240)
 def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     out, docs = tmp_path / "out", tmp_path / "docs" / "benchmarks.md"
@@ -58,6 +75,8 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
     for key in ("batch1", "metrics_off"):
         assert res[key]["variants_per_s"] > 0
+        assert len(res["ab"]["rounds"][key]) == 2  # --quick: two interleaved rounds
+        assert res[key] in res["ab"]["rounds"][key]
     assert res["dedupe"]["multiallelic"]["variants_per_s"] > 0
     assert res["torch_peer"]["per_s"] > 0
     if res["score"] is not None:  # `varfx score` exists in this checkout
