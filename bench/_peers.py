@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -202,10 +203,13 @@ def varfx_score(
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     rows = sum(1 for line in out.open() if line.strip() and not line.startswith("#")) - 1
+    # its own summary: seconds from the job's start (after interpreter start-up and imports)
+    job = re.search(r"variant-ALTs in ([0-9.]+) s", proc.stdout)
     return {
         "command": " ".join(cmd),
         "variants": n_variants,
         "rows_out": rows,
         "wall_s": wall,
+        "job_s": float(job.group(1)) if job else None,
         "variants_per_s": n_variants / wall,
     }

@@ -160,7 +160,9 @@ def markdown_table(results: dict[str, Any]) -> str:
             )
         if res.get("score"):
             s = res["score"]
-            lines.append(f"| | | | | `varfx score` ({s['variants']:,} variants) | 1 | {_fmt(s['variants_per_s'])} | | | |")  # fmt: skip
+            job = (f"; {_fmt(s['variants'] / s['job_s'])} v/s after start-up"
+                   if s.get("job_s") else "")  # fmt: skip
+            lines.append(f"| | | | | `varfx score` ({s['variants']:,} variants, wall{job}) | 1 | {_fmt(s['variants_per_s'])} | | | |")  # fmt: skip
         if res.get("torch_peer"):
             t = res["torch_peer"]
             lines.append(f"| | | | | torch-eager peer (batch {t['batch_variants']}) | 1 | {_fmt(t['per_s'])}{'' if t['stable'] else '*'} | | | |")  # fmt: skip

@@ -173,7 +173,8 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
     chunk = min(256, per_request * 4)
     res["per_request"], res["stream_chunk"] = per_request, chunk
 
-    n_sites = max(knobs.score_variants, max(knobs.concurrency) * chunk * 4)
+    score_target = int(min(max(knobs.score_variants, ort_vps * 10), 200_000))
+    n_sites = max(score_target, max(knobs.concurrency) * chunk * 4)
     sites = distinct_sites(genome, min(n_sites, len(genome) // 2))
     variants = [(s.chrom, s.pos, s.ref, s.alts[0]) for s in sites]
 
@@ -217,7 +218,15 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
             "distinct": res["server"]["unary"][str(ref_conc)],
             "multiallelic": load(server.target, ref_conc, "unary", multi_v),
         }
-        score_n = int(min(knobs.score_variants, max(500, ort_vps * knobs.score_cap_s)))
+        # at least --score-variants, and ~10 s of work for fast models so that start-up (imports,
+        # ListModels, the counting pass) does not dominate; slow models: about score_cap_s
+        score_n = int(
+            min(
+                score_target,
+                max(500, ort_vps * knobs.score_cap_s),
+                len(sites),
+            )
+        )
         res["score"] = _score(server.target, genome, sites[:score_n], work / f"{model.key}.vcf")
         if knobs.profile_s > 0 and res["score"] is not None:
             from bench._profile import summarise
