@@ -49,27 +49,66 @@ class OutputSpec:
 
 
 class ChunkText:
-    """One ScoreTable prepared for writing, once per chunk: status/summary strings (numpy) and the
-    per-feature numbers as float64 ``[n, K*F]`` (kinds x features) with their Python rows."""
+    """One ScoreTable prepared for writing, once per chunk, with whole-chunk operations: the
+    status/summary columns as Python lists, the per-feature numbers as float64 ``[n, K*F]``
+    (kinds x features) and, given a row format, every scored row's numbers formatted by one
+    ``%`` over the whole chunk (``values[i]``; ``row_missing`` where not scored)."""
 
-    def __init__(self, table: ScoreTable, kinds: Sequence[str], missing: str) -> None:
+    def __init__(
+        self,
+        table: ScoreTable,
+        kinds: Sequence[str],
+        missing: str,
+        row_fmt: str = "",
+        row_missing: str = "",
+    ) -> None:
         ok = table.ok
-        self.ok = ok
-        self.status = _STATUS_NAMES[table.status.astype(np.int64)]
+        self.ok = ok.tolist()
+        self.status = _STATUS_NAMES[table.status.astype(np.int64)].tolist()
         self.messages = table.messages
         mad = np.char.mod("%.6g", table.max_abs_diff.astype(np.float64))
-        self.mad = np.where(ok, mad, missing)
+        self.mad = np.where(ok, mad, missing).tolist()
         feats = np.array(list(table.features) + [""], dtype=object)
-        self.feature = np.where(ok, feats[table.max_index], missing)
+        self.feature = np.where(ok, feats[table.max_index], missing).tolist()
         n = len(table)
         parts = [table.array(kind).astype(np.float64) for kind in kinds]
         self.numbers = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
-        self.rows = self.numbers.tolist()
+        self.values = _format_rows(self.numbers, ok, row_fmt, row_missing) if row_fmt else []
+
+    @classmethod
+    def concat(cls, parts: Sequence[tuple[ChunkText, slice]]) -> ChunkText:
+        """The rows ``s`` of each ``(text, s)``, in order (a record split across chunks)."""
+        out = cls.__new__(cls)
+        out.ok = [x for t, s in parts for x in t.ok[s]]
+        out.status = [x for t, s in parts for x in t.status[s]]
+        out.messages = tuple(m for t, s in parts for m in t.messages[s])
+        out.mad = [x for t, s in parts for x in t.mad[s]]
+        out.feature = [x for t, s in parts for x in t.feature[s]]
+        out.numbers = np.concatenate([t.numbers[s] for t, s in parts], axis=0)
+        out.values = [x for t, s in parts for x in t.values[s]]
+        return out
 
     def strings(self, rows: slice, missing: str) -> np.ndarray:
-        """The numbers of ``rows`` as ``%.6g`` strings, ``missing`` where not scored."""
+        """The numbers of ``rows`` as ``%.6g`` strings [k, K*F], ``missing`` where not scored."""
         text = np.char.mod("%.6g", self.numbers[rows])
-        return np.where(self.ok[rows][:, None], text, missing).astype(object)
+        ok = np.asarray(self.ok[rows], dtype=bool)
+        return np.where(ok[:, None], text, missing).astype(object)
+
+
+def _format_rows(numbers: np.ndarray, ok: np.ndarray, row_fmt: str, row_missing: str) -> list[str]:
+    """``row_fmt % tuple(row)`` for every OK row of float64 [n, W] (one ``%`` for all of them;
+    ``row_fmt`` must not contain a newline), ``row_missing`` for the others."""
+    scored = numbers[ok]
+    if len(scored):
+        text = ("\n".join([row_fmt] * len(scored)) % tuple(scored.ravel().tolist())).split("\n")
+    else:
+        text = []
+    if len(scored) == len(numbers):
+        return text
+    out = [row_missing] * len(numbers)
+    for i, value in zip(np.flatnonzero(ok).tolist(), text, strict=True):
+        out[i] = value
+    return out
 
 
 class VcfWriter:
@@ -85,6 +124,10 @@ class VcfWriter:
         # one formatting operation per single-ALT record
         self._fmt = ";".join(f"{k}=%.6g" for k in keys)
         self._missing = ";".join(f"{k}=." for k in keys)
+
+    def chunk_text(self, table: ScoreTable) -> ChunkText:
+        """A chunk's scores prepared for ``write_record``."""
+        return ChunkText(table, self.spec.detail_kinds, ".", self._fmt, self._missing)
 
     def header_lines(self, header: VcfHeader, n_columns: int) -> list[str]:
         spec, m = self.spec, self.spec.model
@@ -140,15 +183,20 @@ class VcfWriter:
         fields = list(record.fields) + ["."] * (8 - len(record.fields))
         old = fields[7]
         keep = [kv for kv in old.split(";") if kv and kv != "." and not kv.startswith("VARFX_")]
+        if rows.stop - rows.start == 1:
+            i = rows.start
+            status, mad, feature = text.status[i], text.mad[i], text.feature[i]
+        else:
+            status = ",".join(text.status[rows])
+            mad, feature = ",".join(text.mad[rows]), ",".join(text.feature[rows])
         ours = [
-            "VARFX_STATUS=" + ",".join(text.status[rows]),
-            "VARFX_MAX_ABS_DIFF=" + ",".join(text.mad[rows]),
-            "VARFX_MAX_FEATURE=" + ",".join(text.feature[rows]),
+            f"VARFX_STATUS={status}",
+            f"VARFX_MAX_ABS_DIFF={mad}",
+            f"VARFX_MAX_FEATURE={feature}",
         ]
         if len(self._prefixes):
             if rows.stop - rows.start == 1:
-                i = rows.start
-                ours.append(self._fmt % tuple(text.rows[i]) if text.ok[i] else self._missing)
+                ours.append(text.values[rows.start])
             else:  # multi-allelic: join the ALTs' values feature by feature, with numpy
                 vals = text.strings(rows, ".")
                 joined = vals[0]
@@ -189,15 +237,33 @@ class TsvWriter:
             "\t".join(cols),
         ]
 
+    def chunk_text(self, table: ScoreTable) -> ChunkText:
+        """A chunk's scores prepared for ``write_record``."""
+        return ChunkText(table, self.spec.detail_kinds, "", self._fmt, self._missing)
+
     def write_record(self, record: VcfRecord, text: ChunkText, rows: slice) -> None:
         chrom, pos, vid, ref = record.fields[:4]
+        number = str(record.index + 1)
         lines = []
         for i, alt in zip(range(rows.start, rows.stop), record.alts, strict=True):
-            msg = text.messages[i].replace("\t", " ").replace("\n", " ")
-            head = [str(record.index + 1), chrom, pos, vid, ref, alt, str(text.status[i]), msg]
-            head += [str(text.mad[i]), str(text.feature[i])]
-            values = self._fmt % tuple(text.rows[i]) if text.ok[i] else self._missing
-            lines.append("\t".join(head) + ("\t" + values if self._fmt else "") + "\n")
+            msg = text.messages[i]
+            if "\t" in msg or "\n" in msg:
+                msg = msg.replace("\t", " ").replace("\n", " ")
+            head = "\t".join(
+                (
+                    number,
+                    chrom,
+                    pos,
+                    vid,
+                    ref,
+                    alt,
+                    text.status[i],
+                    msg,
+                    text.mad[i],
+                    text.feature[i],
+                )
+            )
+            lines.append(head + "\t" + text.values[i] + "\n" if self._fmt else head + "\n")
         self.out.write("".join(lines))  # one write per record
 
     @staticmethod

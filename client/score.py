@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pysam
 
 from varfx.client._client import Client
@@ -234,7 +234,9 @@ def score_vcf(
         log.info("%s is complete already; nothing to resume", out_path)
         return ScoreSummary(output=out_path, seconds=time.perf_counter() - start)
     summary = ScoreSummary(output=out_path)
-    total_records, total_variants = count_records(input_path)
+    show = progress if progress is not None else sys.stderr.isatty()
+    # the counting pass reads the whole input once more: only for a bar someone sees
+    total_records, total_variants = count_records(input_path) if show else (0, 0)
     with VcfReader(input_path) as reader:
         records = iter(reader)
         first = next(records, None)
@@ -253,7 +255,7 @@ def score_vcf(
             else:
                 log.info("resuming after %d complete records in %s", done, partial)
             summary.resumed_records = done
-            bar = Progress(total_variants, total_records, done, enabled=progress)
+            bar = Progress(total_variants, total_records, done, enabled=show)
             _run(client, info, spec, writer, _chain(first, records), done, summary,
                  batch_size, max_in_flight, policy, reverse_complement, bar)  # fmt: skip
     summary.indexed = _finish(partial, out_path, fmt)
@@ -291,8 +293,6 @@ def _run(
             queue.append(rec)  # before its variants go out: results find their record
             yield from rec.variants()
 
-    kinds = spec.detail_kinds
-    missing = writer.suffix_missing
     write = writer.write_record
     out = writer.out
     carry: list[tuple[ChunkText, int]] = []  # rows of a record split across chunks
@@ -301,15 +301,15 @@ def _run(
             variants(),
             info.name,
             model_version=info.version,  # pinned: a server restarted with another version fails
-            scores=kinds or ("diff",),
+            scores=spec.detail_kinds or ("diff",),
             features=spec.features,
             ref_policy=policy,
             reverse_complement=reverse_complement,
             batch_size=batch_size,
             max_in_flight=max_in_flight,
         ):
-            text = ChunkText(table, kinds, missing)
-            summary.statuses.update(text.status.tolist())
+            text = writer.chunk_text(table)
+            summary.statuses.update(text.status)
             summary.variants += len(table)
             i, n = 0, len(table)
             written = 0
@@ -320,7 +320,8 @@ def _run(
                     carry.extend((text, r) for r in range(i, n))
                     break
                 if carry:
-                    merged = _merge(carry, text, slice(i, i + k))
+                    parts = [(t, slice(r, r + 1)) for t, r in carry]
+                    merged = ChunkText.concat([*parts, (text, slice(i, i + k))])
                     write(rec, merged, slice(0, rec.n_alts))
                     carry = []
                 else:
@@ -333,17 +334,3 @@ def _run(
             bar.update(len(table), written)
     if queue or carry:
         raise RuntimeError(f"{len(queue)} records left without scores")  # a bug, not input
-
-
-def _merge(carry: list[tuple[ChunkText, int]], text: ChunkText, rows: slice) -> ChunkText:
-    """A ChunkText holding the carried rows followed by ``text[rows]`` (record across chunks)."""
-    merged = ChunkText.__new__(ChunkText)
-    parts = [(t, slice(r, r + 1)) for t, r in carry] + [(text, rows)]
-    merged.status = np.concatenate([t.status[s] for t, s in parts])
-    merged.messages = tuple(m for t, s in parts for m in t.messages[s])
-    merged.mad = np.concatenate([t.mad[s] for t, s in parts])
-    merged.feature = np.concatenate([t.feature[s] for t, s in parts])
-    merged.ok = np.concatenate([t.ok[s] for t, s in parts])
-    merged.numbers = np.concatenate([t.numbers[s] for t, s in parts], axis=0)
-    merged.rows = merged.numbers.tolist()
-    return merged
