@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 import subprocess
@@ -183,13 +184,15 @@ def varfx_score(
     model: str = "",
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Run ``varfx score`` end to end as a subprocess; wall time -> variants/s.
+    """Run ``varfx score`` end to end as a subprocess; wall time -> variants/s. The output
+    format follows ``out``'s name as for a user: ``.vcf.gz`` is the default annotated VCF
+    (bgzipped + tabix-indexed), ``.tsv`` every score kind of every feature.
 
     ``profile``: also run it under ``py-spy record`` (collapsed stacks written there); the wall
     time then includes py-spy's sampling overhead, so measure without it first."""
     exe = shutil.which("varfx", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "varfx"]
-    cmd += ["score", str(vcf), "--server", target, "-o", str(out), "--format", "tsv"]
+    cmd += ["score", str(vcf), "--server", target, "-o", str(out)]
     if model:
         cmd += ["--model", model]
     if profile is not None:
@@ -202,12 +205,15 @@ def varfx_score(
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    rows = sum(1 for line in out.open() if line.strip() and not line.startswith("#")) - 1
+    with gzip.open(out, "rt") if out.name.endswith(".gz") else out.open() as fh:
+        rows = sum(1 for line in fh if line.strip() and not line.startswith("#"))
+    rows -= out.name.endswith((".tsv", ".tsv.gz"))  # the TSV's column-name line
     # its own summary: seconds from the job's start (after interpreter start-up and imports)
     job = re.search(r"variant-ALTs in ([0-9.]+) s", proc.stdout)
     return {
         "command": " ".join(cmd),
         "variants": n_variants,
+        "output": out.name,
         "rows_out": rows,
         "wall_s": wall,
         "job_s": float(job.group(1)) if job else None,

@@ -106,12 +106,17 @@ def ratios(res: dict[str, Any]) -> dict[str, float | None]:
         "score_over_stream": None,
         "varfx_over_torch": None,
         "score_over_torch": None,
+        "score_tsv_over_stream": None,
     }
     sweep = res["bare_ort"]["sweep"]
     if "2" in sweep:  # what batching can gain at most when ORT itself scales like this
         out["ort_batch2_ceiling"] = res["bare_ort"]["variants_per_s"] / sweep["2"]["per_s"]
     if res.get("score"):
         out["score_over_stream"] = res["score"]["variants_per_s"] / _best(res, "stream")
+        if res["score"].get("tsv"):
+            out["score_tsv_over_stream"] = res["score"]["tsv"]["variants_per_s"] / _best(
+                res, "stream"
+            )
     if res.get("torch_peer"):
         out["varfx_over_torch"] = sat / res["torch_peer"]["per_s"]
         if res.get("score"):
@@ -160,9 +165,12 @@ def markdown_table(results: dict[str, Any]) -> str:
             )
         if res.get("score"):
             s = res["score"]
-            job = (f"; {_fmt(s['variants'] / s['job_s'])} v/s after start-up"
-                   if s.get("job_s") else "")  # fmt: skip
-            lines.append(f"| | | | | `varfx score` ({s['variants']:,} variants, wall{job}) | 1 | {_fmt(s['variants_per_s'])} | | | |")  # fmt: skip
+            for what, r in (("annotated .vcf.gz", s), ("TSV, all kinds", s.get("tsv"))):
+                if not r:
+                    continue
+                job = (f"; {_fmt(r['variants'] / r['job_s'])} v/s after start-up"
+                       if r.get("job_s") else "")  # fmt: skip
+                lines.append(f"| | | | | `varfx score` → {what} ({r['variants']:,} variants, wall{job}) | 1 | {_fmt(r['variants_per_s'])} | | | |")  # fmt: skip
         if res.get("torch_peer"):
             t = res["torch_peer"]
             lines.append(f"| | | | | torch-eager peer (batch {t['batch_variants']}) | 1 | {_fmt(t['per_s'])}{'' if t['stable'] else '*'} | | | |")  # fmt: skip
@@ -185,7 +193,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(f"| {desc} | {op} {thr} | " + " | ".join(cells) + " |")
     for rk, desc in (("dedupe_gain", "multi-allelic (3 ALTs/site) / distinct sites, variants/s"),
                      ("ort_batch2_ceiling", "bare ORT best batch / bare ORT batch 2 (batching ceiling)"),
-                     ("score_over_torch", "`varfx score` / torch-eager peer")):  # fmt: skip
+                     ("score_over_torch", "`varfx score` / torch-eager peer"),
+                     ("score_tsv_over_stream", "`varfx score` → TSV of all kinds / server streaming")):  # fmt: skip
         cells = [_fmt(results["models"][k]["ratios"].get(rk)) for k in keys]
         lines.append(f"| {desc} | | " + " | ".join(cells) + " |")
     roof = results.get("roofline_tflops")

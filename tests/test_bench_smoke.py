@@ -80,7 +80,8 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     assert res["dedupe"]["multiallelic"]["variants_per_s"] > 0
     assert res["torch_peer"]["per_s"] > 0
     if res["score"] is not None:  # `varfx score` exists in this checkout
-        assert res["score"]["rows_out"] == res["score"]["variants"]
+        assert res["score"]["rows_out"] == res["score"]["variants"]  # annotated VCF
+        assert res["score"]["tsv"]["rows_out"] == res["score"]["variants"]
     ratios = res["ratios"]
     for key in ("server_over_bare_ort", "batching_gain", "p99_over_p50", "dedupe_gain"):
         assert ratios[key] > 0
