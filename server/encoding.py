@@ -20,6 +20,7 @@ __all__ = [
     "first_invalid",
     "one_hot",
     "reverse_complement",
+    "token_table",
 ]
 
 N_TOKEN = 4
@@ -94,6 +95,11 @@ def encode_batch(seqs: Sequence[bytes], length: int) -> np.ndarray:
         raise ValueError(f"encode_batch: expected {len(seqs)} sequences of length {length}")
     tokens = np.frombuffer(joined.translate(_TRANSLATE), dtype=np.uint8)
     return tokens.reshape(len(seqs), length)
+
+
+def token_table() -> np.ndarray:
+    """uint8 [256]: the token of every ASCII byte (A/C/G/T/N either case; anything else N)."""
+    return np.frombuffer(_TRANSLATE, dtype=np.uint8).copy()
 
 
 def decode(tokens: np.ndarray) -> str:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Mapping
 from types import TracebackType
 
+import numpy as np
 import pysam
 
 __all__ = ["Genome", "chrom_aliases"]
 
 _MITO = ("chrM", "MT", "chrMT", "M")
 _MAX_CACHED = 10_000
+_SPAN = 1 << 16  # bases per fetch when gathering windows from a bgzipped FASTA
 
 
 def chrom_aliases(chrom: str) -> list[str]:
@@ -65,6 +68,7 @@ class Genome:
             raise OSError(_open_problem(self.path)) from exc
         self.contigs: Mapping[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
         self._resolved: dict[str, str | None] = {}
+        self._map = _PlainFastaMap.open(self.path, self.contigs)
 
     def _handle(self) -> pysam.FastaFile:
         fasta = getattr(self._local, "fasta", None)
@@ -101,6 +105,31 @@ class Genome:
             seq = b"N" * left + seq + b"N" * right
         return seq
 
+    def fetch_windows(self, contig: str, starts: np.ndarray, length: int) -> np.ndarray:
+        """Bases [s, s + length) of ``contig`` for every start s (0-based): uppercase ASCII
+        uint8 [k, length], ``N`` outside the contig; the same bases as ``fetch``.
+
+        A plain (uncompressed) FASTA is read through a read-only memory map and its ``.fai``
+        with one numpy gather for all k windows; a bgzipped one with one fetch per window."""
+        starts = np.asarray(starts, dtype=np.int64)
+        if self._map is not None:
+            return self._map.windows(contig, starts, length)
+        # bgzip: every fetch decompresses a block, so fetch once per cluster of nearby windows
+        out = np.empty((len(starts), length), dtype=np.uint8)
+        order = np.argsort(starts, kind="stable")
+        ordered = starts[order].tolist()
+        i = 0
+        while i < len(ordered):
+            j = i + 1
+            while j < len(ordered) and ordered[j] + length - ordered[i] <= _SPAN:
+                j += 1
+            lo = ordered[i]
+            seg = np.frombuffer(self.fetch(contig, lo, ordered[j - 1] + length), dtype=np.uint8)
+            offsets = np.asarray(ordered[i:j], dtype=np.int64) - lo
+            out[order[i:j]] = seg[offsets[:, None] + np.arange(length)]
+            i = j
+        return out
+
     def close(self) -> None:
         """Close the FASTA handles of every thread (call when no fetch is running)."""
         with self._lock:
@@ -119,3 +148,59 @@ class Genome:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# bytes.translate table: ASCII upper case (a C loop); with ``delete=b"\r\n"`` it also drops line ends
+_UPPER = bytes(b - 32 if ord("a") <= b <= ord("z") else b for b in range(256))
+
+
+class _PlainFastaMap:
+    """A plain FASTA memory-mapped read-only, addressed through its ``.fai`` rows
+    (offset of the first base, bases per line, bytes per line): a window is one slice of the
+    file and one ``bytes.translate`` that upper-cases it and drops the line ends."""
+
+    def __init__(self, data: mmap.mmap, rows: dict[str, tuple[int, int, int, int]]) -> None:
+        self._data = data
+        self._rows = rows  # contig -> (length, offset, line_bases, line_bytes)
+
+    @classmethod
+    def open(cls, path: str, contigs: Mapping[str, int]) -> _PlainFastaMap | None:
+        """The map of a plain FASTA whose .fai agrees with pysam, else None (bgzip, odd index)."""
+        try:
+            with open(path, "rb") as fh:
+                if fh.read(2) == b"\x1f\x8b":
+                    return None
+                rows: dict[str, tuple[int, int, int, int]] = {}
+                with open(path + ".fai", encoding="ascii") as fai:
+                    for line in fai:
+                        name, size, offset, bases, width = line.split("\t")[:5]
+                        rows[name] = (int(size), int(offset), int(bases), int(width))
+                if any(rows.get(name, (-1,))[0] != size for name, size in contigs.items()):
+                    return None
+                if any(r[2] <= 0 or r[3] < r[2] for r in rows.values() if r[0]):
+                    return None
+                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        return cls(data, rows)
+
+    def windows(self, contig: str, starts: np.ndarray, length: int) -> np.ndarray:
+        size, offset, bases, width = self._rows[contig]
+        data = self._data
+        out = []
+        for s in starts.tolist():
+            lo, hi = max(s, 0), min(s + length, size)
+            if hi <= lo:
+                out.append(b"N" * length)
+                continue
+            a = offset + (lo // bases) * width + lo % bases
+            last = hi - 1
+            b = offset + (last // bases) * width + last % bases + 1
+            seq = data[a:b].translate(_UPPER, b"\r\n")
+            if lo > s or hi < s + length:
+                seq = b"N" * (lo - s) + seq + b"N" * (s + length - hi)
+            out.append(seq)
+        joined = b"".join(out)
+        if len(joined) != len(out) * length:  # the file does not match its .fai
+            raise OSError(f"{contig}: the FASTA does not match its .fai index")
+        return np.frombuffer(joined, dtype=np.uint8).reshape(len(out), length).copy()

@@ -7,7 +7,9 @@ With 1-based VCF position p, REF r and ALT a:
 - alt window = genome[p-1-c, p-1) + a + genome[p-1+len(r), ...), cut to L
 - outside a chromosome the window is padded with N.
 
-One genome fetch per variant; all windows are encoded to tokens in one lookup-table pass.
+Plain SNVs (most of any VCF) are built for a whole request at once: one windowed gather per
+contig (a memory-mapped FASTA where it is plain) and a lookup-table pass; every other variant
+(indels, MNVs, unscorable ones, REF mismatches) takes one genome fetch of its own.
 A variant that cannot be scored is never dropped: it gets a status code and a message.
 """
 
@@ -20,13 +22,15 @@ from typing import Protocol
 import numpy as np
 
 from varfx.proto.v1 import varfx_pb2
-from varfx.server.encoding import encode_batch, first_invalid
+from varfx.server.encoding import N_TOKEN, encode_batch, first_invalid, token_table
 from varfx.server.genome import Genome
 
 __all__ = ["VariantLike", "VariantWindows", "build_windows", "fit_sequence", "sequence_windows"]
 
 _SC = varfx_pb2.StatusCode
 _RP = varfx_pb2.RefPolicy
+_BASE_CODE = {b: i for i, b in enumerate("ACGT")} | {b: i for i, b in enumerate("acgt")}
+_TOKENS = token_table()  # ASCII byte -> token (anything outside ACGTN -> N)
 
 
 class VariantLike(Protocol):
@@ -119,14 +123,18 @@ def build_windows(
         raise ValueError(f"window length must be even and >= 2, got {length}")
     c = length // 2 - 1
     limit = length // 2 if max_indel is None else max_indel
-    blank = b"N" * length
     n = len(variants)
     status = np.zeros(n, dtype=np.int32)
     messages = [""] * n
-    ref_seqs = [blank] * n
-    alt_seqs = [blank] * n
+    ref_tokens = np.full((n, length), N_TOKEN, dtype=np.uint8)
+    alt_tokens = np.full((n, length), N_TOKEN, dtype=np.uint8)
+    rest = _snv_windows(genome, variants, c, length, ref_tokens, alt_tokens)
 
-    for i, v in enumerate(variants):
+    blank = b"N" * length
+    ref_seqs = [blank] * len(rest)
+    alt_seqs = [blank] * len(rest)
+    for j, i in enumerate(rest):
+        v = variants[i]
         ref, alt, pos = v.ref.upper(), v.alt.upper(), int(v.pos)
         problem = _allele_problem(v.ref, "REF") or _allele_problem(v.alt, "ALT")
         if problem is None and ref == alt:
@@ -175,15 +183,59 @@ def build_windows(
                 status[i] = _SC.REF_MISMATCH
                 messages[i] = f"REF {ref!r} does not match the genome {on_genome!r} at {where}"
                 continue
-        ref_seqs[i] = seg[:length]
-        alt_seqs[i] = _alt_window(seg, c, len(ref), alt.encode("ascii"), length)
+        ref_seqs[j] = seg[:length]
+        alt_seqs[j] = _alt_window(seg, c, len(ref), alt.encode("ascii"), length)
 
-    return VariantWindows(
-        ref=encode_batch(ref_seqs, length),
-        alt=encode_batch(alt_seqs, length),
-        status=status,
-        messages=messages,
-    )
+    if rest:
+        ref_tokens[rest] = encode_batch(ref_seqs, length)
+        alt_tokens[rest] = encode_batch(alt_seqs, length)
+    return VariantWindows(ref=ref_tokens, alt=alt_tokens, status=status, messages=messages)
+
+
+def _snv_windows(
+    genome: Genome,
+    variants: Sequence[VariantLike],
+    c: int,
+    length: int,
+    ref_tokens: np.ndarray,
+    alt_tokens: np.ndarray,
+) -> list[int]:
+    """Fill the rows of the plain SNVs (one A/C/G/T base each side, different, on a known
+    contig, REF matching the genome) with whole-array operations: one windowed gather per
+    contig, then the alt base written into column c. Returns the indices of every other
+    variant, in order, for the general per-variant path (indels, MNVs, problems, mismatches)."""
+    rest: list[int] = []
+    groups: dict[str, tuple[list[int], list[int], list[int], list[int]]] = {}
+    resolve, contigs = genome.resolve, genome.contigs
+    for i, v in enumerate(variants):
+        ref, alt = v.ref, v.alt
+        if ref in _BASE_CODE and alt in _BASE_CODE and ref.upper() != alt.upper():
+            contig = resolve(v.chrom)
+            pos = int(v.pos)
+            if contig is not None and 1 <= pos <= contigs[contig]:
+                group = groups.get(contig)
+                if group is None:
+                    group = groups[contig] = ([], [], [], [])
+                group[0].append(i)
+                group[1].append(pos)
+                group[2].append(_BASE_CODE[ref])
+                group[3].append(_BASE_CODE[alt])
+                continue
+        rest.append(i)
+    for contig, (rows, positions, refs, alts) in groups.items():
+        index = np.asarray(rows, dtype=np.intp)
+        ascii_windows = genome.fetch_windows(contig, np.asarray(positions) - 1 - c, length)
+        tokens = _TOKENS[ascii_windows]
+        match = tokens[:, c] == np.asarray(refs, dtype=np.uint8)
+        if not match.all():  # REF mismatch: the general path says why (or applies the policy)
+            rest.extend(index[~match].tolist())
+            index, tokens = index[match], tokens[match]
+            alts = [a for a, m in zip(alts, match.tolist(), strict=True) if m]
+        ref_tokens[index] = tokens
+        tokens[:, c] = np.asarray(alts, dtype=np.uint8)
+        alt_tokens[index] = tokens
+    rest.sort()
+    return rest
 
 
 def fit_sequence(seq: str, length: int) -> bytes:

@@ -38,9 +38,11 @@ def expected_windows(seq: str, pos: int, ref: str, alt: str, length: int) -> tup
     return ref_w, (left + alt + right)[:length]
 
 
-@pytest.fixture(scope="module")
-def genome(tmp_path_factory: pytest.TempPathFactory) -> Genome:
-    return Genome(write_fasta(tmp_path_factory.mktemp("wref") / "g.fa", CONTIGS, bgzip=True))
+@pytest.fixture(scope="module", params=[True, False], ids=["bgzip", "plain"])
+def genome(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Genome:
+    """Both ways of reading windows: pysam fetches (bgzip) and the memory-mapped plain FASTA."""
+    path = write_fasta(tmp_path_factory.mktemp("wref") / "g.fa", CONTIGS, bgzip=request.param)
+    return Genome(path)
 
 
 def random_variants(rng: np.random.Generator, n: int, length: int) -> list[pb.Variant]:
