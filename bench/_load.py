@@ -52,12 +52,15 @@ def stable_rate(windows: list[float], tolerance: float = 0.10) -> bool:
 def _requests(variants: list[VariantTuple], size: int, model: str) -> list[Any]:
     from varfx.proto.v1 import varfx_pb2 as pb
 
+    # what varfx.client sends: every score kind, answered as packed arrays
+    options = pb.ScoreOptions(packed=True)
     out = []
     for i in range(0, len(variants) - size + 1, size):
         chunk = variants[i : i + size]
         out.append(
             pb.ScoreVariantsRequest(
                 model=model,
+                options=options,
                 variants=[pb.Variant(chrom=c, pos=p, ref=r, alt=a) for c, p, r, a in chunk],
             )
         )

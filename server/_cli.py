@@ -66,6 +66,15 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
             "help": "ONNX Runtime threads per run, 0 = all cores [VARFX_INTRA_OP_THREADS]",
         },
     ),
+    (
+        "--ort-spinning",
+        {
+            "action": "store_true",
+            "default": None,
+            "help": "ONNX Runtime CPU threads busy-wait between runs (off: the cores are shared "
+            "with gRPC and the batcher) [VARFX_ORT_SPINNING]",
+        },
+    ),
     ("--default-model", {"help": "model used when a request names none [VARFX_DEFAULT_MODEL]"}),
     ("--model-versions", {"help": "pinned versions, e.g. name=2,other=1 [VARFX_MODEL_VERSIONS]"}),
     (

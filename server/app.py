@@ -124,7 +124,12 @@ async def create_server(
     metrics_http: Any = None
     try:
         for entry in scan_repository(config.model_repo, config.model_versions):
-            runner = ModelRunner(entry, config.device, intra_op_threads=config.intra_op_threads)
+            runner = ModelRunner(
+                entry,
+                config.device,
+                intra_op_threads=config.intra_op_threads,
+                spinning=config.ort_spinning,
+            )
             batcher = DynamicBatcher(
                 runner.predict,
                 name=entry.name,

@@ -36,6 +36,10 @@ class ServerConfig:
         max_variants_per_request: larger requests get INVALID_ARGUMENT.
         inference_threads: concurrent ONNX Runtime runs per model.
         intra_op_threads: ONNX Runtime threads per run (0 = one per core).
+        ort_spinning: let ONNX Runtime's CPU threads busy-wait between runs. Off by default: the
+            batcher, gRPC and window building share the cores, and spinning threads take them
+            away. On a node whose cores this server has to itself it can be worth a few percent
+            of throughput (measure with bench/).
         default_model: served when a request names none (empty: the only model).
         model_versions: pinned versions by model name.
         genomes: reference FASTA by assembly (a model's metadata ``assembly``); models whose
@@ -62,6 +66,7 @@ class ServerConfig:
     max_variants_per_request: int = 10000
     inference_threads: int = 1
     intra_op_threads: int = 0
+    ort_spinning: bool = False
     default_model: str = ""
     model_versions: Mapping[str, int] = field(default_factory=dict)
     genomes: Mapping[str, Path] = field(default_factory=dict)

@@ -93,6 +93,7 @@ class ModelRunner:
         device: str = "auto",
         *,
         intra_op_threads: int = 0,
+        spinning: bool = False,
         cuda_options: Mapping[str, Any] | None = None,
     ) -> None:
         if device in ("auto", "cuda") and cuda_available():
@@ -105,9 +106,10 @@ class ModelRunner:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
-        # No busy-waiting between runs: the batcher's threads, gRPC and window building share
-        # the cores; with spinning on, a small model ran 2.4x slower on 2 shared cores (bench/).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No busy-waiting between runs unless asked: the batcher's threads, gRPC and window
+        # building share the cores; with spinning on, a small model ran 2.4x slower on 2 shared
+        # cores (bench/).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(
                 str(entry.path), sess_options=opts, providers=providers

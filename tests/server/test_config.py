@@ -100,9 +100,12 @@ def test_env_parsing_of_structured_values() -> None:
         "VARFX_GENOME": "",
         "VARFX_DEFAULT_MODEL": "deepsea",
         "VARFX_LOG_REQUESTS": "yes",
+        "VARFX_ORT_SPINNING": "on",
     }
     c = load_config(environ=env)
     assert c.log_requests is True
+    assert c.ort_spinning is True
+    assert load_config(environ={}).ort_spinning is False
     assert load_config(environ={"VARFX_LOG_REQUESTS": "0"}).log_requests is False
     assert c.model_versions == {"a": 2, "b": 1}
     assert c.warmup_batch_sizes == (1, 4, 16)

@@ -168,3 +168,13 @@ def test_cuda_providers_and_predictions(repo: Path, tokens: np.ndarray) -> None:
         np.testing.assert_allclose(
             gpu.predict(tokens), runner(repo, name).predict(tokens), atol=1e-4
         )
+
+
+def test_thread_spinning_is_off_unless_asked(repo: Path) -> None:
+    """CPU threads do not busy-wait between runs by default (the cores are shared with gRPC
+    and the batcher); ``spinning=True`` (ServerConfig.ort_spinning) turns it on."""
+    key = "session.intra_op.allow_spinning"
+    default = runner(repo, "tok").session.get_session_options()
+    assert default.get_session_config_entry(key) == "0"
+    spinning = runner(repo, "tok", spinning=True).session.get_session_options()
+    assert spinning.get_session_config_entry(key) == "1"
