@@ -219,7 +219,7 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
             "multiallelic": load(server.target, ref_conc, "unary", multi_v),
         }
         # at least --score-variants, and ~10 s of work for fast models so that start-up (imports,
-        # ListModels, the counting pass) does not dominate; slow models: about score_cap_s
+        # ListModels) does not dominate; slow models: about score_cap_s
         score_n = int(
             min(
                 score_target,

@@ -95,9 +95,9 @@ def table_from_response(
 ) -> ScoreTable:
     """A ScoreTable from one response (scores in the order of ``items``): from its packed
     arrays when the server sent them (ScoreOptions.packed), else from per-input messages."""
-    n = len(items)
     if response.HasField("packed"):
         return _table_from_packed(response, items, kinds)
+    n = len(items)
     scores: Any = response.scores
     if len(scores) != n:
         raise ValueError(f"server answered {len(scores)} scores for {n} inputs")

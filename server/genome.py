@@ -110,7 +110,8 @@ class Genome:
         uint8 [k, length], ``N`` outside the contig; the same bases as ``fetch``.
 
         A plain (uncompressed) FASTA is read through a read-only memory map and its ``.fai``
-        with one numpy gather for all k windows; a bgzipped one with one fetch per window."""
+        (one slice and one ``bytes.translate`` per window, no pysam call); a bgzipped one with
+        one fetch per 64 kb cluster of nearby windows."""
         starts = np.asarray(starts, dtype=np.int64)
         if self._map is not None:
             return self._map.windows(contig, starts, length)
