@@ -25,7 +25,13 @@ from varfx.client import _convert
 from varfx.client._client import ClientOptions, PathOrBytes
 from varfx.client._retry import RetryPolicy
 from varfx.client._stream import chunked
-from varfx.client.errors import RETRYABLE_CODES, VarfxError, from_rpc_error, rpc_code
+from varfx.client.errors import (
+    RETRYABLE_CODES,
+    VarfxError,
+    from_rpc_error,
+    rpc_code,
+    stream_status_lost,
+)
 from varfx.client.types import (
     ModelInfo,
     RefPolicy,
@@ -246,7 +252,8 @@ class AsyncClient:
                 await writer
             except grpc.RpcError as exc:
                 failures += 1
-                if rpc_code(exc) in RETRYABLE_CODES and failures < policy.max_attempts:
+                retryable = rpc_code(exc) in RETRYABLE_CODES or stream_status_lost(exc)
+                if retryable and failures < policy.max_attempts:
                     log.warning("stream to %s broke (%s); resuming", self.target, rpc_code(exc))
                     await asyncio.sleep(policy.backoff(failures))
                     continue

@@ -6,7 +6,13 @@ from typing import Any
 
 import grpc
 
-__all__ = ["RETRYABLE_CODES", "VarfxError", "VcfFormatError", "from_rpc_error"]
+__all__ = [
+    "RETRYABLE_CODES",
+    "VarfxError",
+    "VcfFormatError",
+    "from_rpc_error",
+    "stream_status_lost",
+]
 
 #: Status codes the client retries with backoff. Scoring is idempotent, so a call is safe to
 #: resend: UNAVAILABLE (no replica reachable, or one going away), RESOURCE_EXHAUSTED (a full
@@ -61,6 +67,27 @@ def rpc_code(exc: BaseException) -> grpc.StatusCode | None:
     except Exception:
         return None
     return code if isinstance(code, grpc.StatusCode) else None
+
+
+#: What grpc.aio reports, in place of the server's status, when a stream write fails because
+#: the server has already ended the call (grpc/grpc#36066: the failed write overwrites the
+#: status the server sent with this INTERNAL one).
+_CORE_WRITE_FAILURE = "Internal error from Core"
+
+
+def stream_status_lost(exc: BaseException) -> bool:
+    """True when ``exc`` is grpc.aio's INTERNAL "Internal error from Core" for a stream write
+    that raced the server's end of the call: the server's real status (for example UNAVAILABLE
+    from a draining replica) was lost, so the break is treated like a retryable one. A server
+    INTERNAL carries the server's own message and is not matched."""
+    if rpc_code(exc) is not grpc.StatusCode.INTERNAL:
+        return False
+    details_fn: Any = getattr(exc, "details", None)
+    try:
+        details = details_fn() if callable(details_fn) else None
+    except Exception:
+        return False
+    return details == _CORE_WRITE_FAILURE
 
 
 def from_rpc_error(exc: BaseException, method: str, target: str, attempts: int = 1) -> VarfxError:

@@ -19,6 +19,7 @@ from varfx.client import (
     VarfxError,
     Variant,
 )
+from varfx.client.errors import stream_status_lost
 
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
@@ -275,6 +276,42 @@ def test_async_stream_resumes(server: Any, genome_seqs: dict[str, str]) -> None:
         assert proxy.max_unanswered <= 2
     finally:
         proxy.stop()
+
+
+def test_async_stream_resumes_when_aborts_race_writes(
+    server: Any, genome_seqs: dict[str, str]
+) -> None:
+    """The proxy aborts each of the first five streams on its first request while the client
+    still has chunks to write. grpc.aio then often reports INTERNAL "Internal error from Core"
+    in place of the proxy's UNAVAILABLE (grpc/grpc#36066); the client must resume anyway."""
+    variants = snvs(genome_seqs, 100)
+    with Client(server.target) as client:
+        expected = client.score_variants(variants)
+    proxy = FaultyProxy(server.target, break_stream_after=0, breaks=5)
+    policy = RetryPolicy(max_attempts=7, initial_backoff=0.0, max_backoff=0.0)
+
+    async def run() -> list[ScoreTable]:
+        async with AsyncClient(proxy.target, retry=policy) as ac:
+            return [t async for t in ac.iter_chunks(variants, batch_size=4, max_in_flight=8)]
+
+    try:
+        got = ScoreTable.concat(asyncio.run(run()))
+        assert got.items == tuple(variants)
+        np.testing.assert_array_equal(got.diff, expected.diff)  # type: ignore[arg-type]
+        assert proxy.streams == 6
+    finally:
+        proxy.stop()
+
+
+def test_stream_status_lost_matches_only_grpc_core_write_failures() -> None:
+    def err(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+    assert stream_status_lost(err(grpc.StatusCode.INTERNAL, "Internal error from Core"))
+    # a server's own INTERNAL names what failed and is not retried
+    assert not stream_status_lost(err(grpc.StatusCode.INTERNAL, "model 'tok' failed: oom"))
+    assert not stream_status_lost(err(grpc.StatusCode.UNAVAILABLE, "Internal error from Core"))
+    assert not stream_status_lost(ValueError("Internal error from Core"))
 
 
 def test_health_and_channel_options(server: Any) -> None:
