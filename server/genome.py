@@ -69,6 +69,7 @@ class Genome:
         self.contigs: Mapping[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
         self._resolved: dict[str, str | None] = {}
         self._map = _PlainFastaMap.open(self.path, self.contigs)
+        self._plain = self._map is not None  # close() unmaps; fetch_windows maps it again
 
     def _handle(self) -> pysam.FastaFile:
         fasta = getattr(self._local, "fasta", None)
@@ -96,14 +97,9 @@ class Genome:
         Positions outside the contig come back as ``N``, so the result is always ``end - start``
         bytes long.
         """
-        length = self.contigs[contig]
-        lo, hi = max(start, 0), min(end, length)
+        lo, hi = max(start, 0), min(end, self.contigs[contig])
         seq = self._handle().fetch(contig, lo, hi).upper().encode("ascii") if hi > lo else b""
-        left = min(lo - start, end - start)
-        right = end - start - left - len(seq)
-        if left or right:
-            seq = b"N" * left + seq + b"N" * right
-        return seq
+        return _n_padded(seq, start, end, lo)
 
     def fetch_windows(self, contig: str, starts: np.ndarray, length: int) -> np.ndarray:
         """Bases [s, s + length) of ``contig`` for every start s (0-based): uppercase ASCII
@@ -113,8 +109,9 @@ class Genome:
         (one slice and one ``bytes.translate`` per window, no pysam call); a bgzipped one with
         one fetch per 64 kb cluster of nearby windows."""
         starts = np.asarray(starts, dtype=np.int64)
-        if self._map is not None:
-            return self._map.windows(contig, starts, length)
+        fmap = self._map if self._map is not None or not self._plain else self._remap()
+        if fmap is not None:
+            return fmap.windows(contig, starts, length)
         # bgzip: every fetch decompresses a block, so fetch once per cluster of nearby windows
         out = np.empty((len(starts), length), dtype=np.uint8)
         order = np.argsort(starts, kind="stable")
@@ -131,12 +128,22 @@ class Genome:
             i = j
         return out
 
+    def _remap(self) -> _PlainFastaMap | None:
+        with self._lock:
+            if self._map is None:
+                self._map = _PlainFastaMap.open(self.path, self.contigs)
+            return self._map
+
     def close(self) -> None:
-        """Close the FASTA handles of every thread (call when no fetch is running)."""
+        """Close the FASTA handles of every thread and unmap a plain FASTA (call when no fetch
+        is running). A later fetch opens what it needs again."""
         with self._lock:
             handles, self._handles = self._handles, []
+            fmap, self._map = self._map, None
         for fasta in handles:
             fasta.close()
+        if fmap is not None:
+            fmap.close()
         self._local = threading.local()
 
     def __enter__(self) -> Genome:
@@ -149,6 +156,14 @@ class Genome:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _n_padded(seq: bytes, start: int, end: int, lo: int) -> bytes:
+    """``seq``, the bases from ``lo`` on that lie inside the contig, padded with ``N`` to the
+    ``end - start`` bases of [start, end) (``lo = max(start, 0)``; ``seq`` may be empty)."""
+    left = min(lo - start, end - start)
+    right = end - start - left - len(seq)
+    return b"N" * left + seq + b"N" * right if left or right else seq
 
 
 # bytes.translate table: ASCII upper case (a C loop); with ``delete=b"\r\n"`` it also drops line ends
@@ -191,17 +206,17 @@ class _PlainFastaMap:
         out = []
         for s in starts.tolist():
             lo, hi = max(s, 0), min(s + length, size)
-            if hi <= lo:
-                out.append(b"N" * length)
-                continue
-            a = offset + (lo // bases) * width + lo % bases
-            last = hi - 1
-            b = offset + (last // bases) * width + last % bases + 1
-            seq = data[a:b].translate(_UPPER, b"\r\n")
-            if lo > s or hi < s + length:
-                seq = b"N" * (lo - s) + seq + b"N" * (s + length - hi)
-            out.append(seq)
+            seq = b""
+            if hi > lo:
+                a = offset + (lo // bases) * width + lo % bases
+                last = hi - 1
+                b = offset + (last // bases) * width + last % bases + 1
+                seq = data[a:b].translate(_UPPER, b"\r\n")
+            out.append(_n_padded(seq, s, s + length, lo))
         joined = b"".join(out)
         if len(joined) != len(out) * length:  # the file does not match its .fai
             raise OSError(f"{contig}: the FASTA does not match its .fai index")
         return np.frombuffer(joined, dtype=np.uint8).reshape(len(out), length).copy()
+
+    def close(self) -> None:
+        self._data.close()

@@ -149,6 +149,29 @@ def test_close_closes_every_threads_handle(tmp_path: Path, contigs: dict[str, st
     genome.close()
 
 
+def _mapped(path: Path) -> bool:
+    """Whether this process has ``path`` memory-mapped (Linux /proc/self/maps)."""
+    return str(path.resolve()) in Path("/proc/self/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_close_unmaps_a_plain_fasta_and_windows_map_it_again(
+    tmp_path: Path, contigs: dict[str, str]
+) -> None:
+    path = write_fasta(tmp_path / "g.fa", contigs)
+    genome = Genome(path)
+    starts = np.array([-3, 0, 100, 770])
+    want = [padded_slice(contigs["chr1"], s, s + 10) for s in starts.tolist()]
+    assert _mapped(Path(path))
+    genome.close()
+    assert not _mapped(Path(path))
+    got = genome.fetch_windows("chr1", starts, 10)  # maps the file again on use
+    assert [row.tobytes() for row in got] == want
+    assert _mapped(Path(path))
+    genome.close()
+    assert not _mapped(Path(path))
+
+
 def test_unopenable_files_say_why(tmp_path: Path) -> None:
     import gzip
 
