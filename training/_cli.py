@@ -1,4 +1,4 @@
-"""`varfx` subcommands of varfx.training: ``simulate``, ``train``, ``export``.
+"""`varfx` subcommands of varfx.training: ``simulate``, ``train``, ``export``, ``conv2d``.
 
 Standard library only at import time; torch, onnx etc. are imported when a subcommand runs.
 """
@@ -23,6 +23,7 @@ def register(subparsers: Any) -> None:
         add_simulate_parser(subparsers)
     _add_train(subparsers)
     _add_export(subparsers)
+    _add_conv2d(subparsers)
 
 
 def _add_train(subparsers: Any) -> None:
@@ -173,6 +174,11 @@ def _add_export(subparsers: Any) -> None:
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--version", type=int, default=None, help="version (default: next free)")
     p.add_argument("--fp16", action="store_true", help="store weights as float16")
+    p.add_argument(
+        "--conv1d",
+        action="store_true",
+        help="keep 1-D conv layers as 1-D (default: 2-D over [N, C, 1, L], faster on ORT's CPU)",
+    )
     p.add_argument("--tolerance", type=float, default=1e-5, help="parity max abs diff (1e-5)")
     p.add_argument("--assembly", default=None, help="override the run's assembly name")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -190,6 +196,7 @@ def _run_export(args: argparse.Namespace) -> int:
             args.name,
             version=args.version,
             fp16=args.fp16,
+            conv2d=not args.conv1d,
             tolerance=args.tolerance,
             assembly=args.assembly,
             overwrite=args.overwrite,
@@ -206,4 +213,37 @@ def _run_export(args: argparse.Namespace) -> int:
             f"fp16 weights: max abs diff {r.fp16_max_abs_diff:.2e}, "
             f"test mean auROC change {r.fp16_test_auroc_change:+.5f}\n"
         )
+    return 0
+
+
+def _add_conv2d(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "conv2d",
+        help="rewrite an ONNX model's 1-D conv layers as 2-D ones (faster on ORT's CPU)",
+        description=(
+            "Rewrite MODEL (uint8 tokens [batch, L] in) so that its 1-D conv / pool layers run as "
+            "2-D layers over [N, C, 1, L]: the same arithmetic, 1.3-1.7x faster on ONNX Runtime's "
+            "CPU provider. Both graphs run on random tokens first; nothing is written unless "
+            "they agree within --tolerance."
+        ),
+    )
+    p.add_argument("model", help="model.onnx to read")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="where to write the rewritten model")
+    out.add_argument("--in-place", action="store_true", help="replace MODEL")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="parity max abs diff (1e-5)")
+    p.set_defaults(func=_run_conv2d)
+
+
+def _run_conv2d(args: argparse.Namespace) -> int:
+    from varfx.training.errors import TrainingError
+    from varfx.training.onnx_layout import convert_file
+
+    dst = args.model if args.in_place else args.out
+    try:
+        diff = convert_file(args.model, dst, tolerance=args.tolerance)
+    except (TrainingError, OSError, ValueError) as exc:
+        sys.stderr.write(f"varfx conv2d: {exc}\n")
+        return 2
+    sys.stdout.write(f"wrote {dst}; 1-D vs 2-D graph max abs diff {diff:.2e}\n")
     return 0

@@ -6,7 +6,9 @@ the TorchScript exporter (``dynamo=False``). ``metadata_props["varfx"]`` holds t
 (features, sequence_length, alphabet, output, assembly, training summary, provenance).
 Before anything is written, ONNX Runtime's output on random token sequences (N included) is
 compared with torch's; a model whose max abs difference exceeds the tolerance is refused
-(:class:`ParityError`). ``fp16=True`` stores the weights as float16 (cast to float32 in the graph,
+(:class:`ParityError`). 1-D conv / pool layers are written as 2-D ones over ``[N, C, 1, L]`` unless
+``conv2d=False`` (:mod:`varfx.training.onnx_layout`: the same arithmetic, 1.3-1.7x faster on ONNX
+Runtime's CPU provider); the parity check runs on the rewritten graph. ``fp16=True`` stores the weights as float16 (cast to float32 in the graph,
 so it runs on every execution provider) and reports the change in outputs and test auROC.
 """
 
@@ -30,6 +32,7 @@ import torch
 
 from varfx.training.errors import ExportError, ParityError
 from varfx.training.models import ModelConfig, ProbabilityModel, build_model
+from varfx.training.onnx_layout import conv1d_as_conv2d
 
 __all__ = [
     "INPUT_NAME",
@@ -227,6 +230,7 @@ def export_run(
     *,
     version: int | None = None,
     fp16: bool = False,
+    conv2d: bool = True,
     tolerance: float = 1e-5,
     fp16_tolerance: float = 1e-2,
     assembly: str | None = None,
@@ -239,6 +243,7 @@ def export_run(
         run_dir: a ``varfx train`` run directory (best.pt, config.json, summary.json).
         version: None = next free version.
         fp16: store weights as float16 (after the fp32 graph passed the parity check).
+        conv2d: write 1-D conv / pool layers as 2-D ones (faster on ONNX Runtime's CPU).
         tolerance: max abs diff allowed between ORT and torch (fp32 graph).
         fp16_tolerance: the same for the fp16 graph.
         assembly: overrides the run's assembly name.
@@ -264,6 +269,8 @@ def export_run(
         raise ExportError(f"{target} exists; choose another --version or pass --overwrite")
 
     model_bytes = _export_bytes(model, mcfg.sequence_length)
+    if conv2d:
+        model_bytes = conv1d_as_conv2d(model_bytes)
     diff = parity_check(model, model_bytes, mcfg.sequence_length, tolerance=tolerance)
     log.info("parity ORT vs torch: max abs diff %.3g", diff)
     fp16_diff = auroc_change = None
@@ -289,6 +296,7 @@ def export_run(
         "input": {"name": INPUT_NAME, "dtype": "uint8", "tokens": "A0 C1 G2 T3 N4"},
         "architecture": mcfg.to_json(),
         "precision": "fp16-weights" if fp16 else "fp32",
+        "conv_layout": "2d" if conv2d else "1d",
         "training_summary": {
             "test_mean_auroc": test.get("mean_auroc"),
             "test_mean_auprc": test.get("mean_auprc"),

@@ -18,6 +18,7 @@ from varfx.training.dataset import IndexConfig, SplitSpec
 from varfx.training.errors import ExportError, ParityError
 from varfx.training.export import export_run, load_run_model, parity_check
 from varfx.training.models import ModelConfig
+from varfx.training.onnx_layout import count_1d_convs
 from varfx.training.train import METRICS_COLUMNS, TrainConfig, train
 
 L = 200
@@ -128,6 +129,9 @@ def test_export_parity_and_metadata(run_dir: Path, tmp_path: Path) -> None:
     assert (inp.name, inp.type, inp.shape[1]) == ("tokens", "tensor(uint8)", L)
     assert (out.name, out.type, out.shape[1]) == ("probabilities", "tensor(float)", 2)
     assert isinstance(inp.shape[0], str)
+    # 1-D conv layers are written as 2-D ones by default; --conv1d keeps them
+    assert meta["conv_layout"] == "2d"
+    assert count_1d_convs(r.path.read_bytes()) == 0
     model, _, _ = load_run_model(run_dir)
     tokens = np.random.default_rng(5).integers(0, 5, (13, L), dtype=np.uint8)
     got = sess.run(None, {"tokens": tokens})[0]
@@ -138,6 +142,11 @@ def test_export_parity_and_metadata(run_dir: Path, tmp_path: Path) -> None:
     assert export_run(run_dir, repo, "tiny").version == 2
     with pytest.raises(ExportError, match="exists"):
         export_run(run_dir, repo, "tiny", version=1)
+    one_d = export_run(run_dir, repo, "tiny1d", conv2d=False)
+    assert one_d.metadata["conv_layout"] == "1d"
+    assert count_1d_convs(one_d.path.read_bytes()) > 0
+    s1 = ort.InferenceSession(str(one_d.path), providers=["CPUExecutionProvider"])
+    assert np.max(np.abs(s1.run(None, {"tokens": tokens})[0] - got)) <= 1e-5
 
 
 def test_export_refuses_a_model_that_fails_parity(run_dir: Path, tmp_path: Path) -> None:
