@@ -19,7 +19,14 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODEL", "BenchModel", "build_network", "export_onnx", "prepare_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "BenchModel",
+    "build_network",
+    "export_onnx",
+    "layout_pair",
+    "prepare_model",
+]
 
 DEFAULT_MODEL = Path("models/sim-chromatin/1/model.onnx")
 # key -> (architecture, window length L, features F)
@@ -173,10 +180,18 @@ def build_network(arch: str, length: int, n_features: int, seed: int = 0) -> tup
 
 
 def export_onnx(
-    model: nn.Module, repo: Path, name: str, length: int, n_features: int, version: int = 1
+    model: nn.Module,
+    repo: Path,
+    name: str,
+    length: int,
+    n_features: int,
+    version: int = 1,
+    *,
+    conv2d: bool = True,
 ) -> Path:
     """Export to ``<repo>/<name>/<version>/model.onnx``: uint8 tokens [batch, L] ->
-    float32 probabilities [batch, F], metadata_props["varfx"] per the model contract."""
+    float32 probabilities [batch, F], metadata_props["varfx"] per the model contract.
+    ``conv2d``: 1-D conv layers written as 2-D ones, as ``varfx export`` does by default."""
     import onnx
 
     path = repo / name / str(version) / "model.onnx"
@@ -192,6 +207,10 @@ def export_onnx(
         opset_version=17,
         dynamo=False,
     )
+    if conv2d:
+        from varfx.training.onnx_layout import conv1d_as_conv2d
+
+        path.write_bytes(conv1d_as_conv2d(path.read_bytes()))
     proto = onnx.load(str(path))
     meta = {
         "features": [f"{name}_f{i}" for i in range(n_features)],
@@ -200,11 +219,31 @@ def export_onnx(
         "output": "probabilities",
         "assembly": "bench-random",
         "note": "random weights: for speed benchmarks only",
+        "conv_layout": "2d" if conv2d else "1d",
     }
     entry = proto.metadata_props.add()
     entry.key, entry.value = "varfx", json.dumps(meta)
     onnx.save(proto, str(path))
     return path
+
+
+def layout_pair(model: BenchModel, repo: Path) -> dict[str, Path] | None:
+    """The model's torch network exported twice, 2-D and 1-D conv layers (same random weights),
+    for the paired conv-layout comparison; None without a torch network."""
+    if model.torch_module is None:
+        return None
+    net = model.torch_module
+    return {
+        layout: export_onnx(
+            net,
+            repo / layout,
+            model.name,
+            model.length,
+            model.n_features,
+            conv2d=layout == "conv2d",
+        )
+        for layout in ("conv2d", "conv1d")
+    }
 
 
 def prepare_model(key: str, repos: Path, *, root: Path, seed: int = 0) -> BenchModel:

@@ -107,7 +107,11 @@ def ratios(res: dict[str, Any]) -> dict[str, float | None]:
         "varfx_over_torch": None,
         "score_over_torch": None,
         "score_tsv_over_stream": None,
+        "conv2d_gain": None,
     }
+    layout = res.get("conv_layout")
+    if layout and "conv1d" in layout.get("over_first", {}):
+        out["conv2d_gain"] = 1.0 / float(layout["over_first"]["conv1d"]["median"])
     sweep = res["bare_ort"]["sweep"]
     if "2" in sweep:  # what batching can gain at most when ORT itself scales like this
         out["ort_batch2_ceiling"] = res["bare_ort"]["variants_per_s"] / sweep["2"]["per_s"]
@@ -194,7 +198,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     for rk, desc in (("dedupe_gain", "multi-allelic (3 ALTs/site) / distinct sites, variants/s"),
                      ("ort_batch2_ceiling", "bare ORT best batch / bare ORT batch 2 (batching ceiling)"),
                      ("score_over_torch", "`varfx score` / torch-eager peer"),
-                     ("score_tsv_over_stream", "`varfx score` → TSV of all kinds / server streaming")):  # fmt: skip
+                     ("score_tsv_over_stream", "`varfx score` → TSV of all kinds / server streaming"),
+                     ("conv2d_gain", "bare ORT, 2-D / 1-D conv layers (same weights, paired rounds)")):  # fmt: skip
         cells = [_fmt(results["models"][k]["ratios"].get(rk)) for k in keys]
         lines.append(f"| {desc} | | " + " | ".join(cells) + " |")
     roof = results.get("roofline_tflops")

@@ -29,7 +29,7 @@ from bench import _report
 from bench._data import SimGenome, distinct_sites, multiallelic_sites, write_vcf
 from bench._flops import model_macs
 from bench._load import measure_load
-from bench._nets import BenchModel, prepare_model
+from bench._nets import BenchModel, layout_pair, prepare_model
 from bench._peers import (
     bare_ort_sweep,
     ort_session,
@@ -168,6 +168,23 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
         "variants_per_s": ort_vps,
         "achieved_tflops": ort_vps * res["gflop_per_variant"] / 1e3,
     }
+    pair = layout_pair(model, work / f"layout-{model.key}")
+    if pair is not None and knobs.ab_rounds > 0:
+        log.info("[%s] (a) bare ORT, 2-D vs 1-D conv layers (%d interleaved rounds)", model.key,
+                 knobs.ab_rounds)  # fmt: skip
+        # the server's own session options and providers (CUDA EP settings included on a GPU)
+        layout_runners = {
+            k: ModelRunner(scan_repository(p.parents[2])[0], device) for k, p in pair.items()
+        }
+
+        def layout_rate(k: str) -> dict[str, Any]:
+            r = bare_ort_sweep(layout_runners[k], (best_b,), window_s=knobs.window_s,
+                               cap_s=knobs.cap_s)[best_b]  # fmt: skip
+            log.info("[%s]   bare ORT %s: %.0f variants/s", model.key, k, r.per_s)
+            return {**r.to_dict(), "variants_per_s": r.per_s}
+
+        res["conv_layout"] = paired_rounds(layout_rate, {k: k for k in pair}, knobs.ab_rounds)
+        del layout_runners
     # ~20 ms of compute per request at full speed; windows long enough for >= 4 rounds at 64 callers
     per_request = int(min(32, max(1, round(ort_vps * 0.02))))
     chunk = min(256, per_request * 4)

@@ -86,10 +86,17 @@ def test_harness_runs_end_to_end(tmp_path: Path) -> None:
     for key in ("server_over_bare_ort", "batching_gain", "p99_over_p50", "dedupe_gain"):
         assert ratios[key] > 0
     assert ratios["varfx_over_torch"] > 0
+    # the same random network with 2-D and with 1-D conv layers, bare ORT in paired rounds
+    assert {k: len(v) for k, v in res["conv_layout"]["rounds"].items()} == {
+        "conv2d": 2,
+        "conv1d": 2,
+    }
+    assert ratios["conv2d_gain"] > 0
 
     table = (out / "results.md").read_text()
     assert "| tiny | 200 / 4 |" in table
     assert "dynamic batching gain" in table
+    assert "2-D / 1-D conv layers" in table
     for png in ("throughput.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (docs.parent / f"benchmarks_{png}").exists()
