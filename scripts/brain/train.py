@@ -138,9 +138,12 @@ def predict(net: nn.Module, g: DeviceGenome, gs: torch.Tensor, length: int, bs: 
 def export_onnx(
     net: nn.Module, length: int, out_path: Path, meta: dict, tol: float = 1e-5
 ) -> float:
-    """Export with sigmoid, dynamic batch; refuse to write when ORT differs from torch by > tol."""
+    """Export with sigmoid, dynamic batch, 1-D conv layers as 2-D ones (varfx.training.onnx_layout,
+    as ``varfx export`` does); refuse to write when ORT differs from torch by > tol."""
     import onnx
     import onnxruntime as ort
+
+    from varfx.training.onnx_layout import conv1d_as_conv2d
 
     wrapped = WithSigmoid(net).cpu().eval()
     tmp = out_path.with_suffix(".tmp.onnx")
@@ -155,9 +158,9 @@ def export_onnx(
         output_names=["probabilities"],
         dynamic_axes={"tokens": {0: "batch"}, "probabilities": {0: "batch"}},
     )
-    model = onnx.load(str(tmp))
+    model = onnx.load_from_string(conv1d_as_conv2d(tmp.read_bytes()))
     entry = model.metadata_props.add()
-    entry.key, entry.value = "varfx", json.dumps(meta)
+    entry.key, entry.value = "varfx", json.dumps({**meta, "conv_layout": "2d"})
     onnx.save(model, str(tmp))
     x = np.random.default_rng(0).integers(0, 5, (16, length), dtype=np.uint8)
     sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from varfx.training.onnx_layout import count_1d_convs
+
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO / ".." / "shared" / "data" / "real"
 REF = REAL / "hg19_ref_debian"
@@ -139,6 +141,8 @@ def test_tiny_train_exports_a_contract_onnx(index: Path, tmp_path: Path) -> None
     assert meta["assembly"] == "GRCh37"
     assert len(meta["features"]) == 12
     assert meta["training_summary"]["split"]["test"] == [TEST]
+    assert meta["conv_layout"] == "2d"
+    assert count_1d_convs((export / "model.onnx").read_bytes()) == 0
     probs = sess.run(None, {"tokens": np.full((3, 1000), 4, dtype=np.uint8)})[0]
     assert probs.shape == (3, 12)
     assert ((probs > 0) & (probs < 1)).all()
