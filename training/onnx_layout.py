@@ -51,7 +51,6 @@ _REDUCE_ATTR = frozenset({"ReduceMax", "ReduceMean", "ReduceMin", "ReduceL2"})  
 
 def count_1d_convs(model_bytes: bytes) -> int:
     """Number of ``Conv`` nodes with a 3-D weight (1-D convolutions) in a serialized model."""
-
     m = onnx.load_from_string(model_bytes)
     dims = {i.name: len(i.dims) for i in m.graph.initializer}
     return sum(1 for n in m.graph.node if n.op_type == "Conv" and dims.get(n.input[1]) == 3)
@@ -207,7 +206,6 @@ class _Rewriter:
 
     def _as_4d(self, name: str) -> str:
         """The 4-D twin of ``name``, made with an Unsqueeze when it does not exist yet."""
-
         if name not in self.twins:
             self.out.append(
                 helper.make_node(
@@ -219,7 +217,6 @@ class _Rewriter:
 
     def _as_3d(self, name: str) -> str:
         """``name`` itself, materialised with a Squeeze when only its 4-D twin exists."""
-
         if name in self.lifted and name not in self.has_3d:
             self.out.append(
                 helper.make_node(
@@ -236,7 +233,6 @@ class _Rewriter:
 
     def _emit_lifted(self, node: NodeProto, inputs: list[str], **attrs: object) -> None:
         """Emit ``node`` on 4-D ``inputs``; its outputs become lifted-only tensors."""
-
         outs = [self._twin(o) for o in node.output]
         kept = {
             a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in attrs
@@ -332,7 +328,6 @@ class _Rewriter:
 
 def _renamed(node: NodeProto, inputs: list[str], **attrs: object) -> NodeProto:
     """A copy of ``node`` reading ``inputs`` (outputs kept), with ``attrs`` overriding."""
-
     kept = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in attrs}
     kept.update(attrs)
     return helper.make_node(
