@@ -207,11 +207,12 @@ def export_onnx(
         opset_version=17,
         dynamo=False,
     )
+    exported = path.read_bytes()
     if conv2d:
         from varfx.training.onnx_layout import conv1d_as_conv2d
 
-        path.write_bytes(conv1d_as_conv2d(path.read_bytes()))
-    proto = onnx.load(str(path))
+        exported = conv1d_as_conv2d(exported)
+    proto = onnx.load_from_string(exported)
     meta = {
         "features": [f"{name}_f{i}" for i in range(n_features)],
         "sequence_length": length,

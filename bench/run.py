@@ -168,8 +168,8 @@ def bench_model(model: BenchModel, genome: SimGenome, device: str, knobs: Knobs,
         "variants_per_s": ort_vps,
         "achieved_tflops": ort_vps * res["gflop_per_variant"] / 1e3,
     }
-    pair = layout_pair(model, work / f"layout-{model.key}")
-    if pair is not None and knobs.ab_rounds > 0:
+    pair = layout_pair(model, work / f"layout-{model.key}") if knobs.ab_rounds > 0 else None
+    if pair is not None:
         log.info("[%s] (a) bare ORT, 2-D vs 1-D conv layers (%d interleaved rounds)", model.key,
                  knobs.ab_rounds)  # fmt: skip
         # the server's own session options and providers (CUDA EP settings included on a GPU)

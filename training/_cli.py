@@ -237,11 +237,11 @@ def _add_conv2d(subparsers: Any) -> None:
 
 def _run_conv2d(args: argparse.Namespace) -> int:
     from varfx.training.errors import TrainingError
-    from varfx.training.onnx_layout import convert_file
+    from varfx.training.export import convert_conv2d
 
     dst = args.model if args.in_place else args.out
     try:
-        diff = convert_file(args.model, dst, tolerance=args.tolerance)
+        diff = convert_conv2d(args.model, dst, tolerance=args.tolerance)
     except (TrainingError, OSError, ValueError) as exc:
         sys.stderr.write(f"varfx conv2d: {exc}\n")
         return 2

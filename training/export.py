@@ -6,10 +6,12 @@ the TorchScript exporter (``dynamo=False``). ``metadata_props["varfx"]`` holds t
 (features, sequence_length, alphabet, output, assembly, training summary, provenance).
 Before anything is written, ONNX Runtime's output on random token sequences (N included) is
 compared with torch's; a model whose max abs difference exceeds the tolerance is refused
-(:class:`ParityError`). 1-D conv / pool layers are written as 2-D ones over ``[N, C, 1, L]`` unless
-``conv2d=False`` (:mod:`varfx.training.onnx_layout`: the same arithmetic, 1.3-1.7x faster on ONNX
-Runtime's CPU provider); the parity check runs on the rewritten graph. ``fp16=True`` stores the weights as float16 (cast to float32 in the graph,
-so it runs on every execution provider) and reports the change in outputs and test auROC.
+(:class:`ParityError`). 1-D conv / pool layers are written as 2-D ones over ``[N, C, 1, L]``
+unless ``conv2d=False`` (:mod:`varfx.training.onnx_layout`: the same arithmetic, 1.3-1.7x faster
+on ONNX Runtime's CPU provider); the parity check runs on the rewritten graph. ``fp16=True``
+stores the weights as float16 (cast to float32 in the graph, so it runs on every execution
+provider) and reports the change in outputs and test auROC. :func:`convert_conv2d` applies the
+same rewrite to an existing model file, checked against the file's own 1-D graph.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "OPSET",
     "OUTPUT_NAME",
     "ExportResult",
+    "convert_conv2d",
     "export_run",
     "load_run_model",
     "next_version",
@@ -128,6 +131,35 @@ def _export_bytes(model: torch.nn.Module, length: int) -> bytes:
     return buf.getvalue()
 
 
+def _random_tokens(n: int, length: int, seed: int) -> np.ndarray:
+    """uint8 [n, L] random tokens (A, C, G, T, N); a quarter of the rows mostly ACGT, 10% N."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 5, size=(n, length), dtype=np.uint8)
+    tokens[: n // 4] = np.where(rng.random((n // 4, length)) < 0.9, tokens[: n // 4] % 4, 4)
+    return tokens
+
+
+def _write_atomic(target: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``target`` through a temporary file in its folder and a rename.
+
+    ``mode``: the file's permissions; None = 0o666 less the umask (mkstemp makes 0600, and a
+    served model must be readable).
+    """
+    if mode is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _ort_session(model_bytes: bytes) -> Any:
     import onnxruntime as ort
 
@@ -150,9 +182,7 @@ def parity_check(
     Raises:
         ParityError: the difference exceeds ``tolerance`` (the message gives both numbers).
     """
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, 5, size=(n, length), dtype=np.uint8)
-    tokens[: n // 4] = np.where(rng.random((n // 4, length)) < 0.9, tokens[: n // 4] % 4, 4)
+    tokens = _random_tokens(n, length, seed)
     with torch.no_grad():
         ref = torch.sigmoid(model.eval()(torch.from_numpy(tokens))).numpy()
     got = _ort_session(model_bytes).run([OUTPUT_NAME], {INPUT_NAME: tokens})[0]
@@ -329,16 +359,66 @@ def export_run(
     m.producer_name = "varfx"
     m.producer_version = __version__
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(m.SerializeToString())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a served model must be readable
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomic(target, m.SerializeToString())
     log.info("wrote %s", target)
     return ExportResult(target, v, diff, meta, fp16_diff, auroc_change)
+
+
+def convert_conv2d(
+    src: str | Path, dst: str | Path, *, tolerance: float = 1e-5, n: int = 32, seed: int = 0
+) -> float:
+    """Rewrite the model file ``src`` into ``dst`` (may be the same path) with 2-D conv layers.
+
+    ONNX Runtime runs both graphs on ``n`` random token rows (uint8 [n, L], L from the graph
+    input or the ``varfx`` metadata's sequence_length); the file is written (atomically, with
+    ``src``'s permissions) only when the probabilities agree within ``tolerance``. The ``varfx``
+    metadata, when present, records ``"conv_layout": "2d"``.
+
+    Returns:
+        The max abs difference of the outputs.
+
+    Raises:
+        ParityError: the outputs disagree (nothing written).
+        ExportError: ``src`` is not a token-input model this can check, or ``dst``'s folder is
+            missing.
+    """
+    import onnx
+    from onnx import TensorProto
+
+    src, dst = Path(src), Path(dst)
+    if not dst.parent.is_dir():
+        raise ExportError(f"cannot write {dst}: folder {dst.parent} does not exist")
+    before = src.read_bytes()
+    m = onnx.load_from_string(before)
+    props = {p.key: p.value for p in m.metadata_props}
+    meta: dict[str, Any] = json.loads(props["varfx"]) if props.get("varfx") else {}
+    init_names = {i.name for i in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in init_names]
+    if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != TensorProto.UINT8:
+        raise ExportError(
+            f"{src}: expected one uint8 token input [batch, L], got {[i.name for i in inputs]}"
+        )
+    inp = inputs[0]
+    dims = inp.type.tensor_type.shape.dim
+    length = dims[1].dim_value if len(dims) == 2 and dims[1].dim_value else None
+    length = length or meta.get("sequence_length")
+    if not length:
+        raise ExportError(f"{src}: input {inp.name!r} has no fixed length and no sequence_length")
+    after = conv1d_as_conv2d(before)
+    if meta:
+        m2 = onnx.load_from_string(after)
+        del m2.metadata_props[:]
+        onnx.helper.set_model_props(
+            m2, {**props, "varfx": json.dumps({**meta, "conv_layout": "2d"})}
+        )
+        after = m2.SerializeToString()
+    tokens = _random_tokens(n, int(length), seed)
+    want, got = (_ort_session(b).run(None, {inp.name: tokens})[0] for b in (before, after))
+    diff = float(np.max(np.abs(got - want)))
+    if not diff <= tolerance:
+        raise ParityError(
+            f"{src}: the 2-D graph disagrees with the 1-D one: max abs diff {diff:.3g} > "
+            f"tolerance {tolerance:.3g}; not written"
+        )
+    _write_atomic(dst, after, src.stat().st_mode & 0o777)
+    return diff

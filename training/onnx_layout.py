@@ -3,7 +3,7 @@
 ONNX Runtime's CPU provider runs ``Conv``/``MaxPool`` with a 2-D kernel through its blocked
 (NCHWc) kernels, but leaves 1-D ones on the generic im2col path; the same DNA CNN is 1.3-1.7x
 faster on a 2-core AVX-512 machine when its 1-D layers are written as 2-D layers with a
-``(1, k)`` kernel (``bench/conv_layout.py`` measures it). The rewrite changes no arithmetic: the
+``(1, k)`` kernel (the ``conv2d_gain`` row of ``bench/run.py`` measures it). The rewrite changes no arithmetic: the
 outputs agree with the 1-D graph to float32 rounding, and :func:`conv1d_as_conv2d` leaves the
 graph's inputs, outputs and metadata as they were.
 
@@ -18,21 +18,15 @@ tensor back through one ``Squeeze(axis 2)``. Graphs with control flow are return
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, helper, numpy_helper
 
-from varfx.training.errors import ExportError, ParityError
-
-__all__ = ["conv1d_as_conv2d", "convert_file", "count_1d_convs"]
+__all__ = ["conv1d_as_conv2d", "count_1d_convs"]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +45,12 @@ _REDUCE_ATTR = frozenset({"ReduceMax", "ReduceMean", "ReduceMin", "ReduceL2"})  
 
 def count_1d_convs(model_bytes: bytes) -> int:
     """Number of ``Conv`` nodes with a 3-D weight (1-D convolutions) in a serialized model."""
-    m = onnx.load_from_string(model_bytes)
-    dims = {i.name: len(i.dims) for i in m.graph.initializer}
-    return sum(1 for n in m.graph.node if n.op_type == "Conv" and dims.get(n.input[1]) == 3)
+    return _n_1d_convs(onnx.load_from_string(model_bytes).graph)
+
+
+def _n_1d_convs(graph: GraphProto) -> int:
+    dims = {i.name: len(i.dims) for i in graph.initializer}
+    return sum(1 for n in graph.node if n.op_type == "Conv" and dims.get(n.input[1]) == 3)
 
 
 def conv1d_as_conv2d(model_bytes: bytes) -> bytes:
@@ -62,14 +59,13 @@ def conv1d_as_conv2d(model_bytes: bytes) -> bytes:
     Inputs, outputs (names, shapes, dtypes), metadata_props and opset are unchanged; a model
     without 1-D convolutions (or with control-flow subgraphs) comes back as it went in.
     """
-
     m = onnx.load_from_string(model_bytes)
     g = m.graph
     if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS)
            for n in g.node for a in n.attribute):  # fmt: skip
         log.info("graph has control flow; 1-D -> 2-D rewrite skipped")
         return model_bytes
-    if count_1d_convs(model_bytes) == 0:
+    if _n_1d_convs(g) == 0:
         return model_bytes
     rw = _Rewriter(g)
     new_nodes = rw.run()
@@ -84,80 +80,6 @@ def conv1d_as_conv2d(model_bytes: bytes) -> bytes:
     return bytes(m.SerializeToString())
 
 
-def convert_file(
-    src: str | Path, dst: str | Path, *, tolerance: float = 1e-5, n: int = 32, seed: int = 0
-) -> float:
-    """Rewrite the model file ``src`` into ``dst`` (may be the same path) with 2-D conv layers.
-
-    ONNX Runtime runs both graphs on ``n`` random token rows (A, C, G, T, N; uint8 [n, L] with
-    L from the graph input or the ``varfx`` metadata's sequence_length); the file is written
-    (atomically) only when the probabilities agree within ``tolerance``. The ``varfx``
-    metadata, when present, records ``"conv_layout": "2d"``.
-
-    Returns:
-        The max abs difference of the outputs.
-
-    Raises:
-        ParityError: the outputs disagree (nothing written).
-        ExportError: ``src`` is not a token-input model this can check.
-    """
-    import onnxruntime as ort
-
-    src, dst = Path(src), Path(dst)
-    if not dst.parent.is_dir():
-        raise ExportError(f"cannot write {dst}: folder {dst.parent} does not exist")
-    before = src.read_bytes()
-    m = onnx.load_from_string(before)
-    meta_raw = {p.key: p.value for p in m.metadata_props}.get("varfx")
-    meta: dict[str, Any] = json.loads(meta_raw) if meta_raw else {}
-    init_names = {i.name for i in m.graph.initializer}
-    inputs = [i for i in m.graph.input if i.name not in init_names]
-    if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != TensorProto.UINT8:
-        raise ExportError(
-            f"{src}: expected one uint8 token input [batch, L], got {[i.name for i in inputs]}"
-        )
-    inp = inputs[0]
-    dims = inp.type.tensor_type.shape.dim
-    length = dims[1].dim_value if len(dims) == 2 and dims[1].dim_value else None
-    length = length or meta.get("sequence_length")
-    if not length:
-        raise ExportError(f"{src}: input {inp.name!r} has no fixed length and no sequence_length")
-    after = conv1d_as_conv2d(before)
-    if meta:
-        meta["conv_layout"] = "2d"
-        m2 = onnx.load_from_string(after)
-        del m2.metadata_props[:]
-        kept = {p.key: p.value for p in m.metadata_props if p.key != "varfx"}
-        helper.set_model_props(m2, {**kept, "varfx": json.dumps(meta)})
-        after = m2.SerializeToString()
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, 5, size=(n, int(length)), dtype=np.uint8)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    outs = [
-        ort.InferenceSession(b, opts, providers=["CPUExecutionProvider"]).run(
-            None, {inp.name: tokens}
-        )[0]
-        for b in (before, after)
-    ]
-    diff = float(np.max(np.abs(outs[0] - outs[1])))
-    if not diff <= tolerance:
-        raise ParityError(
-            f"{src}: the 2-D graph disagrees with the 1-D one: max abs diff {diff:.3g} > "
-            f"tolerance {tolerance:.3g}; not written"
-        )
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".onnx.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(after)
-        os.chmod(tmp, src.stat().st_mode & 0o777)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return diff
-
-
 class _Rewriter:
     def __init__(self, graph: GraphProto) -> None:
         self.g = graph
@@ -170,8 +92,7 @@ class _Rewriter:
                 for a in n.attribute:
                     if a.name == "value":
                         self.consts[n.output[0]] = numpy_helper.to_array(a.t)
-        self.twins: dict[str, str] = {}  # tensor -> the name of its 4-D twin
-        self.lifted = self.twins.keys()
+        self.twins: dict[str, str] = {}  # lifted tensor -> the name of its 4-D twin
         self.has_3d: set[str] = {i.name for i in graph.input} | set(self.inits)
         self.new_initializers: list[TensorProto] = []
         self.out: list[NodeProto] = []
@@ -217,7 +138,7 @@ class _Rewriter:
 
     def _as_3d(self, name: str) -> str:
         """``name`` itself, materialised with a Squeeze when only its 4-D twin exists."""
-        if name in self.lifted and name not in self.has_3d:
+        if name in self.twins and name not in self.has_3d:
             self.out.append(
                 helper.make_node(
                     "Squeeze", [self._twin(name), self._axes_tensor([2])], [name],
@@ -233,17 +154,7 @@ class _Rewriter:
 
     def _emit_lifted(self, node: NodeProto, inputs: list[str], **attrs: object) -> None:
         """Emit ``node`` on 4-D ``inputs``; its outputs become lifted-only tensors."""
-        outs = [self._twin(o) for o in node.output]
-        kept = {
-            a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in attrs
-        }
-        kept.update({k: v for k, v in attrs.items() if v is not None})
-        self.out.append(
-            helper.make_node(
-                node.op_type, inputs, outs, name=node.name,
-                domain=node.domain or None, **kept,
-            )
-        )  # fmt: skip
+        self.out.append(_renamed(node, inputs, [self._twin(o) for o in node.output], **attrs))
 
     def _attr(self, node: NodeProto, name: str) -> Any:
         for a in node.attribute:
@@ -301,36 +212,38 @@ class _Rewriter:
                 return False
             self._emit_lifted(node, [self._as_4d(ins[0])], **attrs)
             return True
-        if not ins or not any(i in self.lifted for i in ins):
+        if not ins or not any(i in self.twins for i in ins):
             return False  # element-wise regions start only from lifted tensors
         if op in _UNARY and len(node.output) == 1 and len(ins) == 1:
             self._emit_lifted(node, [self._twin(ins[0])])
             return True
-        if op in _NARY and all(i in self.lifted or self._is_scalar_const(i) for i in ins):
-            self._emit_lifted(node, [self._twin(i) if i in self.lifted else i for i in ins])
+        if op in _NARY and all(i in self.twins or self._is_scalar_const(i) for i in ins):
+            self._emit_lifted(node, [self._twin(i) if i in self.twins else i for i in ins])
             return True
-        if op == "BatchNormalization" and len(node.output) == 1 and ins[0] in self.lifted:
+        if op == "BatchNormalization" and len(node.output) == 1 and ins[0] in self.twins:
             self._emit_lifted(node, [self._twin(ins[0]), *ins[1:]])
             return True
-        if op == "Flatten" and self._attr(node, "axis") in (None, 1) and ins[0] in self.lifted:
+        if op == "Flatten" and self._attr(node, "axis") in (None, 1) and ins[0] in self.twins:
             # [N, C, 1, L] -> [N, C*L]: the same order as flattening [N, C, L]
-            self.out.append(_renamed(node, [self._twin(ins[0])]))
+            self.out.append(_renamed(node, [self._twin(ins[0])], list(node.output)))
             self.has_3d.update(node.output)
             return True
-        if op in _REDUCE_ATTR and len(ins) == 1 and ins[0] in self.lifted:
+        if op in _REDUCE_ATTR and len(ins) == 1 and ins[0] in self.twins:
             axes = self._attr(node, "axes")
             if axes is not None and list(axes) in ([2], [-1]) and self._attr(node, "keepdims") == 0:
-                self.out.append(_renamed(node, [self._twin(ins[0])], axes=[2, 3]))
+                self.out.append(
+                    _renamed(node, [self._twin(ins[0])], list(node.output), axes=[2, 3])
+                )
                 self.has_3d.update(node.output)
                 return True
         return False
 
 
-def _renamed(node: NodeProto, inputs: list[str], **attrs: object) -> NodeProto:
-    """A copy of ``node`` reading ``inputs`` (outputs kept), with ``attrs`` overriding."""
+def _renamed(node: NodeProto, inputs: list[str], outputs: list[str], **attrs: object) -> NodeProto:
+    """A copy of ``node`` reading ``inputs`` and writing ``outputs``, ``attrs`` overriding."""
     kept = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in attrs}
     kept.update(attrs)
     return helper.make_node(
-        node.op_type, inputs, list(node.output), name=node.name,
+        node.op_type, inputs, outputs, name=node.name,
         domain=node.domain or None, **kept,
     )  # fmt: skip

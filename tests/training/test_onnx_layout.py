@@ -14,9 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from varfx.cli import main
 from varfx.training.errors import ExportError, ParityError
-from varfx.training.export import _export_bytes
+from varfx.training.export import _export_bytes, convert_conv2d
 from varfx.training.models import ModelConfig, build_model
-from varfx.training.onnx_layout import conv1d_as_conv2d, convert_file, count_1d_convs
+from varfx.training.onnx_layout import conv1d_as_conv2d, count_1d_convs
 
 L = 240
 
@@ -144,10 +144,10 @@ def _varfx_model(tmp_path: Path) -> Path:
     return path
 
 
-def test_convert_file_records_the_layout_and_keeps_metadata(tmp_path: Path) -> None:
+def test_convert_conv2d_records_the_layout_and_keeps_metadata(tmp_path: Path) -> None:
     src = _varfx_model(tmp_path)
     dst = tmp_path / "out.onnx"
-    diff = convert_file(src, dst)
+    diff = convert_conv2d(src, dst)
     assert 0 <= diff <= 1e-5
     m = onnx.load(str(dst))
     props = {p.key: p.value for p in m.metadata_props}
@@ -158,22 +158,22 @@ def test_convert_file_records_the_layout_and_keeps_metadata(tmp_path: Path) -> N
     assert count_1d_convs(dst.read_bytes()) == 0
 
 
-def test_convert_file_refuses_to_write_when_parity_fails(tmp_path: Path) -> None:
+def test_convert_conv2d_refuses_to_write_when_parity_fails(tmp_path: Path) -> None:
     src = _varfx_model(tmp_path)
     before = src.read_bytes()
     with pytest.raises(ParityError, match="not written"):
-        convert_file(src, src, tolerance=-1.0)
+        convert_conv2d(src, src, tolerance=-1.0)
     assert src.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp file left
     with pytest.raises(ExportError, match="does not exist"):
-        convert_file(src, tmp_path / "missing" / "m.onnx")
+        convert_conv2d(src, tmp_path / "missing" / "m.onnx")
 
 
-def test_convert_file_rejects_a_model_without_token_input(tmp_path: Path) -> None:
+def test_convert_conv2d_rejects_a_model_without_token_input(tmp_path: Path) -> None:
     path = tmp_path / "f.onnx"
     path.write_bytes(_conv_graph([helper.make_node("Relu", ["c"], ["y"])], [], ["N", 6, 50]))
     with pytest.raises(ExportError, match="uint8 token input"):
-        convert_file(path, tmp_path / "g.onnx")
+        convert_conv2d(path, tmp_path / "g.onnx")
 
 
 def test_cli_conv2d_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
