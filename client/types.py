@@ -41,6 +41,7 @@ class Status(enum.IntEnum):
     INDEL_TOO_LONG = 5
     INVALID_ALLELE = 6
     REF_EQUALS_ALT = 7
+    REFERENCE_GAP = 8
 
 
 class RefPolicy(enum.IntEnum):

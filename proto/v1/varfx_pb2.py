@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14varfx/v1/varfx.proto\x12\x08varfx.v1\"K\n\x07Variant\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x63hrom\x18\x02 \x01(\t\x12\x0b\n\x03pos\x18\x03 \x01(\x03\x12\x0b\n\x03ref\x18\x04 \x01(\t\x12\x0b\n\x03\x61lt\x18\x05 \x01(\t\"\x9a\x01\n\x0cScoreOptions\x12#\n\x06scores\x18\x01 \x03(\x0e\x32\x13.varfx.v1.ScoreKind\x12\x1a\n\x12reverse_complement\x18\x02 \x01(\x08\x12\'\n\nref_policy\x18\x03 \x01(\x0e\x32\x13.varfx.v1.RefPolicy\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x0e\n\x06packed\x18\x05 \x01(\x08\"=\n\x06Status\x12\"\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x14.varfx.v1.StatusCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xdc\x01\n\x0cVariantScore\x12\"\n\x07variant\x18\x01 \x01(\x0b\x32\x11.varfx.v1.Variant\x12 \n\x06status\x18\x02 \x01(\x0b\x32\x10.varfx.v1.Status\x12\x0b\n\x03ref\x18\x03 \x03(\x02\x12\x0b\n\x03\x61lt\x18\x04 \x03(\x02\x12\x0c\n\x04\x64iff\x18\x05 \x03(\x02\x12\x0e\n\x06log2fc\x18\x06 \x03(\x02\x12\x14\n\x0cmax_abs_diff\x18\x07 \x01(\x02\x12\x1c\n\x14max_abs_diff_feature\x18\x08 \x01(\t\x12\x1a\n\x12max_abs_diff_index\x18\t \x01(\x05\"\xf1\x01\n\x0cPackedScores\x12\x0e\n\x06status\x18\x01 \x03(\x05\x12\x36\n\x08messages\x18\x02 \x03(\x0b\x32$.varfx.v1.PackedScores.MessagesEntry\x12\x0b\n\x03ref\x18\x03 \x01(\x0c\x12\x0b\n\x03\x61lt\x18\x04 \x01(\x0c\x12\x0c\n\x04\x64iff\x18\x05 \x01(\x0c\x12\x0e\n\x06log2fc\x18\x06 \x01(\x0c\x12\x14\n\x0cmax_abs_diff\x18\x07 \x01(\x0c\x12\x1a\n\x12max_abs_diff_index\x18\x08 \x01(\x0c\x1a/\n\rMessagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x01\n\x14ScoreVariantsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x08variants\x18\x02 \x03(\x0b\x32\x11.varfx.v1.Variant\x12\'\n\x07options\x18\x03 \x01(\x0b\x32\x16.varfx.v1.ScoreOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"\x9f\x01\n\x15ScoreVariantsResponse\x12&\n\x06scores\x18\x01 \x03(\x0b\x32\x16.varfx.v1.VariantScore\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12&\n\x06packed\x18\x05 \x01(\x0b\x32\x16.varfx.v1.PackedScores\"4\n\x0cSequencePair\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x0b\n\x03\x61lt\x18\x03 \x01(\t\"\xc5\x01\n\rSequenceScore\x12\n\n\x02id\x18\x01 \x01(\t\x12 \n\x06status\x18\x02 \x01(\x0b\x32\x10.varfx.v1.Status\x12\x0b\n\x03ref\x18\x03 \x03(\x02\x12\x0b\n\x03\x61lt\x18\x04 \x03(\x02\x12\x0c\n\x04\x64iff\x18\x05 \x03(\x02\x12\x0e\n\x06log2fc\x18\x06 \x03(\x02\x12\x14\n\x0cmax_abs_diff\x18\x07 \x01(\x02\x12\x1c\n\x14max_abs_diff_feature\x18\x08 \x01(\t\x12\x1a\n\x12max_abs_diff_index\x18\t \x01(\x05\"\x8d\x01\n\x15ScoreSequencesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x05pairs\x18\x02 \x03(\x0b\x32\x16.varfx.v1.SequencePair\x12\'\n\x07options\x18\x03 \x01(\x0b\x32\x16.varfx.v1.ScoreOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"\xa1\x01\n\x16ScoreSequencesResponse\x12\'\n\x06scores\x18\x01 \x03(\x0b\x32\x17.varfx.v1.SequenceScore\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12&\n\x06packed\x18\x05 \x01(\x0b\x32\x16.varfx.v1.PackedScores\"\x13\n\x11ListModelsRequest\"\x82\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08versions\x18\x03 \x03(\x03\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x17\n\x0fsequence_length\x18\x05 \x01(\x05\x12\x10\n\x08\x61ssembly\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x12\n\ninput_kind\x18\x08 \x01(\t\x12\x13\n\x0boutput_kind\x18\t \x01(\t\x12\x10\n\x08\x61lphabet\x18\n \x01(\t\x12\x12\n\nis_default\x18\x0b \x01(\x08\x12\x11\n\tmax_batch\x18\x0c \x01(\x05\x12\x15\n\rmetadata_json\x18\r \x01(\t\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.varfx.v1.ModelInfo*{\n\tScoreKind\x12\x1a\n\x16SCORE_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eSCORE_KIND_REF\x10\x01\x12\x12\n\x0eSCORE_KIND_ALT\x10\x02\x12\x13\n\x0fSCORE_KIND_DIFF\x10\x03\x12\x15\n\x11SCORE_KIND_LOG2FC\x10\x04*h\n\tRefPolicy\x12\x1a\n\x16REF_POLICY_UNSPECIFIED\x10\x00\x12\x15\n\x11REF_POLICY_STRICT\x10\x01\x12\x13\n\x0fREF_POLICY_WARN\x10\x02\x12\x13\n\x0fREF_POLICY_FLIP\x10\x03*\xaa\x01\n\nStatusCode\x12\x06\n\x02OK\x10\x00\x12\x10\n\x0cREF_MISMATCH\x10\x01\x12\x16\n\x12UNKNOWN_CHROMOSOME\x10\x02\x12\x19\n\x15POSITION_OUT_OF_RANGE\x10\x03\x12\x13\n\x0fSYMBOLIC_ALLELE\x10\x04\x12\x12\n\x0eINDEL_TOO_LONG\x10\x05\x12\x12\n\x0eINVALID_ALLELE\x10\x06\x12\x12\n\x0eREF_EQUALS_ALT\x10\x07\x32\xe2\x02\n\x14VariantEffectService\x12G\n\nListModels\x12\x1b.varfx.v1.ListModelsRequest\x1a\x1c.varfx.v1.ListModelsResponse\x12P\n\rScoreVariants\x12\x1e.varfx.v1.ScoreVariantsRequest\x1a\x1f.varfx.v1.ScoreVariantsResponse\x12Z\n\x13StreamScoreVariants\x12\x1e.varfx.v1.ScoreVariantsRequest\x1a\x1f.varfx.v1.ScoreVariantsResponse(\x01\x30\x01\x12S\n\x0eScoreSequences\x12\x1f.varfx.v1.ScoreSequencesRequest\x1a .varfx.v1.ScoreSequencesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14varfx/v1/varfx.proto\x12\x08varfx.v1\"K\n\x07Variant\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x63hrom\x18\x02 \x01(\t\x12\x0b\n\x03pos\x18\x03 \x01(\x03\x12\x0b\n\x03ref\x18\x04 \x01(\t\x12\x0b\n\x03\x61lt\x18\x05 \x01(\t\"\xb5\x01\n\x0cScoreOptions\x12#\n\x06scores\x18\x01 \x03(\x0e\x32\x13.varfx.v1.ScoreKind\x12\x1a\n\x12reverse_complement\x18\x02 \x01(\x08\x12\'\n\nref_policy\x18\x03 \x01(\x0e\x32\x13.varfx.v1.RefPolicy\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x0e\n\x06packed\x18\x05 \x01(\x08\x12\x19\n\x11indels_as_written\x18\x06 \x01(\x08\"=\n\x06Status\x12\"\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x14.varfx.v1.StatusCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xdc\x01\n\x0cVariantScore\x12\"\n\x07variant\x18\x01 \x01(\x0b\x32\x11.varfx.v1.Variant\x12 \n\x06status\x18\x02 \x01(\x0b\x32\x10.varfx.v1.Status\x12\x0b\n\x03ref\x18\x03 \x03(\x02\x12\x0b\n\x03\x61lt\x18\x04 \x03(\x02\x12\x0c\n\x04\x64iff\x18\x05 \x03(\x02\x12\x0e\n\x06log2fc\x18\x06 \x03(\x02\x12\x14\n\x0cmax_abs_diff\x18\x07 \x01(\x02\x12\x1c\n\x14max_abs_diff_feature\x18\x08 \x01(\t\x12\x1a\n\x12max_abs_diff_index\x18\t \x01(\x05\"\xf1\x01\n\x0cPackedScores\x12\x0e\n\x06status\x18\x01 \x03(\x05\x12\x36\n\x08messages\x18\x02 \x03(\x0b\x32$.varfx.v1.PackedScores.MessagesEntry\x12\x0b\n\x03ref\x18\x03 \x01(\x0c\x12\x0b\n\x03\x61lt\x18\x04 \x01(\x0c\x12\x0c\n\x04\x64iff\x18\x05 \x01(\x0c\x12\x0e\n\x06log2fc\x18\x06 \x01(\x0c\x12\x14\n\x0cmax_abs_diff\x18\x07 \x01(\x0c\x12\x1a\n\x12max_abs_diff_index\x18\x08 \x01(\x0c\x1a/\n\rMessagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x0ePackedVariants\x12\x0f\n\x07\x63ontigs\x18\x01 \x03(\t\x12\x14\n\x0c\x63ontig_index\x18\x02 \x01(\x0c\x12\x0b\n\x03pos\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61lleles\x18\x04 \x01(\x0c\x12\x16\n\x0e\x61llele_offsets\x18\x05 \x01(\x0c\x12\x0b\n\x03ids\x18\x06 \x01(\x0c\x12\x12\n\nid_offsets\x18\x07 \x01(\x0c\"\xbd\x01\n\x14ScoreVariantsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x08variants\x18\x02 \x03(\x0b\x32\x11.varfx.v1.Variant\x12\'\n\x07options\x18\x03 \x01(\x0b\x32\x16.varfx.v1.ScoreOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12\x31\n\x0fpacked_variants\x18\x05 \x01(\x0b\x32\x18.varfx.v1.PackedVariants\"\xc5\x01\n\x15ScoreVariantsResponse\x12&\n\x06scores\x18\x01 \x03(\x0b\x32\x16.varfx.v1.VariantScore\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12&\n\x06packed\x18\x05 \x01(\x0b\x32\x16.varfx.v1.PackedScores\x12$\n\x08manifest\x18\x06 \x01(\x0b\x32\x12.varfx.v1.Manifest\"\xa1\x02\n\x08Manifest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\x10\n\x08\x61ssembly\x18\x04 \x01(\t\x12\x15\n\rgenome_digest\x18\x05 \x01(\t\x12\x15\n\rwindow_length\x18\x06 \x01(\x05\x12\x1a\n\x12reverse_complement\x18\x07 \x01(\x08\x12\'\n\nref_policy\x18\x08 \x01(\x0e\x32\x13.varfx.v1.RefPolicy\x12\x16\n\x0eserver_version\x18\t \x01(\t\x12\x1f\n\x17genome_mismatch_allowed\x18\n \x01(\x08\x12\x1b\n\x13indel_normalization\x18\x0b \x01(\t\"4\n\x0cSequencePair\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x0b\n\x03\x61lt\x18\x03 \x01(\t\"\xc5\x01\n\rSequenceScore\x12\n\n\x02id\x18\x01 \x01(\t\x12 \n\x06status\x18\x02 \x01(\x0b\x32\x10.varfx.v1.Status\x12\x0b\n\x03ref\x18\x03 \x03(\x02\x12\x0b\n\x03\x61lt\x18\x04 \x03(\x02\x12\x0c\n\x04\x64iff\x18\x05 \x03(\x02\x12\x0e\n\x06log2fc\x18\x06 \x03(\x02\x12\x14\n\x0cmax_abs_diff\x18\x07 \x01(\x02\x12\x1c\n\x14max_abs_diff_feature\x18\x08 \x01(\t\x12\x1a\n\x12max_abs_diff_index\x18\t \x01(\x05\"\x8d\x01\n\x15ScoreSequencesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x05pairs\x18\x02 \x03(\x0b\x32\x16.varfx.v1.SequencePair\x12\'\n\x07options\x18\x03 \x01(\x0b\x32\x16.varfx.v1.ScoreOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"\xc7\x01\n\x16ScoreSequencesResponse\x12\'\n\x06scores\x18\x01 \x03(\x0b\x32\x17.varfx.v1.SequenceScore\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12&\n\x06packed\x18\x05 \x01(\x0b\x32\x16.varfx.v1.PackedScores\x12$\n\x08manifest\x18\x06 \x01(\x0b\x32\x12.varfx.v1.Manifest\"\x13\n\x11ListModelsRequest\";\n\x0e\x43ontigIdentity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x03\x12\x0b\n\x03md5\x18\x03 \x01(\t\"]\n\x0eGenomeIdentity\x12\x10\n\x08\x61ssembly\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12)\n\x07\x63ontigs\x18\x03 \x03(\x0b\x32\x18.varfx.v1.ContigIdentity\"\x90\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08versions\x18\x03 \x03(\x03\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x17\n\x0fsequence_length\x18\x05 \x01(\x05\x12\x10\n\x08\x61ssembly\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x12\n\ninput_kind\x18\x08 \x01(\t\x12\x13\n\x0boutput_kind\x18\t \x01(\t\x12\x10\n\x08\x61lphabet\x18\n \x01(\t\x12\x12\n\nis_default\x18\x0b \x01(\x08\x12\x11\n\tmax_batch\x18\x0c \x01(\x05\x12\x15\n\rmetadata_json\x18\r \x01(\t\x12\x0e\n\x06sha256\x18\x0e \x01(\t\x12(\n\x06genome\x18\x0f \x01(\x0b\x32\x18.varfx.v1.GenomeIdentity\x12\x1f\n\x17genome_mismatch_allowed\x18\x10 \x01(\x08\x12\x31\n\x0ftraining_genome\x18\x11 \x01(\x0b\x32\x18.varfx.v1.GenomeIdentity\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.varfx.v1.ModelInfo*{\n\tScoreKind\x12\x1a\n\x16SCORE_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eSCORE_KIND_REF\x10\x01\x12\x12\n\x0eSCORE_KIND_ALT\x10\x02\x12\x13\n\x0fSCORE_KIND_DIFF\x10\x03\x12\x15\n\x11SCORE_KIND_LOG2FC\x10\x04*h\n\tRefPolicy\x12\x1a\n\x16REF_POLICY_UNSPECIFIED\x10\x00\x12\x15\n\x11REF_POLICY_STRICT\x10\x01\x12\x13\n\x0fREF_POLICY_WARN\x10\x02\x12\x13\n\x0fREF_POLICY_FLIP\x10\x03*\xbd\x01\n\nStatusCode\x12\x06\n\x02OK\x10\x00\x12\x10\n\x0cREF_MISMATCH\x10\x01\x12\x16\n\x12UNKNOWN_CHROMOSOME\x10\x02\x12\x19\n\x15POSITION_OUT_OF_RANGE\x10\x03\x12\x13\n\x0fSYMBOLIC_ALLELE\x10\x04\x12\x12\n\x0eINDEL_TOO_LONG\x10\x05\x12\x12\n\x0eINVALID_ALLELE\x10\x06\x12\x12\n\x0eREF_EQUALS_ALT\x10\x07\x12\x11\n\rREFERENCE_GAP\x10\x08\x32\xe2\x02\n\x14VariantEffectService\x12G\n\nListModels\x12\x1b.varfx.v1.ListModelsRequest\x1a\x1c.varfx.v1.ListModelsResponse\x12P\n\rScoreVariants\x12\x1e.varfx.v1.ScoreVariantsRequest\x1a\x1f.varfx.v1.ScoreVariantsResponse\x12Z\n\x13StreamScoreVariants\x12\x1e.varfx.v1.ScoreVariantsRequest\x1a\x1f.varfx.v1.ScoreVariantsResponse(\x01\x30\x01\x12S\n\x0eScoreSequences\x12\x1f.varfx.v1.ScoreSequencesRequest\x1a .varfx.v1.ScoreSequencesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,42 +34,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PACKEDSCORES_MESSAGESENTRY']._loaded_options = None
   _globals['_PACKEDSCORES_MESSAGESENTRY']._serialized_options = b'8\001'
-  _globals['_SCOREKIND']._serialized_start=2004
-  _globals['_SCOREKIND']._serialized_end=2127
-  _globals['_REFPOLICY']._serialized_start=2129
-  _globals['_REFPOLICY']._serialized_end=2233
-  _globals['_STATUSCODE']._serialized_start=2236
-  _globals['_STATUSCODE']._serialized_end=2406
+  _globals['_SCOREKIND']._serialized_start=2893
+  _globals['_SCOREKIND']._serialized_end=3016
+  _globals['_REFPOLICY']._serialized_start=3018
+  _globals['_REFPOLICY']._serialized_end=3122
+  _globals['_STATUSCODE']._serialized_start=3125
+  _globals['_STATUSCODE']._serialized_end=3314
   _globals['_VARIANT']._serialized_start=34
   _globals['_VARIANT']._serialized_end=109
   _globals['_SCOREOPTIONS']._serialized_start=112
-  _globals['_SCOREOPTIONS']._serialized_end=266
-  _globals['_STATUS']._serialized_start=268
-  _globals['_STATUS']._serialized_end=329
-  _globals['_VARIANTSCORE']._serialized_start=332
-  _globals['_VARIANTSCORE']._serialized_end=552
-  _globals['_PACKEDSCORES']._serialized_start=555
-  _globals['_PACKEDSCORES']._serialized_end=796
-  _globals['_PACKEDSCORES_MESSAGESENTRY']._serialized_start=749
-  _globals['_PACKEDSCORES_MESSAGESENTRY']._serialized_end=796
-  _globals['_SCOREVARIANTSREQUEST']._serialized_start=799
-  _globals['_SCOREVARIANTSREQUEST']._serialized_end=937
-  _globals['_SCOREVARIANTSRESPONSE']._serialized_start=940
-  _globals['_SCOREVARIANTSRESPONSE']._serialized_end=1099
-  _globals['_SEQUENCEPAIR']._serialized_start=1101
-  _globals['_SEQUENCEPAIR']._serialized_end=1153
-  _globals['_SEQUENCESCORE']._serialized_start=1156
-  _globals['_SEQUENCESCORE']._serialized_end=1353
-  _globals['_SCORESEQUENCESREQUEST']._serialized_start=1356
-  _globals['_SCORESEQUENCESREQUEST']._serialized_end=1497
-  _globals['_SCORESEQUENCESRESPONSE']._serialized_start=1500
-  _globals['_SCORESEQUENCESRESPONSE']._serialized_end=1661
-  _globals['_LISTMODELSREQUEST']._serialized_start=1663
-  _globals['_LISTMODELSREQUEST']._serialized_end=1682
-  _globals['_MODELINFO']._serialized_start=1685
-  _globals['_MODELINFO']._serialized_end=1943
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1945
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2002
-  _globals['_VARIANTEFFECTSERVICE']._serialized_start=2409
-  _globals['_VARIANTEFFECTSERVICE']._serialized_end=2763
+  _globals['_SCOREOPTIONS']._serialized_end=293
+  _globals['_STATUS']._serialized_start=295
+  _globals['_STATUS']._serialized_end=356
+  _globals['_VARIANTSCORE']._serialized_start=359
+  _globals['_VARIANTSCORE']._serialized_end=579
+  _globals['_PACKEDSCORES']._serialized_start=582
+  _globals['_PACKEDSCORES']._serialized_end=823
+  _globals['_PACKEDSCORES_MESSAGESENTRY']._serialized_start=776
+  _globals['_PACKEDSCORES_MESSAGESENTRY']._serialized_end=823
+  _globals['_PACKEDVARIANTS']._serialized_start=826
+  _globals['_PACKEDVARIANTS']._serialized_end=968
+  _globals['_SCOREVARIANTSREQUEST']._serialized_start=971
+  _globals['_SCOREVARIANTSREQUEST']._serialized_end=1160
+  _globals['_SCOREVARIANTSRESPONSE']._serialized_start=1163
+  _globals['_SCOREVARIANTSRESPONSE']._serialized_end=1360
+  _globals['_MANIFEST']._serialized_start=1363
+  _globals['_MANIFEST']._serialized_end=1652
+  _globals['_SEQUENCEPAIR']._serialized_start=1654
+  _globals['_SEQUENCEPAIR']._serialized_end=1706
+  _globals['_SEQUENCESCORE']._serialized_start=1709
+  _globals['_SEQUENCESCORE']._serialized_end=1906
+  _globals['_SCORESEQUENCESREQUEST']._serialized_start=1909
+  _globals['_SCORESEQUENCESREQUEST']._serialized_end=2050
+  _globals['_SCORESEQUENCESRESPONSE']._serialized_start=2053
+  _globals['_SCORESEQUENCESRESPONSE']._serialized_end=2252
+  _globals['_LISTMODELSREQUEST']._serialized_start=2254
+  _globals['_LISTMODELSREQUEST']._serialized_end=2273
+  _globals['_CONTIGIDENTITY']._serialized_start=2275
+  _globals['_CONTIGIDENTITY']._serialized_end=2334
+  _globals['_GENOMEIDENTITY']._serialized_start=2336
+  _globals['_GENOMEIDENTITY']._serialized_end=2429
+  _globals['_MODELINFO']._serialized_start=2432
+  _globals['_MODELINFO']._serialized_end=2832
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2834
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2891
+  _globals['_VARIANTEFFECTSERVICE']._serialized_start=3317
+  _globals['_VARIANTEFFECTSERVICE']._serialized_end=3671
 # @@protoc_insertion_point(module_scope)

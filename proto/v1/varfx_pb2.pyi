@@ -33,6 +33,7 @@ class StatusCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEL_TOO_LONG: _ClassVar[StatusCode]
     INVALID_ALLELE: _ClassVar[StatusCode]
     REF_EQUALS_ALT: _ClassVar[StatusCode]
+    REFERENCE_GAP: _ClassVar[StatusCode]
 SCORE_KIND_UNSPECIFIED: ScoreKind
 SCORE_KIND_REF: ScoreKind
 SCORE_KIND_ALT: ScoreKind
@@ -50,6 +51,7 @@ SYMBOLIC_ALLELE: StatusCode
 INDEL_TOO_LONG: StatusCode
 INVALID_ALLELE: StatusCode
 REF_EQUALS_ALT: StatusCode
+REFERENCE_GAP: StatusCode
 
 class Variant(_message.Message):
     __slots__ = ("id", "chrom", "pos", "ref", "alt")
@@ -66,18 +68,20 @@ class Variant(_message.Message):
     def __init__(self, id: _Optional[str] = ..., chrom: _Optional[str] = ..., pos: _Optional[int] = ..., ref: _Optional[str] = ..., alt: _Optional[str] = ...) -> None: ...
 
 class ScoreOptions(_message.Message):
-    __slots__ = ("scores", "reverse_complement", "ref_policy", "features", "packed")
+    __slots__ = ("scores", "reverse_complement", "ref_policy", "features", "packed", "indels_as_written")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     REVERSE_COMPLEMENT_FIELD_NUMBER: _ClassVar[int]
     REF_POLICY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
+    INDELS_AS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedScalarFieldContainer[ScoreKind]
     reverse_complement: bool
     ref_policy: RefPolicy
     features: _containers.RepeatedScalarFieldContainer[str]
     packed: bool
-    def __init__(self, scores: _Optional[_Iterable[_Union[ScoreKind, str]]] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[bool] = ...) -> None: ...
+    indels_as_written: bool
+    def __init__(self, scores: _Optional[_Iterable[_Union[ScoreKind, str]]] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[bool] = ..., indels_as_written: _Optional[bool] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("code", "message")
@@ -136,31 +140,79 @@ class PackedScores(_message.Message):
     max_abs_diff_index: bytes
     def __init__(self, status: _Optional[_Iterable[int]] = ..., messages: _Optional[_Mapping[int, str]] = ..., ref: _Optional[bytes] = ..., alt: _Optional[bytes] = ..., diff: _Optional[bytes] = ..., log2fc: _Optional[bytes] = ..., max_abs_diff: _Optional[bytes] = ..., max_abs_diff_index: _Optional[bytes] = ...) -> None: ...
 
+class PackedVariants(_message.Message):
+    __slots__ = ("contigs", "contig_index", "pos", "alleles", "allele_offsets", "ids", "id_offsets")
+    CONTIGS_FIELD_NUMBER: _ClassVar[int]
+    CONTIG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    POS_FIELD_NUMBER: _ClassVar[int]
+    ALLELES_FIELD_NUMBER: _ClassVar[int]
+    ALLELE_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ID_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    contigs: _containers.RepeatedScalarFieldContainer[str]
+    contig_index: bytes
+    pos: bytes
+    alleles: bytes
+    allele_offsets: bytes
+    ids: bytes
+    id_offsets: bytes
+    def __init__(self, contigs: _Optional[_Iterable[str]] = ..., contig_index: _Optional[bytes] = ..., pos: _Optional[bytes] = ..., alleles: _Optional[bytes] = ..., allele_offsets: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., id_offsets: _Optional[bytes] = ...) -> None: ...
+
 class ScoreVariantsRequest(_message.Message):
-    __slots__ = ("model", "variants", "options", "model_version")
+    __slots__ = ("model", "variants", "options", "model_version", "packed_variants")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
     options: ScoreOptions
     model_version: int
-    def __init__(self, model: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., options: _Optional[_Union[ScoreOptions, _Mapping]] = ..., model_version: _Optional[int] = ...) -> None: ...
+    packed_variants: PackedVariants
+    def __init__(self, model: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., options: _Optional[_Union[ScoreOptions, _Mapping]] = ..., model_version: _Optional[int] = ..., packed_variants: _Optional[_Union[PackedVariants, _Mapping]] = ...) -> None: ...
 
 class ScoreVariantsResponse(_message.Message):
-    __slots__ = ("scores", "model", "model_version", "features", "packed")
+    __slots__ = ("scores", "model", "model_version", "features", "packed", "manifest")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[VariantScore]
     model: str
     model_version: int
     features: _containers.RepeatedScalarFieldContainer[str]
     packed: PackedScores
-    def __init__(self, scores: _Optional[_Iterable[_Union[VariantScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[_Union[PackedScores, _Mapping]] = ...) -> None: ...
+    manifest: Manifest
+    def __init__(self, scores: _Optional[_Iterable[_Union[VariantScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[_Union[PackedScores, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ...) -> None: ...
+
+class Manifest(_message.Message):
+    __slots__ = ("model", "model_version", "model_sha256", "assembly", "genome_digest", "window_length", "reverse_complement", "ref_policy", "server_version", "genome_mismatch_allowed", "indel_normalization")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ASSEMBLY_FIELD_NUMBER: _ClassVar[int]
+    GENOME_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_COMPLEMENT_FIELD_NUMBER: _ClassVar[int]
+    REF_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GENOME_MISMATCH_ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    INDEL_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: int
+    model_sha256: str
+    assembly: str
+    genome_digest: str
+    window_length: int
+    reverse_complement: bool
+    ref_policy: RefPolicy
+    server_version: str
+    genome_mismatch_allowed: bool
+    indel_normalization: str
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[int] = ..., model_sha256: _Optional[str] = ..., assembly: _Optional[str] = ..., genome_digest: _Optional[str] = ..., window_length: _Optional[int] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., server_version: _Optional[str] = ..., genome_mismatch_allowed: _Optional[bool] = ..., indel_normalization: _Optional[str] = ...) -> None: ...
 
 class SequencePair(_message.Message):
     __slots__ = ("id", "ref", "alt")
@@ -207,25 +259,47 @@ class ScoreSequencesRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[SequencePair, _Mapping]]] = ..., options: _Optional[_Union[ScoreOptions, _Mapping]] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class ScoreSequencesResponse(_message.Message):
-    __slots__ = ("scores", "model", "model_version", "features", "packed")
+    __slots__ = ("scores", "model", "model_version", "features", "packed", "manifest")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[SequenceScore]
     model: str
     model_version: int
     features: _containers.RepeatedScalarFieldContainer[str]
     packed: PackedScores
-    def __init__(self, scores: _Optional[_Iterable[_Union[SequenceScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[_Union[PackedScores, _Mapping]] = ...) -> None: ...
+    manifest: Manifest
+    def __init__(self, scores: _Optional[_Iterable[_Union[SequenceScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[_Union[PackedScores, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ContigIdentity(_message.Message):
+    __slots__ = ("name", "length", "md5")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MD5_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    length: int
+    md5: str
+    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., md5: _Optional[str] = ...) -> None: ...
+
+class GenomeIdentity(_message.Message):
+    __slots__ = ("assembly", "digest", "contigs")
+    ASSEMBLY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CONTIGS_FIELD_NUMBER: _ClassVar[int]
+    assembly: str
+    digest: str
+    contigs: _containers.RepeatedCompositeFieldContainer[ContigIdentity]
+    def __init__(self, assembly: _Optional[str] = ..., digest: _Optional[str] = ..., contigs: _Optional[_Iterable[_Union[ContigIdentity, _Mapping]]] = ...) -> None: ...
+
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "versions", "features", "sequence_length", "assembly", "device", "input_kind", "output_kind", "alphabet", "is_default", "max_batch", "metadata_json")
+    __slots__ = ("name", "version", "versions", "features", "sequence_length", "assembly", "device", "input_kind", "output_kind", "alphabet", "is_default", "max_batch", "metadata_json", "sha256", "genome", "genome_mismatch_allowed", "training_genome")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +313,10 @@ class ModelInfo(_message.Message):
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    GENOME_FIELD_NUMBER: _ClassVar[int]
+    GENOME_MISMATCH_ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_GENOME_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     versions: _containers.RepeatedScalarFieldContainer[int]
@@ -252,7 +330,11 @@ class ModelInfo(_message.Message):
     is_default: bool
     max_batch: int
     metadata_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., features: _Optional[_Iterable[str]] = ..., sequence_length: _Optional[int] = ..., assembly: _Optional[str] = ..., device: _Optional[str] = ..., input_kind: _Optional[str] = ..., output_kind: _Optional[str] = ..., alphabet: _Optional[str] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+    sha256: str
+    genome: GenomeIdentity
+    genome_mismatch_allowed: bool
+    training_genome: GenomeIdentity
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., features: _Optional[_Iterable[str]] = ..., sequence_length: _Optional[int] = ..., assembly: _Optional[str] = ..., device: _Optional[str] = ..., input_kind: _Optional[str] = ..., output_kind: _Optional[str] = ..., alphabet: _Optional[str] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., metadata_json: _Optional[str] = ..., sha256: _Optional[str] = ..., genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ..., genome_mismatch_allowed: _Optional[bool] = ..., training_genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
