@@ -1,4 +1,4 @@
-"""``varfx score`` and ``varfx health`` (stdlib-only at import time)."""
+"""``varfx score``, ``varfx health`` and ``varfx report`` (stdlib-only at import time)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,24 @@ def register(subparsers: Any) -> None:
     _add_tls(h)
     h.set_defaults(func=_health)
 
+    r = subparsers.add_parser(
+        "report",
+        help="one self-contained HTML page summarising a VCF annotated by varfx score",
+        description=(
+            "Read a VCF written by varfx score (plain, bgzipped, or - for stdin) in one streaming "
+            "pass and write one HTML page that needs no network to view: the run's manifest, "
+            "counts by status, per-feature score distributions, the top variants and a "
+            "genome-position track of max |diff|."
+        ),
+    )
+    r.add_argument("input", help="annotated VCF from varfx score (.vcf, .vcf.gz, or - for stdin)")
+    r.add_argument("-o", "--output", required=True, help="output HTML path (- for stdout)")
+    r.add_argument(
+        "--top", type=int, default=50, help="variants in the top table (default: %(default)s)"
+    )
+    r.add_argument("--title", default="", help="page title (default: from the input name)")
+    r.set_defaults(func=_report)
+
 
 def _add_tls(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("TLS and auth")
@@ -163,3 +181,16 @@ def _health(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(f"{args.server}: {status}\n")
     return 0 if status == "SERVING" else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from varfx.client.report import ReportError, write_report
+
+    try:
+        summary = write_report(args.input, args.output, top=args.top, title=args.title)
+    except (ReportError, OSError) as exc:
+        sys.stderr.write(f"varfx report: error: {exc}\n")
+        return 1
+    if args.output != "-":
+        sys.stdout.write(summary + "\n")
+    return 0
