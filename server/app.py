@@ -24,13 +24,16 @@ from prometheus_client import CollectorRegistry
 
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
+from varfx.server.auth import BearerTokenInterceptor, TokenStore
 from varfx.server.batching import DynamicBatcher
 from varfx.server.config import ServerConfig
 from varfx.server.genome import Genome
+from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer
 from varfx.server.metrics import Metrics, start_metrics_server
 from varfx.server.repository import scan_repository
 from varfx.server.runtime import ModelRunner
 from varfx.server.service import ServedModel, VariantEffectServicer
+from varfx.server.tls import security_warnings, server_credentials
 
 __all__ = [
     "SERVICE_NAME",
@@ -61,6 +64,14 @@ class VarfxServer:
     _metrics_http: Any = None
     _executor: ThreadPoolExecutor | None = None
     _stopped: bool = field(default=False)
+    tokens: TokenStore | None = None  # bearer tokens (server/auth.py), reloaded on SIGHUP
+
+    def reload_tokens(self) -> None:
+        """Re-read the auth token file (SIGHUP); nothing to do without one."""
+        if self.tokens is not None:
+            self.tokens.reload()
+
+    kserve: KServeServicer | None = None  # KServe v2 / Triton protocol (server/kserve.py)
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -68,8 +79,10 @@ class VarfxServer:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, KSERVE_SERVICE_NAME):
             await self.health.set(name, status)
+        if self.kserve is not None:
+            self.kserve.ready = serving
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let in-flight calls finish for up to ``grace`` seconds, shut down."""
@@ -115,6 +128,12 @@ async def create_server(
 
     Returns the server and its bound gRPC port (config.port 0 picks a free one).
     """
+    # TLS files and tokens first: a bad one fails in milliseconds, not after the models load
+    credentials = server_credentials(config)
+    tokens = TokenStore(config.auth_tokens_file) if config.auth_tokens_file else None
+    interceptors = [BearerTokenInterceptor(tokens)] if tokens is not None else []
+    for warning in security_warnings(config):
+        log.warning("%s", warning)
     metrics = Metrics(registry)
     genome = Genome(config.genome) if config.genome else None
     by_assembly = {name: Genome(path) for name, path in config.genomes.items()}
@@ -179,8 +198,10 @@ async def create_server(
             metrics_http, metrics_port = start_metrics_server(
                 metrics.registry, config.metrics_host, config.metrics_port
             )
-        server = grpc.aio.server(options=_channel_options(config))
+        server = grpc.aio.server(options=_channel_options(config), interceptors=interceptors)
         pb_grpc.add_VariantEffectServiceServicer_to_server(servicer, server)
+        kserve = KServeServicer(models, servicer)
+        kserve.add_to(server)
         health_servicer = _health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -191,7 +212,11 @@ async def create_server(
             ),
             server,
         )
-        port = server.add_insecure_port(f"{config.host}:{config.port}")
+        address = f"{config.host}:{config.port}"
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"could not bind gRPC port {config.host}:{config.port}")
         handle = VarfxServer(
@@ -204,6 +229,8 @@ async def create_server(
             genome,
             metrics_http,
             executor,
+            kserve=kserve,
+            tokens=tokens,
         )
         await handle.set_serving(False)
         await server.start()
@@ -241,6 +268,7 @@ async def _serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, handle.reload_tokens)
     await stop.wait()
     log.info("shutting down: draining in-flight calls (up to %.0f s)", config.grace_s)
     await handle.stop(config.grace_s)
