@@ -91,7 +91,7 @@ def bare_ort_sweep(
     rng = np.random.default_rng(0)
     pool = rng.integers(0, 4, size=(max(batch_sizes) * 4, spec.sequence_length), dtype=np.uint8)
     if spec.input_kind != "tokens":
-        from varfx.server.encoding import one_hot
+        from varfx.core.tokens import one_hot
 
         feed_pool: np.ndarray = one_hot(pool, spec.alphabet, spec.n_value)
     else:

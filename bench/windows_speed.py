@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from varfx.core.tokens import one_hot
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.encoding import one_hot
 from varfx.server.genome import Genome
 from varfx.server.windows import build_windows
 

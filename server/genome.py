@@ -11,24 +11,11 @@ from types import TracebackType
 import numpy as np
 import pysam
 
-__all__ = ["Genome", "chrom_aliases"]
+from varfx.core.contigs import ContigResolver
 
-_MITO = ("chrM", "MT", "chrMT", "M")
-_MAX_CACHED = 10_000
+__all__ = ["Genome"]
+
 _SPAN = 1 << 16  # bases per fetch when gathering windows from a bgzipped FASTA
-
-
-def chrom_aliases(chrom: str) -> list[str]:
-    """Names a chromosome may go by, in order of preference: itself, with/without ``chr``,
-    and the mitochondrial synonyms chrM / MT / chrMT / M."""
-    names = [chrom]
-    if chrom in _MITO:
-        names += [m for m in _MITO if m != chrom]
-    elif chrom.startswith("chr"):
-        names.append(chrom[3:])
-    else:
-        names.append("chr" + chrom)
-    return names
 
 
 def _open_problem(path: str) -> str:
@@ -67,7 +54,7 @@ class Genome:
         except OSError as exc:
             raise OSError(_open_problem(self.path)) from exc
         self.contigs: Mapping[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
-        self._resolved: dict[str, str | None] = {}
+        self._resolver = ContigResolver(self.contigs)
         self._map = _PlainFastaMap.open(self.path, self.contigs)
         self._plain = self._map is not None  # close() unmaps; fetch_windows maps it again
 
@@ -81,15 +68,9 @@ class Genome:
         return fasta
 
     def resolve(self, chrom: str) -> str | None:
-        """The genome's name for ``chrom`` (exact, then chr-prefix both ways, chrM<->MT), or None."""
-        try:
-            return self._resolved[chrom]
-        except KeyError:
-            pass
-        found = next((name for name in chrom_aliases(chrom) if name in self.contigs), None)
-        if found is not None or len(self._resolved) < _MAX_CACHED:
-            self._resolved[chrom] = found  # unknown names from callers must not grow it unbounded
-        return found
+        """The genome's name for ``chrom`` (``varfx.core.contigs``: exact, then with/without
+        ``chr``, chrM<->MT), or None."""
+        return self._resolver.resolve(chrom)
 
     def fetch(self, contig: str, start: int, end: int) -> bytes:
         """Bases [start, end) of ``contig`` (0-based, half-open), uppercase ASCII.

@@ -4,10 +4,9 @@ Layout: ``<repo>/<model-name>/<version>/model.onnx`` (+ optional ``model.json`` 
 version is served unless pinned. Metadata lives in the ONNX ``metadata_props`` under key ``varfx``
 (JSON), or in the sidecar, which wins key by key.
 
-Contract checked here (see DESIGN.md): one input, either uint8 tokens [batch, L] or float32 one-hot
-[batch, 4, L]; one output float32 [batch, F]; metadata ``features`` (F names), ``sequence_length`` L,
-``alphabet`` (default "ACGT"), ``n_value`` (default 0.25), ``output`` ("probabilities" | "logits"),
-``assembly``.
+The metadata's rules are ``varfx.core.contract.ModelContract``; checked here: one input, either
+uint8 tokens [batch, L] or float32 one-hot [batch, 4, L] whose L matches the metadata, a dynamic
+batch dimension, and one output float32 [batch, F] with F the number of features.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from varfx.core.contract import ContractError, ModelContract
 
 __all__ = [
     "ModelEntry",
@@ -64,16 +65,35 @@ class ModelSpec:
     version: int
     versions: tuple[int, ...]
     path: Path
-    features: tuple[str, ...]
-    sequence_length: int
-    alphabet: str
-    n_value: float
-    output: Literal["probabilities", "logits"]
-    assembly: str
+    contract: ModelContract
     input_kind: Literal["tokens", "onehot"]
     input_name: str
     output_name: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.contract.features
+
+    @property
+    def sequence_length(self) -> int:
+        return self.contract.sequence_length
+
+    @property
+    def alphabet(self) -> str:
+        return self.contract.alphabet
+
+    @property
+    def n_value(self) -> float:
+        return self.contract.n_value
+
+    @property
+    def output(self) -> Literal["probabilities", "logits"]:
+        return self.contract.output
+
+    @property
+    def assembly(self) -> str:
+        return self.contract.assembly
 
 
 def scan_repository(root: Path, pins: Mapping[str, int] | None = None) -> list[ModelEntry]:
@@ -150,42 +170,11 @@ def build_spec(
             f"{where}: expected one input and one output, got {len(inputs)} and {len(outputs)}"
         )
     inp, out = inputs[0], outputs[0]
-    features = meta.get("features")
-    if (
-        not isinstance(features, list)
-        or not features
-        or not all(isinstance(f, str) for f in features)
-    ):
-        raise ModelRepositoryError(
-            f"{where}: metadata 'features' must be a non-empty list of names"
-        )
-    if len(set(features)) != len(features):
-        raise ModelRepositoryError(f"{where}: metadata 'features' has duplicate names")
-    length = meta.get("sequence_length")
-    if not isinstance(length, int) or length < 2 or length % 2:
-        raise ModelRepositoryError(
-            f"{where}: metadata 'sequence_length' must be an even int, got {length!r}"
-        )
-    alphabet = str(meta.get("alphabet", "ACGT")).upper()
-    if sorted(alphabet) != list("ACGT"):
-        raise ModelRepositoryError(
-            f"{where}: metadata 'alphabet' {alphabet!r} is not a permutation of ACGT"
-        )
-    output = meta.get("output", "probabilities")
-    if output not in ("probabilities", "logits"):
-        raise ModelRepositoryError(
-            f"{where}: metadata 'output' must be probabilities or logits, got {output!r}"
-        )
-    n_value = meta.get("n_value", 0.25)
-    if (
-        isinstance(n_value, bool)
-        or not isinstance(n_value, int | float)
-        or not 0.0 <= n_value <= 1.0
-    ):
-        raise ModelRepositoryError(
-            f"{where}: metadata 'n_value' must be a number in [0, 1], got {n_value!r}"
-        )
-    n_value = float(n_value)
+    try:
+        contract = ModelContract.from_metadata(meta)
+    except ContractError as exc:
+        raise ModelRepositoryError(f"{where}: {exc}") from None
+    features, length = contract.features, contract.sequence_length
 
     if inp.type == "tensor(uint8)" and len(inp.shape) == 2:
         kind: Literal["tokens", "onehot"] = "tokens"
@@ -219,12 +208,7 @@ def build_spec(
         version=entry.version,
         versions=entry.versions,
         path=entry.path,
-        features=tuple(features),
-        sequence_length=length,
-        alphabet=alphabet,
-        n_value=n_value,
-        output=output,
-        assembly=str(meta.get("assembly", "")),
+        contract=contract,
         input_kind=kind,
         input_name=inp.name,
         output_name=out.name,

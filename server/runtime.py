@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from varfx.server.encoding import one_hot
+from varfx.core.tokens import one_hot
 from varfx.server.repository import (
     ModelEntry,
     ModelRepositoryError,

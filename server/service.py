@@ -21,10 +21,10 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from varfx.core.tokens import reverse_complement
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
 from varfx.server.batching import DynamicBatcher
-from varfx.server.encoding import reverse_complement
 from varfx.server.errors import (
     GenomeUnavailableError,
     InvalidRequestError,

@@ -21,8 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
+from varfx.core.tokens import N_TOKEN, encode_batch, first_invalid, token_table
 from varfx.proto.v1 import varfx_pb2
-from varfx.server.encoding import N_TOKEN, encode_batch, first_invalid, token_table
 from varfx.server.genome import Genome
 
 __all__ = ["VariantLike", "VariantWindows", "build_windows", "fit_sequence", "sequence_windows"]

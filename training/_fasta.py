@@ -1,74 +1,75 @@
-"""FASTA access for training: tokens (uint8, A0 C1 G2 T3 N4) with N padding, fork/worker-safe."""
+"""FASTA access for training: tokens (uint8, A0 C1 G2 T3 N4) with N padding, several files as
+one genome, fork/worker-safe."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from varfx.core.tokens import encode
 from varfx.training.errors import DataError
 
-__all__ = ["TOKEN_LUT", "FastaTokens", "encode", "reverse_complement"]
-
-# byte -> token: A/a 0, C/c 1, G/g 2, T/t 3, anything else (N, IUPAC, '-') 4
-TOKEN_LUT = np.full(256, 4, dtype=np.uint8)
-for _i, _b in enumerate(b"ACGT"):
-    TOKEN_LUT[_b] = _i
-    TOKEN_LUT[_b + 32] = _i  # lowercase (soft-masked)
-
-_RC = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
-
-
-def encode(seq: str | bytes) -> np.ndarray:
-    """Sequence text -> uint8 tokens [len(seq)] (A0 C1 G2 T3, everything else N=4)."""
-    raw = seq.encode("ascii") if isinstance(seq, str) else seq
-    return TOKEN_LUT[np.frombuffer(raw, dtype=np.uint8)]
-
-
-def reverse_complement(tokens: np.ndarray) -> np.ndarray:
-    """Reverse complement of uint8 tokens [..., L] (N stays N)."""
-    return _RC[tokens[..., ::-1]]
+__all__ = ["FastaTokens"]
 
 
 class FastaTokens:
-    """An indexed FASTA (plain or bgzip, .fai beside it) read as tokens.
+    """One or more indexed FASTAs (plain or bgzip, .fai beside each) read as tokens.
 
-    The pysam handle is opened lazily per process, so one object can be shared with DataLoader
-    workers (each worker opens its own handle after fork/spawn).
+    Several files act as one genome (e.g. GRCh37 chr20 in one file and chrX in another); a
+    contig name may appear in only one of them. The pysam handles are opened lazily per process,
+    so one object can be shared with DataLoader workers (each worker opens its own handles).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"FASTA not found: {self.path}")
-        handle = self._open()
-        self.lengths: dict[str, int] = dict(zip(handle.references, handle.lengths, strict=True))
-        self._handle: object | None = handle
+    def __init__(self, paths: str | Path | Sequence[str | Path]) -> None:
+        many = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not many:
+            raise DataError("no FASTA given")
+        self.paths: tuple[Path, ...] = tuple(Path(p) for p in many)
+        self.path = self.paths[0] if len(self.paths) == 1 else Path(", ".join(map(str, many)))
+        self.lengths: dict[str, int] = {}
+        self._file_of: dict[str, int] = {}
+        handles = []
+        for i, path in enumerate(self.paths):
+            if not path.is_file():
+                raise DataError(f"FASTA not found: {path}")
+            handle = self._open(path)
+            handles.append(handle)
+            for name, size in zip(handle.references, handle.lengths, strict=True):
+                if name in self.lengths:
+                    raise DataError(
+                        f"contig {name!r} is in both {self.paths[self._file_of[name]]} and {path}"
+                    )
+                self.lengths[name] = size
+                self._file_of[name] = i
+        self._handles: list[object] | None = handles
         self._pid = os.getpid()
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    @staticmethod
+    def _open(path: Path):  # type: ignore[no-untyped-def]
         import pysam
 
         try:
-            return pysam.FastaFile(str(self.path))
+            return pysam.FastaFile(str(path))
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot open FASTA {self.path}: {exc}") from exc
+            raise DataError(f"cannot open FASTA {path}: {exc}") from exc
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
-        state["_handle"] = None
+        state["_handles"] = None
         return state
 
-    def _fasta(self):  # type: ignore[no-untyped-def]
-        if self._handle is None or self._pid != os.getpid():
-            self._handle = self._open()
+    def _fasta(self, contig: str):  # type: ignore[no-untyped-def]
+        if self._handles is None or self._pid != os.getpid():
+            self._handles = [self._open(p) for p in self.paths]
             self._pid = os.getpid()
-        return self._handle
+        return self._handles[self._file_of[contig]]
 
     def contig_tokens(self, contig: str) -> np.ndarray:
         """All of one contig as uint8 tokens [length]."""
-        return encode(self._fasta().fetch(contig))
+        return encode(self._fasta(contig).fetch(contig), strict=False)
 
     def window(self, contig: str, start: int, length: int) -> np.ndarray:
         """Tokens of [start, start + length) on ``contig``; outside the contig is N (4).
@@ -80,5 +81,7 @@ class FastaTokens:
         lo, hi = max(start, 0), min(start + length, size)
         out = np.full(length, 4, dtype=np.uint8)
         if hi > lo:
-            out[lo - start : hi - start] = encode(self._fasta().fetch(contig, lo, hi))
+            out[lo - start : hi - start] = encode(
+                self._fasta(contig).fetch(contig, lo, hi), strict=False
+            )
         return out

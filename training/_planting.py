@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from varfx.training.motifs import Motif, reverse_complement
+from varfx.core.tokens import reverse_complement
+from varfx.training.motifs import Motif
 
 __all__ = ["LOCUS_KINDS", "PlantedSite", "plant_chromosome"]
 

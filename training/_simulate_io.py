@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pysam
 
+from varfx.core.tokens import decode
 from varfx.training._grammar import FEATURES
 from varfx.training._peaks import Peak
 from varfx.training._planting import PlantedSite
 from varfx.training._variants import VariantRecord
-from varfx.training.motifs import Motif, decode
+from varfx.training.motifs import Motif
 
 __all__ = [
     "write_fasta",

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from varfx.core.tokens import decode
 from varfx.training._grammar import FEATURES, Hits, feature_sites, scan_hits
 from varfx.training._planting import PlantedSite
-from varfx.training.motifs import Motif, MotifScanner, decode
+from varfx.training.motifs import Motif, MotifScanner
 
 __all__ = ["AltTruth", "ChromData", "VariantRecord", "design_variants", "variant_truth"]
 

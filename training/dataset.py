@@ -22,9 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from varfx.training._fasta import FastaTokens, reverse_complement
+from varfx.core.contigs import contig_aliases
+from varfx.core.tokens import reverse_complement
+from varfx.training._fasta import FastaTokens
 from varfx.training.errors import DataError
-from varfx.training.peaks import Intervals, PeakSet, bin_coverage, read_bed, resolve_contig
+from varfx.training.negatives import NEGATIVE_POLICIES, sample_negatives, window_gc
+from varfx.training.peaks import (
+    Intervals,
+    PeakSet,
+    bin_coverage,
+    read_bed,
+    resolve_contig,
+)
 
 __all__ = [
     "SPLITS",
@@ -40,7 +49,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-_REGION_RE = re.compile(r"^(?P<contig>[^:\s]+)(?::(?P<start>[\d,]+)-(?P<end>[\d,]+))?$")
+_REGION_RE = re.compile(r"^(?P<contig>[^:\s]+)(?::(?P<start>[\d,]+)-(?P<end>[\d,]*))?$")
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,8 @@ class Region:
 
 
 def parse_region(text: str) -> Region:
-    """Parse ``chr20``, ``20:1-30000000`` or ``20:1,000-2,000`` (1-based inclusive, like samtools).
+    """Parse ``chr20``, ``20:1-30000000``, ``20:1,000-2,000`` (1-based inclusive, like samtools)
+    or ``chr20:29500001-`` (to the contig end).
 
     Raises:
         DataError: malformed text or start > end.
@@ -64,10 +74,20 @@ def parse_region(text: str) -> Region:
     if m.group("start") is None:
         return Region(m.group("contig"))
     start = int(m.group("start").replace(",", ""))
+    if start < 1:
+        raise DataError(f"region {text!r}: need 1 <= START")
+    if not m.group("end").replace(",", ""):
+        return Region(m.group("contig"), start - 1, None)
     end = int(m.group("end").replace(",", ""))
-    if start < 1 or end < start:
+    if end < start:
         raise DataError(f"region {text!r}: need 1 <= START <= END")
     return Region(m.group("contig"), start - 1, end)
+
+
+def _region_text(r: Region) -> str:
+    if r.start == 0 and r.end is None:
+        return r.contig
+    return f"{r.contig}:{r.start + 1}-{'' if r.end is None else r.end}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,26 @@ class SplitSpec:
             tuple(Region(c) for c in test_chroms) + tuple(parse_region(r) for r in test_regions),
         )
 
+    def check_disjoint(self) -> None:
+        """Refuse held-out regions that share a base (valid with test, or within one split).
+
+        Contig names are compared through their aliases (``chr2`` = ``2``).
+
+        Raises:
+            DataError: naming both regions.
+        """
+        seen: list[tuple[set[str], int, float, str]] = []
+        for split, regs in (("valid", self.valid), ("test", self.test)):
+            for r in regs:
+                names = set(contig_aliases(r.contig))
+                hi = math.inf if r.end is None else r.end
+                for other_names, lo2, hi2, label in seen:
+                    if names & other_names and r.start < hi2 and lo2 < hi:
+                        raise DataError(
+                            f"held-out regions overlap: {split} {_region_text(r)} and {label}"
+                        )
+                seen.append((names, r.start, hi, f"{split} {_region_text(r)}"))
+
     def to_json(self) -> dict[str, list[dict[str, Any]]]:
         return {"valid": [asdict(r) for r in self.valid], "test": [asdict(r) for r in self.test]}
 
@@ -113,8 +153,10 @@ class IndexConfig:
         min_overlap: fraction of the bin a peak must cover for label 1.
         negative_ratio: negatives sampled per positive, per split (inf = every negative).
         max_n_fraction: drop windows with a larger fraction of N.
-        blacklist: optional BED of regions to exclude.
+        blacklist: optional BED of regions to exclude (windows overlapping it are dropped).
         seed: negative sampling seed.
+        negatives: sampling policy, one of ``random``, ``gc-matched``, ``all``
+            (varfx.training.negatives).
     """
 
     length: int = 1000
@@ -125,6 +167,7 @@ class IndexConfig:
     max_n_fraction: float = 0.1
     blacklist: str | None = None
     seed: int = 0
+    negatives: str = "random"
 
     def validate(self) -> None:
         if self.length < 2 or self.length % 2:
@@ -139,6 +182,8 @@ class IndexConfig:
             raise DataError(f"negative_ratio must be >= 0 (inf = all), got {self.negative_ratio}")
         if not 0.0 <= self.max_n_fraction <= 1.0:
             raise DataError(f"max_n_fraction must be in [0, 1], got {self.max_n_fraction}")
+        if self.negatives not in NEGATIVE_POLICIES:
+            raise DataError(f"negatives must be one of {NEGATIVE_POLICIES}, got {self.negatives!r}")
 
 
 @dataclass
@@ -218,27 +263,57 @@ def _region_mask(bins_lo: np.ndarray, bins_hi: np.ndarray, regions: list[Region]
     return hit
 
 
-def build_index(
-    genome: FastaTokens, peaks: PeakSet, split: SplitSpec, cfg: IndexConfig | None = None
-) -> WindowIndex:
-    """Label every bin of every contig and sample negatives; returns the window index.
+def _inside_mask(win_lo: np.ndarray, length: int, regions: list[Region]) -> np.ndarray:
+    """True where the window [lo, lo + length) lies wholly inside one region (all on one contig).
 
-    A bin's split follows its centre; a window that reaches into a region of another split is
-    dropped, so no training window overlaps held-out sequence.
-
-    Raises:
-        DataError: invalid settings, a held-out contig the FASTA lacks, or no examples at all.
+    A region starting at 0 / ending at None is open on that side (N padding past a contig end).
     """
-    cfg = cfg or IndexConfig()
-    cfg.validate()
+    inside = np.zeros(len(win_lo), dtype=bool)
+    for r in regions:
+        ok = np.ones(len(win_lo), dtype=bool) if r.start == 0 else win_lo >= r.start
+        if r.end is not None:
+            ok &= win_lo + length <= r.end
+        inside |= ok
+    return inside
+
+
+def _resolve_regions(genome: FastaTokens, split: SplitSpec) -> list[list[Region]]:
+    """Held-out regions per split index (0 train: none), renamed to the FASTA's contig names."""
     names = list(genome.lengths)
-    regions: list[list[Region]] = [[], [], []]  # per split, FASTA contig names
+    regions: list[list[Region]] = [[], [], []]
     for s, regs in ((1, split.valid), (2, split.test)):
         for r in regs:
             target = resolve_contig(r.contig, names)
             if target is None:
                 raise DataError(f"held-out contig {r.contig!r} is not in the FASTA {genome.path}")
+            if r.start >= genome.lengths[target]:
+                raise DataError(
+                    f"held-out region {_region_text(r)} starts past the end of {target} "
+                    f"({genome.lengths[target]} bp)"
+                )
             regions[s].append(Region(target, r.start, r.end))
+    return regions
+
+
+def build_index(
+    genome: FastaTokens, peaks: PeakSet, split: SplitSpec, cfg: IndexConfig | None = None
+) -> WindowIndex:
+    """Label every bin of every contig and sample negatives; returns the window index.
+
+    A bin's split follows its centre. A training window that reaches into a held-out region is
+    dropped, and a held-out window must lie wholly inside its own split's regions, so no base is
+    shared between the windows of two splits. Windows overlapping the blacklist are dropped.
+    Negatives are sampled per split by ``cfg.negatives`` (varfx.training.negatives).
+
+    Raises:
+        DataError: invalid settings, overlapping held-out regions, a held-out contig the FASTA
+            lacks, or no examples at all.
+    """
+    cfg = cfg or IndexConfig()
+    cfg.validate()
+    split.check_disjoint()
+    names = list(genome.lengths)
+    regions = _resolve_regions(genome, split)
     blacklist: dict[str, Intervals] = {}
     if cfg.blacklist:
         for c, iv in read_bed(cfg.blacklist).items():
@@ -247,9 +322,10 @@ def build_index(
                 blacklist[target] = iv
     n_feat = len(peaks.features)
     half = cfg.length // 2
-    pos_parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-    neg_parts: list[tuple[int, np.ndarray, np.ndarray]] = []
-    stats = {"dropped_n": 0, "dropped_blacklist": 0, "dropped_overlap": 0}
+    gc_needed = cfg.negatives == "gc-matched"
+    pos_parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    neg_parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    stats: dict[str, Any] = {"dropped_n": 0, "dropped_blacklist": 0, "dropped_overlap": 0}
     for cid, contig in enumerate(names):
         size = genome.lengths[contig]
         if size < cfg.bin_size:
@@ -259,26 +335,34 @@ def build_index(
         centre = bin_lo + cfg.bin_size // 2
         win_lo = centre - half
         # N fraction of every window (out-of-contig counts as N) from a cumulative sum
-        is_n = np.concatenate([[0], np.cumsum(genome.contig_tokens(contig) == 4, dtype=np.int64)])
+        tokens = genome.contig_tokens(contig)
+        is_n = np.concatenate([[0], np.cumsum(tokens == 4, dtype=np.int32)])
         lo, hi = np.clip(win_lo, 0, size), np.clip(win_lo + cfg.length, 0, size)
         n_count = is_n[hi] - is_n[lo] + (cfg.length - (hi - lo))
+        del is_n
         ok = n_count <= cfg.max_n_fraction * cfg.length
         stats["dropped_n"] += int((~ok).sum())
         if contig in blacklist:
-            bl = bin_coverage(blacklist[contig], bin_lo, bin_lo + cfg.bin_size) > 0
+            bl = bin_coverage(blacklist[contig], win_lo, win_lo + cfg.length) > 0
             stats["dropped_blacklist"] += int((bl & ok).sum())
             ok &= ~bl
-        # split by bin centre; drop windows reaching into another split's region
+        # split by bin centre; a training window must not reach into a held-out region and a
+        # held-out window must lie inside its own split's regions
         which = np.zeros(n_bins, dtype=np.int8)
         for s in (1, 2):
             here = [r for r in regions[s] if r.contig == contig]
             which[_region_mask(centre, centre + 1, here)] = s
-        for s in (0, 1, 2):
-            others = [r for t in (1, 2) if t != s for r in regions[t] if r.contig == contig]
-            if others:
-                bad = (which == s) & _region_mask(win_lo, win_lo + cfg.length, others) & ok
-                stats["dropped_overlap"] += int(bad.sum())
-                ok &= ~bad
+        held = [r for t in (1, 2) for r in regions[t] if r.contig == contig]
+        if held:
+            bad = (which == 0) & _region_mask(win_lo, win_lo + cfg.length, held) & ok
+            for s in (1, 2):
+                here = [r for r in regions[s] if r.contig == contig]
+                if here:
+                    bad |= (which == s) & ~_inside_mask(win_lo, cfg.length, here) & ok
+            stats["dropped_overlap"] += int(bad.sum())
+            ok &= ~bad
+        gc = window_gc(tokens, win_lo, cfg.length) if gc_needed else np.zeros(n_bins, np.float32)
+        del tokens
         # labels: only bins near peaks are looked at
         need = math.ceil(cfg.min_overlap * cfg.bin_size)
         per_feat = []
@@ -293,29 +377,36 @@ def build_index(
             at = np.searchsorted(pos, b)
             keep = (at < len(pos)) & (pos[np.minimum(at, len(pos) - 1)] == b)
             labels[at[keep], f] = 1
-        pos_parts.append((cid, win_lo[pos], labels, which[pos]))
+        pos_parts.append((cid, win_lo[pos], labels, which[pos], gc[pos]))
         neg_mask = ok.copy()
         neg_mask[pos] = False
         neg = np.flatnonzero(neg_mask)
-        neg_parts.append((cid, win_lo[neg], which[neg]))
+        neg_parts.append((cid, win_lo[neg], which[neg], gc[neg]))
 
     rng = np.random.default_rng(cfg.seed)
     cids, starts, labs, splits = [], [], [], []
-    for cid, st, lab, sp in pos_parts:
+    for cid, st, lab, sp, _ in pos_parts:
         cids.append(np.full(len(st), cid, np.int32))
         starts.append(st)
         labs.append(lab)
         splits.append(sp)
     empty = np.zeros(0, np.int64)
-    neg_c = np.concatenate([np.full(len(st), c, np.int32) for c, st, _ in neg_parts] + [empty])
-    neg_s = np.concatenate([st for _, st, _ in neg_parts] + [empty]).astype(np.int64)
-    neg_sp = np.concatenate([sp for _, _, sp in neg_parts] + [empty]).astype(np.int8)
+    neg_c = np.concatenate([np.full(len(st), c, np.int32) for c, st, _, _ in neg_parts] + [empty])
+    neg_s = np.concatenate([st for _, st, _, _ in neg_parts] + [empty]).astype(np.int64)
+    neg_sp = np.concatenate([sp for _, _, sp, _ in neg_parts] + [empty]).astype(np.int8)
+    neg_gc = np.concatenate([g for *_, g in neg_parts] + [empty]).astype(np.float32)
     pos_sp = np.concatenate(splits) if splits else np.zeros(0, np.int8)
-    for s in range(3):
+    pos_gc = np.concatenate([g for *_, g in pos_parts] + [empty]).astype(np.float32)
+    stats["negatives"] = cfg.negatives
+    for s, name in enumerate(SPLITS):
         avail = np.flatnonzero(neg_sp == s)
-        n_pos = int((pos_sp == s).sum())
-        want = len(avail) if math.isinf(cfg.negative_ratio) else round(cfg.negative_ratio * n_pos)
-        pick = np.sort(rng.choice(avail, size=min(want, len(avail)), replace=False))
+        here = pos_sp == s
+        pick, short = sample_negatives(
+            cfg.negatives, cfg.negative_ratio, int(here.sum()), pos_gc[here], neg_gc[avail], rng
+        )
+        pick = avail[pick]
+        if short:
+            stats[f"{name}_negative_shortfall"] = short
         cids.append(neg_c[pick])
         starts.append(neg_s[pick])
         labs.append(np.zeros((len(pick), n_feat), np.uint8))

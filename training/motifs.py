@@ -20,36 +20,11 @@ import numpy as np
 __all__ = [
     "Motif",
     "MotifScanner",
-    "decode",
-    "encode",
     "load_motifs",
-    "reverse_complement",
 ]
 
 _PSEUDOCOUNT = 0.8
 _N_SCORE = -1.0e4
-_ENCODE_LUT = np.full(256, 4, dtype=np.uint8)
-for _i, _b in enumerate(b"ACGT"):
-    _ENCODE_LUT[_b] = _i
-    _ENCODE_LUT[_b + 32] = _i
-_DECODE_LUT = np.frombuffer(b"ACGTN", dtype=np.uint8)
-
-
-def encode(seq: str | bytes) -> np.ndarray:
-    """uint8 [len(seq)] tokens (A0 C1 G2 T3, anything else 4) of a DNA string (either case)."""
-    raw = seq.encode("ascii") if isinstance(seq, str) else seq
-    return _ENCODE_LUT[np.frombuffer(raw, dtype=np.uint8)]
-
-
-def decode(tokens: np.ndarray) -> str:
-    """Upper-case DNA string of uint8 tokens (values 0-4)."""
-    return _DECODE_LUT[np.asarray(tokens, dtype=np.uint8)].tobytes().decode("ascii")
-
-
-def reverse_complement(tokens: np.ndarray) -> np.ndarray:
-    """uint8 tokens of the reverse complement (N stays N)."""
-    t = np.asarray(tokens, dtype=np.uint8)[::-1]
-    return np.where(t < 4, 3 - t, 4).astype(np.uint8)
 
 
 @dataclass(frozen=True, eq=False)

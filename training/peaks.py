@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from varfx.core.contigs import contig_aliases
 from varfx.training.errors import DataError
 
 __all__ = [
     "Intervals",
     "PeakSet",
     "bin_coverage",
-    "contig_aliases",
     "feature_name",
     "find_peak_files",
     "merge_intervals",
@@ -89,23 +89,10 @@ def bin_coverage(iv: Intervals, starts: np.ndarray, ends: np.ndarray) -> np.ndar
     return _covered_before(iv, x1) - _covered_before(iv, x0)
 
 
-def contig_aliases(name: str) -> tuple[str, ...]:
-    """Names one contig may go by: itself, with/without ``chr``, and chrM <-> MT."""
-    out = [name]
-    bare = name[3:] if name.lower().startswith("chr") else name
-    out += [bare, "chr" + bare]
-    if bare.upper() in ("M", "MT"):
-        out += ["MT", "M", "chrM", "chrMT"]
-    return tuple(dict.fromkeys(out))
-
-
 def resolve_contig(name: str, known: Iterable[str]) -> str | None:
     """The name in ``known`` that ``name`` refers to (exact match first), or None."""
     known_set = set(known)
-    for alias in contig_aliases(name):
-        if alias in known_set:
-            return alias
-    return None
+    return next((alias for alias in contig_aliases(name) if alias in known_set), None)
 
 
 def _open_text(path: Path) -> list[str]:
@@ -130,10 +117,17 @@ def read_bed(path: str | Path) -> dict[str, Intervals]:
         DataError: a line with fewer than 3 columns, non-integer or negative coordinates, or
             end < start; the message names the file, line number and value.
     """
+    return {
+        c: merge_intervals(np.array(s), np.array(e)) for c, (s, e, _) in _parse_bed(path).items()
+    }
+
+
+def _parse_bed(path: str | Path) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """Per contig (as named in the file): starts, ends and line numbers of its intervals."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"peak file not found: {p}")
-    by_contig: dict[str, tuple[list[int], list[int]]] = {}
+    by_contig: dict[str, tuple[list[int], list[int], list[int]]] = {}
     for lineno, line in enumerate(_open_text(p), start=1):
         if not line.strip() or line.startswith(("#", "track", "browser")):
             continue
@@ -146,10 +140,33 @@ def read_bed(path: str | Path) -> dict[str, Intervals]:
             raise DataError(f"{p}:{lineno}: start/end must be integers, got {line!r}") from exc
         if start < 0 or end < start:
             raise DataError(f"{p}:{lineno}: invalid interval {cols[0]}:{start}-{end}")
-        s_list, e_list = by_contig.setdefault(cols[0].strip(), ([], []))
+        s_list, e_list, n_list = by_contig.setdefault(cols[0].strip(), ([], [], []))
         s_list.append(start)
         e_list.append(end)
-    return {c: merge_intervals(np.array(s), np.array(e)) for c, (s, e) in by_contig.items()}
+        n_list.append(lineno)
+    return by_contig
+
+
+def _past_end(
+    path: Path, contig: str, rows: tuple[list[int], list[int], list[int]], size: int, allow: bool
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Starts/ends of one contig's peaks checked against its length (bp).
+
+    Returns (starts, ends, dropped): with ``allow`` peaks starting at or past the end are dropped
+    and peaks crossing it are clipped; without it the first such peak is an error.
+    """
+    s, e = np.array(rows[0], np.int64), np.array(rows[1], np.int64)
+    over = e > size
+    if not over.any():
+        return s, e, 0
+    if not allow:
+        k = int(np.flatnonzero(over)[0])
+        raise DataError(
+            f"{path}:{rows[2][k]}: peak {contig}:{s[k]}-{e[k]} ends past the end of the FASTA's "
+            f"contig ({size} bp); a truncated FASTA needs --allow-peaks-past-end"
+        )
+    keep = s < size
+    return s[keep], np.minimum(e[keep], size), int(over.sum())
 
 
 def feature_name(path: str | Path) -> str:
@@ -204,23 +221,29 @@ class PeakSet:
     features: tuple[str, ...]
     intervals: tuple[dict[str, Intervals], ...]
     unmatched: tuple[tuple[str, ...], ...]
+    past_end: tuple[int, ...] = ()
 
     @classmethod
     def load(
         cls,
         paths: Sequence[str | Path],
-        contigs: Iterable[str],
+        contigs: Iterable[str] | Mapping[str, int],
         names: Sequence[str] | None = None,
+        *,
+        allow_past_end: bool = False,
     ) -> PeakSet:
         """Read peak files (or directories of them) and map their contigs to ``contigs``.
 
         Args:
             paths: files and/or directories.
-            contigs: the FASTA's contig names.
+            contigs: the FASTA's contig names, or its contig lengths (bp): then a peak ending
+                past its contig is refused naming FILE:LINE, or with ``allow_past_end`` dropped
+                (clipped when it crosses the end) and counted in ``past_end``.
             names: feature names (default: from the file names).
 
         Raises:
-            DataError: unreadable file, duplicate feature names, or names of the wrong length.
+            DataError: unreadable file, duplicate feature names, names of the wrong length, or
+                a peak past its contig's end.
         """
         files = find_peak_files(paths)
         feats = list(names) if names is not None else [feature_name(f) for f in files]
@@ -230,16 +253,25 @@ class PeakSet:
         if dupes:
             raise DataError(f"duplicate feature names from peak files: {dupes}")
         known = list(contigs)
+        sizes = contigs if isinstance(contigs, Mapping) else None
         per_feature: list[dict[str, Intervals]] = []
         unmatched: list[tuple[str, ...]] = []
+        past_end: list[int] = []
         for f in files:
             mapped: dict[str, Intervals] = {}
             missing: list[str] = []
-            for contig, iv in read_bed(f).items():
+            dropped = 0
+            for contig, rows in _parse_bed(f).items():
                 target = resolve_contig(contig, known)
                 if target is None:
                     missing.append(contig)
                     continue
+                if sizes is not None:
+                    st, en, n = _past_end(f, contig, rows, int(sizes[target]), allow_past_end)
+                    dropped += n
+                else:
+                    st, en = np.array(rows[0], np.int64), np.array(rows[1], np.int64)
+                iv = merge_intervals(st, en)
                 if target in mapped:  # e.g. "chr1" and "1" in one file
                     old = mapped[target]
                     iv = merge_intervals(
@@ -251,9 +283,12 @@ class PeakSet:
                 log.warning(
                     "%s: %d contigs not in the FASTA, skipped: %s", f, len(missing), missing[:5]
                 )
+            if dropped:
+                log.warning("%s: %d peaks past their contig's end dropped or clipped", f, dropped)
             per_feature.append(mapped)
             unmatched.append(tuple(sorted(missing)))
-        return cls(tuple(feats), tuple(per_feature), tuple(unmatched))
+            past_end.append(dropped)
+        return cls(tuple(feats), tuple(per_feature), tuple(unmatched), tuple(past_end))
 
     def contig_intervals(self, contig: str) -> list[Intervals]:
         """Per feature, the merged intervals on one FASTA contig (empty where none)."""

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from varfx.server.encoding import (
+from varfx.core.tokens import (
     N_TOKEN,
     InvalidSequenceError,
     decode,

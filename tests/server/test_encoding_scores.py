@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_fasta
-from varfx.server.encoding import (
+from varfx.core.tokens import (
     InvalidSequenceError,
     decode,
     encode,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import shared_path, write_fasta
+from varfx.core.tokens import decode
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.encoding import decode
 from varfx.server.genome import Genome
 from varfx.server.windows import build_windows, fit_sequence, sequence_windows
 

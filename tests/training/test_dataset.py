@@ -9,7 +9,9 @@ import pytest
 
 from tests.conftest import REAL, write_fasta
 from tests.training._tiny import make_tiny
-from varfx.training._fasta import FastaTokens, encode, reverse_complement
+from varfx.core.tokens import encode as encode_tokens
+from varfx.core.tokens import reverse_complement
+from varfx.training._fasta import FastaTokens
 from varfx.training.dataset import (
     IndexConfig,
     Region,
@@ -20,6 +22,10 @@ from varfx.training.dataset import (
 )
 from varfx.training.errors import DataError
 from varfx.training.peaks import PeakSet
+
+
+def encode(seq: str) -> np.ndarray:
+    return encode_tokens(seq, strict=False)
 
 
 def _brute_labels(peaks: PeakSet, contig: str, lo: int, bin_size: int) -> np.ndarray:

@@ -9,13 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from varfx.training.motifs import (
-    MotifScanner,
-    decode,
-    encode,
-    load_motifs,
-    reverse_complement,
-)
+from varfx.core.tokens import decode, reverse_complement
+from varfx.core.tokens import encode as encode_tokens
+from varfx.training.motifs import MotifScanner, load_motifs
+
+
+def encode(seq: str) -> np.ndarray:
+    return encode_tokens(seq, strict=False)
+
 
 MOTIFS = load_motifs()
 

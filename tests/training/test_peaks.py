@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from varfx.core.contigs import contig_aliases
 from varfx.training.errors import DataError
 from varfx.training.peaks import (
     PeakSet,
     bin_coverage,
-    contig_aliases,
     feature_name,
     find_peak_files,
     merge_intervals,

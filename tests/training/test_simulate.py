@@ -13,6 +13,8 @@ import numpy as np
 import pysam
 import pytest
 
+from varfx.core.tokens import encode as encode_tokens
+from varfx.core.tokens import reverse_complement
 from varfx.training._grammar import (
     FEATURES,
     feature_sites,
@@ -22,8 +24,13 @@ from varfx.training._grammar import (
 )
 from varfx.training._simulate_cli import add_simulate_parser
 from varfx.training._variants import variant_truth
-from varfx.training.motifs import MotifScanner, encode, load_motifs, reverse_complement
+from varfx.training.motifs import MotifScanner, load_motifs
 from varfx.training.simulate import SIZES, SimulationConfig, SimulationError, simulate
+
+
+def encode(seq: str) -> np.ndarray:
+    return encode_tokens(seq, strict=False)
+
 
 TINY = dataclasses.replace(SIZES["small"], n_variants=200)
 SEED = 11
