@@ -216,6 +216,7 @@ class PeakSet:
         features: F feature names (file names without suffix), in column order.
         intervals: per feature, contig (FASTA name) -> Intervals.
         unmatched: per feature, peak-file contig names with no FASTA contig (skipped).
+        past_end: per feature, peaks past their contig's end dropped or clipped (allowed).
     """
 
     features: tuple[str, ...]
