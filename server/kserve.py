@@ -35,6 +35,7 @@ import grpc
 import numpy as np
 
 from varfx import __version__
+from varfx.core.tokens import N_TOKEN
 from varfx.proto.kserve_v2 import grpc_service_pb2 as kpb
 from varfx.proto.kserve_v2 import grpc_service_pb2_grpc as kpb_grpc
 from varfx.server.errors import InvalidRequestError, ModelNotFoundError
@@ -52,7 +53,6 @@ __all__ = [
 
 KSERVE_SERVICE_NAME = kpb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 PLATFORM = "onnxruntime_onnx"  # what Triton reports for the same model files
-_N_TOKEN = 4  # the token contract: A=0 C=1 G=2 T=3 N=4
 _NUMPY: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
 _CONTENTS = {"UINT8": "uint_contents", "FP32": "fp32_contents"}
 
@@ -100,7 +100,7 @@ def decode_one_hot(x: np.ndarray, alphabet: str, n_value: float, name: str) -> n
         )
     channel_token = np.array(["ACGT".index(b) for b in alphabet], dtype=np.uint8)
     tokens = channel_token[ones.argmax(axis=1)]
-    tokens[is_n & ~is_base] = _N_TOKEN
+    tokens[is_n & ~is_base] = N_TOKEN
     return tokens
 
 
@@ -274,8 +274,8 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
         data = _tensor_data(request.inputs[0], raw, want)
         if spec.input_kind == "onehot":
             return decode_one_hot(data, spec.alphabet, spec.n_value, want.name)
-        if data.size and int(data.max()) > _N_TOKEN:
-            i, j = (int(v) for v in np.argwhere(data > _N_TOKEN)[0])
+        if data.size and int(data.max()) > N_TOKEN:
+            i, j = (int(v) for v in np.argwhere(data > N_TOKEN)[0])
             raise InvalidRequestError(
                 f"input {want.name!r}: window {i}, position {j} is token {int(data[i, j])};"
                 " tokens are 0-4 (A C G T N)"
