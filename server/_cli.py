@@ -28,7 +28,13 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
             "help": "Prometheus port, 0 = any, -1 = off [VARFX_METRICS_PORT; default 9090]",
         },
     ),
-    ("--metrics-host", {"help": "Prometheus listen address [VARFX_METRICS_HOST; default 0.0.0.0]"}),
+    (
+        "--metrics-host",
+        {
+            "help": "Prometheus listen address, separate from --host; the endpoint has no TLS "
+            "or auth [VARFX_METRICS_HOST; default 0.0.0.0]"
+        },
+    ),
     (
         "--device",
         {
@@ -105,6 +111,21 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
             "action": "store_true",
             "default": None,
             "help": "log one line per RPC: method, status, ms [VARFX_LOG_REQUESTS]",
+        },
+    ),
+    ("--tls-cert", {"help": "PEM certificate chain: the gRPC port speaks TLS [VARFX_TLS_CERT]"}),
+    ("--tls-key", {"help": "PEM private key of --tls-cert [VARFX_TLS_KEY]"}),
+    (
+        "--tls-client-ca",
+        {
+            "help": "PEM CA bundle: mutual TLS, clients need a certificate it signed [VARFX_TLS_CLIENT_CA]"
+        },
+    ),
+    (
+        "--auth-tokens-file",
+        {
+            "help": "bearer tokens, one per line (# comments); every call but health needs one; "
+            "re-read on SIGHUP and on change [VARFX_AUTH_TOKENS_FILE]"
         },
     ),
 ]

@@ -28,7 +28,9 @@ class ServerConfig:
         model_repo: Triton-style model repository ``<repo>/<name>/<version>/model.onnx``.
         genome: reference FASTA (plain, or bgzipped with .fai/.gzi); None serves only sequences.
         host, port: gRPC listen address; port 0 picks a free port.
-        metrics_port: Prometheus HTTP port; 0 picks a free port, -1 disables the endpoint.
+        metrics_host, metrics_port: Prometheus HTTP listen address, separate from the gRPC
+            one (the endpoint has no TLS or auth: bind it to 127.0.0.1 or a private interface
+            that only the scraper reaches); port 0 picks a free port, -1 disables the endpoint.
         device: "auto" (CUDA when onnxruntime has it), "cpu" or "cuda".
         max_batch: most windows (sequences) per ONNX Runtime run.
         max_delay_ms: longest a window waits for a batch to fill, in milliseconds.
@@ -51,6 +53,13 @@ class ServerConfig:
             clients spread to new replicas (0 = never).
         max_message_mb: largest gRPC message, in MiB.
         log_requests: log one line per RPC (method, status code, milliseconds).
+        tls_cert, tls_key: PEM certificate chain and private key; both set: the gRPC port
+            speaks TLS only (None: plaintext).
+        tls_client_ca: PEM CA bundle; set: mutual TLS, every client must present a certificate
+            signed by one of these CAs (needs tls_cert/tls_key).
+        auth_tokens_file: file of bearer tokens, one per line (blank lines and ``#`` comments
+            ignored); set: every call except grpc.health.v1 needs ``authorization: Bearer
+            <token>`` with one of them. Re-read on SIGHUP and when its mtime changes.
     """
 
     model_repo: Path = Path("models")
@@ -75,6 +84,10 @@ class ServerConfig:
     max_connection_age_s: float = 0.0
     max_message_mb: int = 64
     log_requests: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_tokens_file: Path | None = None
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -102,6 +115,13 @@ class ServerConfig:
             raise bad("model_versions", "versions are integers >= 1")
         if any(b < 1 or b > self.max_batch for b in self.warmup_batch_sizes):
             raise bad("warmup_batch_sizes", f"each must be 1..max_batch ({self.max_batch})")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise bad(
+                "tls_cert" if self.tls_key is None else "tls_key",
+                "tls_cert and tls_key must be given together",
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise bad("tls_client_ca", "mutual TLS needs server TLS too (tls_cert and tls_key)")
 
     @property
     def warmup_sizes(self) -> tuple[int, ...]:
@@ -115,12 +135,13 @@ class ServerConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+_OPTIONAL_PATHS = frozenset({"genome", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file"})
 
 
 def _coerce(key: str, value: Any) -> Any:
     kind = str(_FIELDS[key].type)
     try:
-        if key == "genome":
+        if key in _OPTIONAL_PATHS:
             return None if value in (None, "") else Path(value).expanduser()
         if key == "model_repo":
             return Path(value).expanduser()
