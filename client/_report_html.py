@@ -1,0 +1,543 @@
+"""The HTML page of ``varfx report``: one self-contained file (inline CSS, SVG and a few lines of
+JS; a Content-Security-Policy forbids every network load), built from a ReportData.
+
+Charts are inline SVG drawn here: histograms with a log count axis (most variants have tiny
+effects), horizontal bar charts, a Manhattan-style track of max |diff| by position, and the top
+variants as a table whose per-feature cells are coloured by the score (red = the ALT raises the
+feature's probability, blue = it lowers it).
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+import numpy as np
+
+from varfx import __version__
+from varfx.client.report import STRONG, Histogram, PositionTrack, ReportData
+
+__all__ = ["render"]
+
+MAX_FEATURE_CARDS = 24
+MAX_TABLE_FEATURES = 20
+MAX_CONTIGS = 40
+STATUS_TEXT = {
+    "OK": "scored",
+    "REF_MISMATCH": "REF allele differs from the reference genome (see --ref-policy)",
+    "UNKNOWN_CHROMOSOME": "chromosome not in the server's reference genome",
+    "POSITION_OUT_OF_RANGE": "position beyond the end of the chromosome",
+    "SYMBOLIC_ALLELE": "symbolic ALT such as <DEL> (no sequence to score)",
+    "INDEL_TOO_LONG": "indel longer than the model's window allows",
+    "INVALID_ALLELE": "ALT missing or not A/C/G/T/N",
+    "REF_EQUALS_ALT": "ALT is the same as REF",
+    "NOT_ANNOTATED": "record has no VARFX_STATUS (not written by varfx score)",
+}
+STATUS_COLOR = {"OK": "#2e7d4f", "NOT_ANNOTATED": "#9aa5b1", "REF_MISMATCH": "#c2410c"}
+KIND_TEXT = {
+    "diff": "alt − ref probability",
+    "log2fc": "log2 odds ratio alt vs ref",
+    "ref": "probability with the REF allele",
+    "alt": "probability with the ALT allele",
+}
+CSS = """
+:root{--fg:#1f2933;--muted:#5f6b7a;--line:#e4e7eb;--bg:#f4f6f9;--accent:#2f5f98;--gain:#c0392b;--loss:#2e6db4}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",Arial,sans-serif;color:var(--fg);background:var(--bg)}
+header{background:linear-gradient(90deg,#1d3557,#2f5f98);color:#fff;padding:22px 32px}
+header h1{margin:0;font-size:22px;font-weight:600}
+header .sub{opacity:.85;margin-top:4px}
+main{max-width:1200px;margin:0 auto;padding:8px 24px 40px}
+section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:16px 20px;margin:16px 0}
+h2{font-size:17px;margin:0 0 2px}
+p.lead{color:var(--muted);margin:0 0 12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(165px,1fr));gap:12px;background:none;border:0;padding:0}
+.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 16px}
+.card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.card .v{font-size:24px;font-weight:600;margin-top:2px}
+.card .d{color:var(--muted);font-size:12px}
+table{border-collapse:collapse;width:100%}
+th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{font-weight:600;color:var(--muted);font-size:12px}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+dl.manifest{display:grid;grid-template-columns:max-content 1fr;gap:4px 18px;margin:0}
+dl.manifest dt{color:var(--muted)}
+dl.manifest dd{margin:0;overflow-wrap:anywhere}
+code{font:12px/1.4 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;background:#f0f2f5;padding:1px 4px;border-radius:4px}
+.chip{display:inline-block;background:#e8eef7;color:#1d3557;border-radius:10px;padding:0 8px;margin:1px 2px;font-size:12px}
+.two{display:grid;grid-template-columns:1fr 1fr;gap:24px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:14px}
+.fcard{border:1px solid var(--line);border-radius:8px;padding:8px 10px}
+.fcard h3{font-size:13px;margin:0;overflow-wrap:anywhere}
+.fcard .d{color:var(--muted);font-size:12px}
+.gain{color:var(--gain)}.loss{color:var(--loss)}
+.note{color:var(--muted);font-size:12px}
+.scroll{overflow-x:auto}
+table.top td,table.top th{padding:4px 6px;font-size:12.5px;white-space:nowrap}
+table.top th.f{writing-mode:vertical-rl;transform:rotate(180deg);padding:6px 2px;font-weight:500}
+table.top td.h{text-align:center;min-width:40px;font-variant-numeric:tabular-nums;font-size:12px}
+table.top th[data-k]{cursor:pointer}
+table.top tbody tr:hover{background:#f7f9fc}
+details summary{cursor:pointer;color:var(--accent);margin:8px 0}
+svg text{font-family:inherit}
+footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}
+@media (max-width:800px){.two{grid-template-columns:1fr}}
+"""
+# Sorts the top table by a clicked column (numbers by data-v); nothing else runs.
+JS = """
+(function(){
+  var t=document.getElementById('top');if(!t)return;
+  var heads=t.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads,function(th,i){
+    if(!th.hasAttribute('data-k'))return;
+    th.title='click to sort';
+    th.addEventListener('click',function(){
+      var b=t.tBodies[0],rows=Array.prototype.slice.call(b.rows),num=th.getAttribute('data-k')==='n';
+      var dir=th.getAttribute('data-dir')==='desc'?1:-1;th.setAttribute('data-dir',dir<0?'desc':'asc');
+      rows.sort(function(x,y){var a=x.cells[i].getAttribute('data-v')||x.cells[i].textContent,
+        c=y.cells[i].getAttribute('data-v')||y.cells[i].textContent;
+        if(num){a=parseFloat(a);c=parseFloat(c);a=isNaN(a)?-1e99:a;c=isNaN(c)?-1e99:c;return dir*(a-c);}
+        return dir*(a<c?-1:a>c?1:0);});
+      rows.forEach(function(r){b.appendChild(r);});
+    });
+  });
+  document.documentElement.setAttribute('data-sortable','1');
+})();
+"""
+
+
+def _num(x: float, digits: int = 3) -> str:
+    if not math.isfinite(x):
+        return "·"
+    if x != 0 and abs(x) < 10 ** -(digits - 1):
+        return f"{x:.1e}".replace("-", "−")
+    return f"{x:.{digits}f}".replace("-", "−")
+
+
+def _int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _pct(n: int, total: int) -> str:
+    return f"{100.0 * n / total:.1f}%" if total else "–"
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    raw = (hi - lo) / n
+    step = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if raw <= m * step:
+            step *= m
+            break
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _histogram_svg(h: Histogram, *, width: int, height: int, color: str, x_label: str) -> str:
+    """Bars of ``h`` with a log10(1 + count) y axis; x trimmed to the data for wide ranges."""
+    lo, hi = h.lo, h.hi
+    counts = h.counts
+    if h.n and hi - lo > 2.5:  # log2fc: show the data's range, symmetric, to whole bins
+        edge = max(abs(h.min), abs(h.max), 1.0)
+        bw = (h.hi - h.lo) / h.bins
+        k = min(h.bins // 2, math.ceil(edge * 1.05 / bw))
+        mid = h.bins // 2
+        counts, lo, hi = counts[mid - k : mid + k], -k * bw, k * bw
+    ml, mr, mt, mb = 38, 16, 6, 30
+    pw, ph = width - ml - mr, height - mt - mb
+    top = max(int(counts.max()) if len(counts) else 0, 1)
+    ymax = math.log10(1 + top)
+    out = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">']
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fafbfc"/>')
+    decade = 1
+    while decade <= top:
+        y = mt + ph - ph * math.log10(1 + decade) / ymax
+        out.append(
+            f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
+            f'<text x="{ml - 4}" y="{y + 3:.1f}" font-size="9" text-anchor="end" '
+            f'fill="#5f6b7a">{_int(decade)}</text>'
+        )
+        decade *= 10 if top < 1e6 else 100
+    bw = pw / len(counts)
+    edges = np.linspace(lo, hi, len(counts) + 1)
+    for i in np.flatnonzero(counts).tolist():
+        c = int(counts[i])
+        bh = ph * math.log10(1 + c) / ymax
+        out.append(
+            f'<rect x="{ml + i * bw:.2f}" y="{mt + ph - bh:.2f}" width="{max(bw - 0.3, 0.8):.2f}" '
+            f'height="{bh:.2f}" fill="{color}"><title>{_num(edges[i])} to {_num(edges[i + 1])}: '
+            f"{_int(c)}</title></rect>"
+        )
+    for t in _ticks(lo, hi):
+        x = ml + pw * (t - lo) / (hi - lo)
+        out.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt + ph}" y2="{mt + ph + 4}" stroke="#5f6b7a"/>'
+            f'<text x="{x:.1f}" y="{mt + ph + 14}" font-size="9.5" text-anchor="middle" '
+            f'fill="#5f6b7a">{_num(t, 2 if abs(t) < 5 else 0)}</text>'
+        )
+    if lo < 0 < hi:
+        x = ml + pw * (0 - lo) / (hi - lo)
+        out.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt}" y2="{mt + ph}" stroke="#9aa5b1" '
+            'stroke-dasharray="2,2"/>'
+        )
+    out.append(
+        f'<text x="{ml + pw / 2}" y="{height - 3}" font-size="10" text-anchor="middle" '
+        f'fill="#1f2933">{escape(x_label)}</text></svg>'
+    )
+    return "".join(out)
+
+
+def _bars(items: list[tuple[str, int, str, str]], total: int) -> str:
+    """Horizontal bars: (label, count, colour, note) rows of an HTML table."""
+    top = max([c for _, c, _, _ in items] + [1])
+    rows = []
+    for label, count, color, note in items:
+        w = 100.0 * count / top
+        rows.append(
+            f"<tr><td><b>{escape(label)}</b><div class=note>{escape(note)}</div></td>"
+            f'<td style="width:55%"><svg viewBox="0 0 100 10" preserveAspectRatio="none" '
+            f'width="100%" height="14"><rect width="{w:.2f}" height="10" fill="{color}" rx="1"/>'
+            f"</svg></td><td class=num>{_int(count)}</td><td class=num>{_pct(count, total)}</td></tr>"
+        )
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _track_svg(data: ReportData, width: int = 1150, height: int = 230) -> tuple[str, str]:
+    """A Manhattan-style plot: one panel per contig (width by length), one point per pixel
+    column at the largest max |diff| there. Returns (svg, note)."""
+    names = [c for c in data.contig_lengths if c in data.tracks]
+    names += [c for c in data.tracks if c not in names]
+    note = ""
+    if len(names) > MAX_CONTIGS:
+        keep = set(sorted(names, key=lambda c: -int(data.tracks[c].counts.sum()))[:MAX_CONTIGS])
+        note = f"{len(names) - MAX_CONTIGS} contigs with fewer scored variants are not shown. "
+        names = [c for c in names if c in keep]
+    ml, mr, mt, mb, gap = 52, 6, 10, 42, 4
+    pw, ph = width - ml - mr - gap * max(len(names) - 1, 0), height - mt - mb
+    spans = [data.tracks[c].span for c in names]
+    total = float(sum(spans)) or 1.0
+    widths = [max(pw * s / total, 14.0) for s in spans]
+    scale = pw / sum(widths) if widths else 1.0
+    widths = [w * scale for w in widths]
+    out = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">']
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = mt + ph * (1 - t)
+        out.append(
+            f'<line x1="{ml}" x2="{width - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#edf0f3"/>'
+            f'<text x="{ml - 5}" y="{y + 3:.1f}" font-size="10" text-anchor="end" '
+            f'fill="#5f6b7a">{t:.2f}</text>'
+        )
+    y = mt + ph * (1 - STRONG)
+    out.append(
+        f'<line x1="{ml}" x2="{width - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c0392b" '
+        f'stroke-dasharray="4,3" opacity=".6"><title>max |diff| = {STRONG}</title></line>'
+    )
+    x0 = float(ml)
+    for k, (name, w) in enumerate(zip(names, widths, strict=True)):
+        tr: PositionTrack = data.tracks[name]
+        color = "#2f5f98" if k % 2 == 0 else "#7aa6d6"
+        out.append(
+            f'<rect x="{x0:.1f}" y="{mt}" width="{w:.1f}" height="{ph}" '
+            f'fill="{"#f7f9fc" if k % 2 == 0 else "#ffffff"}"/>'
+        )
+        cols = max(1, int(w / 2))
+        used = math.ceil(tr.span / tr.width)
+        m = tr.maxima[:used]
+        c = tr.counts[:used]
+        group = np.minimum((np.arange(used) * cols) // max(used, 1), cols - 1)
+        best = np.full(cols, np.nan)
+        np.fmax.at(best, group, m)
+        n_in = np.bincount(group, weights=c, minlength=cols)
+        for g in np.flatnonzero(np.isfinite(best)).tolist():
+            v = float(best[g])
+            cx = x0 + (g + 0.5) * w / cols
+            cy = mt + ph * (1 - min(max(v, 0.0), 1.0))
+            start = int(g * tr.span / cols) + 1
+            end = int((g + 1) * tr.span / cols)
+            fill = "#c0392b" if v >= 0.5 else color
+            out.append(
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2.3" fill="{fill}"><title>{escape(name)}:'
+                f"{_int(start)}-{_int(end)}: max |diff| {_num(v)} ({int(n_in[g])} scored)"
+                "</title></circle>"
+            )
+        label = escape(name if w > 7 * len(name) else name.removeprefix("chr"))
+        if w >= 12:
+            out.append(
+                f'<text x="{x0 + w / 2:.1f}" y="{mt + ph + 14}" font-size="10" '
+                f'text-anchor="middle" fill="#1f2933">{label}</text>'
+            )
+        x0 += w + gap
+    out.append(
+        f'<text x="{ml + pw / 2}" y="{height - 6}" font-size="11" text-anchor="middle" '
+        'fill="#1f2933">position along each contig (panel width by contig length)</text>'
+        f'<text x="12" y="{mt + ph / 2}" font-size="11" text-anchor="middle" fill="#1f2933" '
+        f'transform="rotate(-90 12 {mt + ph / 2})">max |diff|</text></svg>'
+    )
+    return "".join(out), note
+
+
+def _heat(v: float, scale: float) -> str:
+    if not math.isfinite(v) or abs(v) < 0.005 * scale:
+        return "background:#fafbfc;color:#9aa5b1"
+    a = min(abs(v) / scale, 1.0) ** 0.7
+    r, g, b = (192, 57, 43) if v > 0 else (46, 109, 180)
+    mix = [round(255 + (ch - 255) * a) for ch in (r, g, b)]
+    return f"background:rgb({mix[0]},{mix[1]},{mix[2]});color:{'#fff' if a > 0.55 else '#1f2933'}"
+
+
+def _allele(s: str) -> str:
+    return s if len(s) <= 12 else s[:5] + "…" + s[-3:] + f" ({len(s)} bp)"
+
+
+def _top_table(data: ReportData) -> str:
+    if not data.top:
+        return "<p class=note>No variant was scored.</p>"
+    kinds = [k for k, _, _ in data.details]
+    kind = "diff" if "diff" in kinds else (kinds[0] if kinds else "")
+    cols = [(f, key) for k, f, key in data.details if k == kind]
+    note = ""
+    if len(cols) > MAX_TABLE_FEATURES:
+        peak = {key: max(abs(np.nan_to_num(t.values[key])) for t in data.top) for _, key in cols}
+        keep = set(sorted(peak, key=lambda k: -peak[k])[:MAX_TABLE_FEATURES])
+        note = (
+            f" Showing the {MAX_TABLE_FEATURES} of {len(cols)} features with the largest "
+            "effects among these variants."
+        )
+        cols = [(f, key) for f, key in cols if key in keep]
+    has_q = any(t.quantile is not None for t in data.top)
+    head = ["<th data-k=n class=num>#</th><th data-k=s>variant</th><th data-k=s>ID</th>"]
+    head.append("<th data-k=n class=num>max |diff|</th><th data-k=s>top feature</th>")
+    if has_q:
+        head.append("<th data-k=n class=num>quantile</th>")
+    head += [f"<th data-k=s>{escape(k.removeprefix('VARFX_'))}</th>" for k in data.extra_keys]
+    head += [f"<th data-k=n class=f>{escape(f)}</th>" for f, _ in cols]
+    scale = 8.0 if kind == "log2fc" else 1.0
+    body = []
+    for rank, t in enumerate(data.top, 1):
+        where = f"{t.chrom}:{t.pos:,} {_allele(t.ref)}>{_allele(t.alt)}"
+        cells = [
+            f"<td class=num data-v={rank}>{rank}</td>",
+            f'<td data-v="{escape(t.chrom)}:{t.pos:012d}" title="line {t.line}">'
+            f"{escape(where)}</td><td>{escape(t.vid)}</td>",
+            f'<td class=num data-v="{t.max_abs_diff!r}"><b>{_num(t.max_abs_diff)}</b></td>',
+            f"<td>{escape(t.feature)}</td>",
+        ]
+        if has_q:
+            q = t.quantile
+            cells.append(
+                f'<td class=num data-v="{q if q is not None else ""}">'
+                f"{_num(q, 4) if q is not None else '·'}</td>"
+            )
+        cells += [f"<td>{escape(t.extras.get(k, '·'))}</td>" for k in data.extra_keys]
+        for _, key in cols:
+            v = t.values[key]
+            shown = "0" if abs(v) < 0.005 * scale else f"{v:+.2f}".replace("-", "−")
+            cells.append(
+                f'<td class=h data-v="{v!r}" style="{_heat(v, scale)}" title="{v:.4g}">'
+                f"{shown if math.isfinite(v) else '·'}</td>"
+            )
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    legend = (
+        f"Cells: {KIND_TEXT.get(kind, kind)} per feature; "
+        "<span class=gain>red</span>: the ALT raises the feature, <span class=loss>blue</span>: "
+        "it lowers it. Click a column header to sort." + note
+    )
+    if not cols:
+        legend = (
+            "Per-feature scores were not written; run varfx score with --features to see them "
+            "here. Click a column header to sort."
+        )
+    return (
+        f"<p class=lead>{legend}</p><div class=scroll><table class=top id=top><thead><tr>"
+        + "".join(head)
+        + "</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table></div>"
+    )
+
+
+def _strong(h: Histogram, i: int) -> int:
+    return int(h.gain[i] + h.loss[i])
+
+
+def _feature_cards(data: ReportData) -> str:
+    if not data.details:
+        return (
+            "<p class=note>This VCF holds only the summary keys (VARFX_MAX_ABS_DIFF, "
+            "VARFX_MAX_FEATURE). Run <code>varfx score --features A,B,...</code> to write "
+            "per-feature scores and see their distributions here.</p>"
+        )
+    out: list[str] = []
+    for kind in dict.fromkeys(k for k, _, _ in data.details):
+        keys = [(f, key) for k, f, key in data.details if k == kind]
+        i_strong = 1 if kind in ("diff", "log2fc") else 0
+        note = ""
+        if len(keys) > MAX_FEATURE_CARDS:
+            keep = set(
+                sorted((k for _, k in keys), key=lambda k: -_strong(data.hists[k], i_strong))[
+                    :MAX_FEATURE_CARDS
+                ]
+            )
+            note = (
+                f"<p class=note>{len(keys) - MAX_FEATURE_CARDS} more features with fewer "
+                "large effects are not drawn.</p>"
+            )
+            keys = [(f, k) for f, k in keys if k in keep]
+        cards = []
+        for f, key in keys:
+            h = data.hists[key]
+            t = h.thresholds[i_strong]
+            if kind in ("diff", "log2fc"):
+                stats = (
+                    f"<span class=gain>▲ {_int(int(h.gain[i_strong]))}</span> ≥ {t:g} · "
+                    f"<span class=loss>▼ {_int(int(h.loss[i_strong]))}</span> ≤ −{t:g}"
+                )
+            else:
+                stats = f"{_int(int(h.gain[i_strong]))} ≥ {t:g} · mean {_num(h.mean)}"
+            cards.append(
+                f"<div class=fcard><h3>{escape(f)}</h3><div class=d>{stats} · n {_int(h.n)}"
+                "</div>"
+                + _histogram_svg(h, width=300, height=120, color="#2f5f98", x_label=kind)
+                + "</div>"
+            )
+        block = f"<div class=grid>{''.join(cards)}</div>{note}"
+        title = f"{kind}: {KIND_TEXT.get(kind, kind)}"
+        if kind == "diff" or len(out) == 0:
+            out.append(f"<h3>{escape(title)}</h3>{block}")
+        else:
+            out.append(f"<details><summary>{escape(title)}</summary>{block}</details>")
+    return "".join(out)
+
+
+def _manifest(data: ReportData) -> str:
+    m = data.manifest
+    rows = [("input", f"<code>{escape(data.source)}</code>")]
+    if "model" in m:
+        version = f" (version {escape(m['model_version'])})" if m.get("model_version") else ""
+        rows.append(("model", f"<b>{escape(m['model'])}</b>{version}"))
+    if "assembly" in m:
+        rows.append(("assembly", escape(m["assembly"])))
+    if "window_length" in m:
+        rows.append(("window", f"{escape(m['window_length'])} bp around each variant"))
+    feats = [f for f in m.get("features", "").split(",") if f]
+    if feats:
+        chips = "".join(f"<span class=chip>{escape(f)}</span>" for f in feats)
+        rows.append((f"features ({len(feats)})", chips))
+    for key, label in (("ref_policy", "REF policy"), ("reverse_complement", "reverse complement")):
+        if key in m:
+            rows.append((label, escape(m[key])))
+    if "command" in m:
+        rows.append(("command", f"<code>{escape(m['command'])}</code>"))
+    shown = {"model", "model_version", "assembly", "window_length", "features", "ref_policy"}
+    shown |= {"reverse_complement", "command", "formulas"}
+    rows += [(k.replace("_", " "), escape(v)) for k, v in m.items() if k not in shown]
+    if "formulas" in m:
+        rows.append(("scores", f"<span class=note>{escape(m['formulas'])}</span>"))
+    return (
+        "<dl class=manifest>"
+        + "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in rows)
+        + "</dl>"
+    )
+
+
+def _cards(data: ReportData) -> str:
+    mad = data.hists["VARFX_MAX_ABS_DIFF"]
+    strong = int(mad.gain[1]) if len(mad.gain) > 1 else 0
+    best = data.top[0] if data.top else None
+    items = [
+        ("records", _int(data.records), f"{_int(data.multiallelic)} multi-allelic"),
+        ("variant-ALTs", _int(data.alts), "one row per ALT allele"),
+        ("scored", _int(data.scored), _pct(data.scored, data.alts) + " of variant-ALTs"),
+        ("not scored", _int(data.alts - data.scored), "see status below"),
+        (f"max |diff| ≥ {STRONG:g}", _int(strong), _pct(strong, data.scored) + " of scored"),
+    ]
+    if best is not None:
+        where = f"{best.chrom}:{best.pos:,} · {best.feature}"
+        items.append(("largest effect", _num(best.max_abs_diff), where))
+    return "".join(
+        f"<div class=card><div class=k>{escape(k)}</div><div class=v>{v}</div>"
+        f"<div class=d>{escape(d)}</div></div>"
+        for k, v, d in items
+    )
+
+
+def render(data: ReportData, *, title: str = "") -> str:
+    """The whole page as one HTML string."""
+    m = data.manifest
+    name = data.source.rsplit("/", 1)[-1] if data.source != "-" else "stdin"
+    title = title or f"varfx report: {name}"
+    sub = " · ".join(
+        x
+        for x in (
+            f"model {m['model']} v{m.get('model_version', '?')}" if "model" in m else "",
+            m.get("assembly", ""),
+            f"{m['window_length']} bp windows" if "window_length" in m else "",
+            f"{_int(data.records)} records",
+        )
+        if x
+    )
+    status_rows = [
+        (s, n, STATUS_COLOR.get(s, "#d97706"), STATUS_TEXT.get(s, ""))
+        for s, n in sorted(data.status.items(), key=lambda kv: (kv[0] != "OK", -kv[1]))
+    ]
+    mad = data.hists["VARFX_MAX_ABS_DIFF"]
+    thr = "".join(
+        f"<tr><td>max |diff| ≥ {t:g}</td><td class=num>{_int(int(n))}</td>"
+        f"<td class=num>{_pct(int(n), data.scored)}</td></tr>"
+        for t, n in zip(mad.thresholds, mad.gain, strict=True)
+    )
+    strong = [(f, n, "#2f5f98", "") for f, n in data.strong_feature.most_common(15)] or [
+        ("none", 0, "#2f5f98", f"no scored variant reaches max |diff| {STRONG:g}")
+    ]
+    n_strong = sum(data.strong_feature.values())
+    quant = ""
+    if "VARFX_MAX_QUANTILE" in data.hists:
+        quant = (
+            "<h3>Quantile of max |diff| among the model's background variants</h3>"
+            + _histogram_svg(
+                data.hists["VARFX_MAX_QUANTILE"],
+                width=520,
+                height=150,
+                color="#6b46c1",
+                x_label="quantile (1 = stronger than every background variant)",
+            )
+        )
+    track, track_note = _track_svg(data)
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">",
+        '<meta name=viewport content="width=device-width,initial-scale=1">',
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<header><h1>{escape(title)}</h1><div class=sub>{escape(sub)}</div></header><main>",
+        f"<section class=cards>{_cards(data)}</section>",
+        "<section><h2>Run</h2><p class=lead>What produced these scores (the VCF's "
+        f"<code>##varfx_*</code> header lines).</p>{_manifest(data)}</section>",
+        "<section><h2>Status</h2><p class=lead>Every variant-ALT of the input, scored or with "
+        f"the reason it was not.</p>{_bars(status_rows, data.alts)}</section>",
+        "<section><h2>Effect sizes</h2><p class=lead>max |diff|: the largest change in any "
+        "feature's probability between the REF and ALT sequence (0 = no effect, 1 = "
+        "switches a feature fully on or off).</p><div class=two><div>"
+        + _histogram_svg(
+            mad, width=520, height=170, color="#2f5f98", x_label="max |diff| (count, log scale)"
+        )
+        + f"<table>{thr}</table></div><div><h3 style='margin-top:0'>Feature with the largest "
+        f"effect, for the {_int(n_strong)} variant-ALTs with max |diff| ≥ {STRONG:g}</h3>"
+        + _bars(strong, n_strong)
+        + f"</div></div>{quant}</section>",
+        "<section><h2>Along the genome</h2><p class=lead>The largest max |diff| in each stretch "
+        f"of each contig; dashed line: {STRONG:g}; red points: ≥ 0.5. {track_note}Hover a point "
+        f"for its range.</p>{track}</section>",
+        "<section><h2>Per-feature distributions</h2><p class=lead>Counts on a log scale; most "
+        "variants change little. ▲ gains and ▼ losses beyond the threshold.</p>"
+        + _feature_cards(data)
+        + "</section>",
+        f"<section><h2>Top {len(data.top)} variant-ALTs by max |diff|</h2>"
+        + _top_table(data)
+        + "</section>",
+        f"<footer>varfx {escape(__version__)} · varfx report · self-contained page, no network "
+        "needed</footer></main>",
+        f"<script>{JS}</script></body></html>\n",
+    ]
+    return "".join(parts)

@@ -1,0 +1,490 @@
+"""``varfx report``: what a VCF annotated by ``varfx score`` holds, gathered in one streaming pass.
+
+``collect(path)`` reads the VCF (plain, gzip/bgzip, or ``-`` for stdin) a chunk of data lines at
+a time and keeps only aggregates: counts by status, fixed-bin histograms of every score
+(``VARFX_MAX_ABS_DIFF`` and each ``VARFX_<KIND>_<feature>`` key), the top N variant-ALTs by
+max |diff| (a heap), and a downsampled max |diff| track per contig. Multi-allelic records
+contribute one row per ALT (the keys are ``Number=A``); records without ``VARFX_STATUS`` are
+counted as ``NOT_ANNOTATED``. ``write_report`` renders the page (``_report_html``) and writes
+it atomically. Bad input raises ReportError ``FILE:LINE: what``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import io
+import os
+import re
+import sys
+import tempfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from varfx.client._output import info_key
+
+__all__ = [
+    "KINDS",
+    "Histogram",
+    "PositionTrack",
+    "ReportData",
+    "ReportError",
+    "TopVariant",
+    "collect",
+    "write_report",
+]
+
+#: Per-feature score kinds ``varfx score`` can write, and the value range of their histograms.
+KINDS: dict[str, tuple[float, float, int]] = {
+    "diff": (-1.0, 1.0, 200),
+    "log2fc": (-40.0, 40.0, 320),
+    "ref": (0.0, 1.0, 100),
+    "alt": (0.0, 1.0, 100),
+}
+#: Thresholds counted exactly per histogram (values >= t and <= -t), by kind.
+THRESHOLDS: dict[str, tuple[float, ...]] = {
+    "diff": (0.05, 0.1, 0.2, 0.5),
+    "log2fc": (1.0, 2.0, 4.0, 8.0),
+    "ref": (0.1, 0.5, 0.9),
+    "alt": (0.1, 0.5, 0.9),
+    "max_abs_diff": (0.05, 0.1, 0.2, 0.5),
+    "quantile": (0.9, 0.99, 0.999),
+}
+NOT_ANNOTATED = "NOT_ANNOTATED"
+_QUANTILE_KEY = "VARFX_MAX_QUANTILE"
+_SUMMARY_KEYS = ("VARFX_STATUS", "VARFX_MAX_ABS_DIFF", "VARFX_MAX_FEATURE")
+_INFO_ID = re.compile(r"^##INFO=<ID=(VARFX_[A-Za-z0-9_.]+)")
+_CONTIG = re.compile(r"^##contig=<ID=([^,>]+)(?:.*?[<,]length=(\d+))?")
+_DETAIL = re.compile(r"^VARFX_(DIFF|LOG2FC|REF|ALT)_(.+)$")
+_CHUNK_LINES = 20_000
+
+
+class ReportError(ValueError):
+    """Input ``varfx report`` cannot read; the message is ``FILE:LINE: what`` where it can be."""
+
+
+@dataclass
+class Histogram:
+    """Counts of values in ``bins`` equal bins over [lo, hi] (values outside are clipped into
+    the edge bins); ``n`` values, their ``total`` and extremes; ``gain[i]``/``loss[i]``: values
+    >= ``thresholds[i]`` and <= ``-thresholds[i]``, counted exactly."""
+
+    lo: float
+    hi: float
+    bins: int
+    thresholds: tuple[float, ...] = ()
+    counts: np.ndarray = field(init=False)
+    gain: np.ndarray = field(init=False)
+    loss: np.ndarray = field(init=False)
+    n: int = 0
+    total: float = 0.0
+    min: float = float("inf")
+    max: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros(self.bins, dtype=np.int64)
+        self.gain = np.zeros(len(self.thresholds), dtype=np.int64)
+        self.loss = np.zeros(len(self.thresholds), dtype=np.int64)
+
+    def add(self, values: np.ndarray) -> None:
+        """Add the finite values of a float64 array."""
+        v = values[np.isfinite(values)]
+        if not len(v):
+            return
+        idx = ((v - self.lo) * (self.bins / (self.hi - self.lo))).astype(np.int64)
+        self.counts += np.bincount(np.clip(idx, 0, self.bins - 1), minlength=self.bins)
+        self.n += len(v)
+        self.total += float(v.sum())
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
+        if self.thresholds:
+            t = np.asarray(self.thresholds)
+            s = np.sort(v)
+            self.gain += len(s) - np.searchsorted(s, t, side="left")
+            self.loss += np.searchsorted(s, -t, side="right")
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n if self.n else float("nan")
+
+
+class PositionTrack:
+    """The max |diff| of one contig's scored variants per position bin: float64 ``maxima``
+    [n_bins] (NaN = none) and int64 ``counts``, bins of ``width`` bp from position 1. The width
+    starts at length / n_bins (1 kb when the length is unknown) and doubles when a position
+    falls beyond the last bin."""
+
+    def __init__(self, length: int | None, n_bins: int = 1024) -> None:
+        self.length = length
+        self.n_bins = n_bins
+        self.width = max(1, -(-length // n_bins)) if length else 1024
+        self.maxima = np.full(n_bins, np.nan)
+        self.counts = np.zeros(n_bins, dtype=np.int64)
+        self.last = 0
+
+    def add(self, pos: np.ndarray, mad: np.ndarray) -> None:
+        """Add int64 positions (1-based) with their max |diff| (finite values only)."""
+        if not len(pos):
+            return
+        self.last = max(self.last, int(pos.max()))
+        while self.last > self.width * self.n_bins:
+            half = self.n_bins // 2
+            pairs = self.maxima.reshape(half, 2)
+            with np.errstate(invalid="ignore"):
+                merged = np.fmax(pairs[:, 0], pairs[:, 1])
+            self.maxima = np.concatenate([merged, np.full(half, np.nan)])
+            self.counts = np.concatenate(
+                [self.counts.reshape(half, 2).sum(1), np.zeros(half, np.int64)]
+            )
+            self.width *= 2
+        idx = np.clip((pos - 1) // self.width, 0, self.n_bins - 1)
+        np.fmax.at(self.maxima, idx, mad)
+        np.add.at(self.counts, idx, 1)
+
+    @property
+    def span(self) -> int:
+        """The positions the track covers: the contig length, or the last position seen."""
+        return max(self.length or 0, self.last, 1)
+
+
+@dataclass(frozen=True)
+class TopVariant:
+    """One variant-ALT of the top table: ``values`` maps each per-feature INFO key to its
+    number (NaN where missing); ``extras`` holds other VARFX_* keys as text."""
+
+    max_abs_diff: float
+    line: int
+    chrom: str
+    pos: int
+    vid: str
+    ref: str
+    alt: str
+    feature: str
+    quantile: float | None
+    values: dict[str, float]
+    extras: dict[str, str]
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows. ``details`` lists (kind, feature, INFO key) per-feature keys in
+    header order; ``hists`` maps those keys (and VARFX_MAX_ABS_DIFF, VARFX_MAX_QUANTILE when
+    present) to Histograms; ``top`` is sorted by max |diff|, largest first."""
+
+    source: str
+    manifest: dict[str, str]
+    contig_lengths: dict[str, int]
+    details: list[tuple[str, str, str]]
+    extra_keys: list[str]
+    records: int = 0
+    alts: int = 0
+    multiallelic: int = 0
+    status: Counter[str] = field(default_factory=Counter)
+    max_feature: Counter[str] = field(default_factory=Counter)
+    strong_feature: Counter[str] = field(default_factory=Counter)
+    hists: dict[str, Histogram] = field(default_factory=dict)
+    top: list[TopVariant] = field(default_factory=list)
+    tracks: dict[str, PositionTrack] = field(default_factory=dict)
+    top_n: int = 50
+
+    @property
+    def scored(self) -> int:
+        return self.status.get("OK", 0)
+
+
+#: |diff| from which a variant counts as a strong effect in the "top feature" counts.
+STRONG = 0.1
+
+
+def _open(path: str) -> IO[str]:
+    # stdin: a reader of fd 0 that leaves it open when the report is done
+    buffered = open(sys.stdin.fileno() if path == "-" else path, "rb", closefd=path != "-")  # noqa: SIM115
+    if buffered.peek(2)[:2] == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=buffered), encoding="utf-8", newline="")
+    return io.TextIOWrapper(buffered, encoding="utf-8", newline="")
+
+
+def _lines(fh: IO[str], name: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its end), gzip and UTF-8 errors as ReportError."""
+    number = 0
+    try:
+        for raw in fh:
+            number += 1
+            yield number, raw.rstrip("\r\n")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ReportError(f"{name}:{number + 1}: unreadable compressed data ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{name}:{number + 1}: not UTF-8 text ({exc.reason})") from None
+
+
+class _Collector:
+    def __init__(self, name: str, top: int) -> None:
+        self.name = name
+        self.top = top
+        self.meta: list[str] = []
+        self._heap: list[tuple[float, int, TopVariant]] = []
+        self._row = 0
+
+    def header(self, line_number: int) -> ReportData:
+        manifest: dict[str, str] = {}
+        lengths: dict[str, int] = {}
+        declared: list[str] = []
+        for line in self.meta:
+            if line.startswith("##varfx_"):
+                key, _, value = line[len("##varfx_") :].partition("=")
+                manifest[key] = value
+            elif (m := _CONTIG.match(line)) is not None:
+                lengths[m.group(1)] = int(m.group(2)) if m.group(2) else 0
+            elif (m := _INFO_ID.match(line)) is not None:
+                declared.append(m.group(1))
+        if "model" not in manifest and "VARFX_STATUS" not in declared:
+            raise ReportError(
+                f"{self.name}:{line_number}: no ##varfx_model header line and no VARFX_STATUS "
+                "INFO key: not a VCF annotated by varfx score"
+            )
+        features = [f for f in manifest.get("features", "").split(",") if f]
+        details: list[tuple[str, str, str]] = []
+        for kind in KINDS:
+            for f in features:
+                if info_key(kind, f) in declared:
+                    details.append((kind, f, info_key(kind, f)))
+        known = {key for _, _, key in details}
+        for key in declared:  # per-feature keys of a header without ##varfx_features
+            m = _DETAIL.match(key)
+            if m is not None and key not in known:
+                details.append((m.group(1).lower(), m.group(2), key))
+                known.add(key)
+        extras = [
+            k for k in declared if k not in known and k not in _SUMMARY_KEYS and k != _QUANTILE_KEY
+        ]
+        data = ReportData(
+            self.name, manifest, {k: v for k, v in lengths.items() if v}, details, extras
+        )
+        data.top_n = self.top
+        data.hists["VARFX_MAX_ABS_DIFF"] = Histogram(0.0, 1.0, 100, THRESHOLDS["max_abs_diff"])
+        if _QUANTILE_KEY in declared:
+            data.hists[_QUANTILE_KEY] = Histogram(0.0, 1.0, 100, THRESHOLDS["quantile"])
+        for kind, _, key in details:
+            data.hists[key] = Histogram(*KINDS[kind], THRESHOLDS[kind])
+        return data
+
+    def chunk(self, data: ReportData, rows: list[tuple[int, list[str]]]) -> None:
+        """Add a chunk of data lines: (line number, the first 8 columns)."""
+        keys = [key for _, _, key in data.details]
+        has_q = _QUANTILE_KEY in data.hists
+        status: list[str] = []
+        text: dict[str, list[str]] = {k: [] for k in ["VARFX_MAX_ABS_DIFF", *keys]}
+        if has_q:
+            text[_QUANTILE_KEY] = []
+        feature: list[str] = []
+        row_of: list[int] = []  # chunk row -> index into rows
+        alt_of: list[int] = []
+        positions: list[int] = []
+        chroms: list[str] = []
+        for r, (number, cols) in enumerate(rows):
+            n_alt = cols[4].count(",") + 1
+            info = {}
+            for kv in cols[7].split(";"):
+                if kv.startswith("VARFX_"):
+                    k, _, v = kv.partition("=")
+                    info[k] = v
+            st = info.get("VARFX_STATUS")
+            if st is None:
+                status += [NOT_ANNOTATED] * n_alt
+                feature += ["."] * n_alt
+                for lst in text.values():
+                    lst += ["."] * n_alt
+            else:
+                for k, lst in (("VARFX_STATUS", status), ("VARFX_MAX_FEATURE", feature)):
+                    lst += self._split(info, k, n_alt, number)
+                for k, lst in text.items():
+                    lst += self._split(info, k, n_alt, number)
+            row_of += [r] * n_alt
+            alt_of += range(n_alt)
+            positions += [int(cols[1])] * n_alt
+            chroms += [cols[0]] * n_alt
+            if n_alt > 1:
+                data.multiallelic += 1
+        data.records += len(rows)
+        data.alts += len(status)
+        data.status.update(status)
+        values = {k: self._floats(v, rows, row_of, k) for k, v in text.items()}
+        mad = values["VARFX_MAX_ABS_DIFF"]
+        ok = np.array(status, dtype=object) == "OK"
+        mad = np.where(ok, mad, np.nan)
+        feats = np.array(feature, dtype=object)
+        data.max_feature.update(feats[ok].tolist())
+        data.strong_feature.update(feats[ok & (mad >= STRONG)].tolist())
+        for k, arr in values.items():
+            data.hists[k].add(np.where(ok, arr, np.nan) if k != "VARFX_MAX_ABS_DIFF" else mad)
+        pos = np.array(positions, dtype=np.int64)
+        contig = np.array(chroms, dtype=object)
+        scored = np.flatnonzero(np.isfinite(mad))
+        for name in dict.fromkeys(contig[scored].tolist()):
+            sel = scored[contig[scored] == name]
+            if name not in data.tracks:
+                data.tracks[name] = PositionTrack(data.contig_lengths.get(name))
+            data.tracks[name].add(pos[sel], mad[sel])
+        self._top(data, rows, values, mad, feats, row_of, alt_of)
+
+    def _top(
+        self,
+        data: ReportData,
+        rows: list[tuple[int, list[str]]],
+        values: dict[str, np.ndarray],
+        mad: np.ndarray,
+        feats: np.ndarray,
+        row_of: list[int],
+        alt_of: list[int],
+    ) -> None:
+        floor = self._heap[0][0] if len(self._heap) >= self.top else -1.0
+        cand = np.flatnonzero(np.nan_to_num(mad, nan=-1.0) > floor)
+        if len(cand) > self.top:
+            cand = cand[np.argsort(-mad[cand], kind="stable")[: self.top]]
+        for i in sorted(cand.tolist()):
+            number, cols = rows[row_of[i]]
+            j = alt_of[i]
+            extras = {}
+            for kv in cols[7].split(";"):
+                k, _, v = kv.partition("=")
+                if k in data.extra_keys:
+                    parts = v.split(",")
+                    extras[k] = parts[j] if len(parts) > j else v
+            q = values.get(_QUANTILE_KEY)
+            variant = TopVariant(
+                float(mad[i]),
+                number,
+                cols[0],
+                int(cols[1]),
+                cols[2],
+                cols[3],
+                cols[4].split(",")[j],
+                str(feats[i]),
+                float(q[i]) if q is not None and np.isfinite(q[i]) else None,
+                {key: float(values[key][i]) for _, _, key in data.details},
+                extras,
+            )
+            item = (variant.max_abs_diff, -(self._row + i), variant)
+            if len(self._heap) < self.top:
+                heapq.heappush(self._heap, item)
+            elif item[:2] > self._heap[0][:2]:
+                heapq.heapreplace(self._heap, item)
+        self._row += len(mad)
+
+    def _split(self, info: dict[str, str], key: str, n_alt: int, number: int) -> list[str]:
+        value = info.get(key)
+        if value is None:
+            return ["."] * n_alt
+        parts = value.split(",")
+        if len(parts) != n_alt:
+            raise ReportError(
+                f"{self.name}:{number}: {key} has {len(parts)} value(s) for {n_alt} ALT "
+                f"allele(s): {value[:60]!r}"
+            )
+        return parts
+
+    def _floats(
+        self, text: list[str], rows: list[tuple[int, list[str]]], row_of: list[int], key: str
+    ) -> np.ndarray:
+        arr = np.array(text, dtype=object)
+        arr[arr == "."] = "nan"
+        try:
+            return arr.astype(np.float64)
+        except ValueError:
+            for i, t in enumerate(arr.tolist()):
+                try:
+                    float(t)
+                except ValueError:
+                    number = rows[row_of[i]][0]
+                    raise ReportError(
+                        f"{self.name}:{number}: {key} value {t[:40]!r} is not a number"
+                    ) from None
+            raise
+
+    def finish(self, data: ReportData) -> ReportData:
+        data.top = [v for _, _, v in sorted(self._heap, key=lambda t: (-t[0], -t[1]))]
+        return data
+
+
+def collect(path: str | os.PathLike[str], *, top: int = 50) -> ReportData:
+    """Read a VCF annotated by ``varfx score`` (``-`` = stdin) into a ReportData, keeping the
+    ``top`` variant-ALTs with the largest max |diff|."""
+    if top < 1:
+        raise ReportError(f"--top must be at least 1, got {top}")
+    name = str(path)
+    col = _Collector(name, top)
+    rows: list[tuple[int, list[str]]] = []
+    data: ReportData | None = None
+    with _open(name) as fh:
+        for number, line in _lines(fh, name):
+            if data is None:
+                if line.startswith("##"):
+                    col.meta.append(line)
+                    continue
+                data = col.header(number)
+                if line.startswith("#"):
+                    continue
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                raise ReportError(f"{name}:{number}: header line after the first data line")
+            cols = line.split("\t", 8)
+            if len(cols) < 8:
+                raise ReportError(
+                    f"{name}:{number}: a data line needs 8 tab-separated columns (varfx score "
+                    f"writes them), got {len(cols)}: {line[:80]!r}"
+                )
+            if not cols[1].isdigit():
+                raise ReportError(f"{name}:{number}: POS {cols[1][:40]!r} is not an integer")
+            rows.append((number, cols))
+            if len(rows) >= _CHUNK_LINES:
+                col.chunk(data, rows)
+                rows = []
+        if data is None:
+            raise ReportError(f"{name}: empty input (no VCF header)")
+        if rows:
+            col.chunk(data, rows)
+    return col.finish(data)
+
+
+def write_report(
+    path: str | os.PathLike[str], output: str | os.PathLike[str], *, top: int = 50, title: str = ""
+) -> str:
+    """Collect ``path`` and write the HTML page to ``output`` (``-`` = stdout) through a
+    temporary file and a rename; an existing output must be a regular file. Returns a one-line
+    summary."""
+    from varfx.client._report_html import render
+
+    data = collect(path, top=top)
+    page = render(data, title=title)
+    if str(output) == "-":
+        sys.stdout.write(page)
+        sys.stdout.flush()
+    else:
+        _write_atomic(Path(output), page.encode("utf-8"))
+    return (
+        f"wrote {output}: {data.records} records, {data.alts} variant-ALTs, "
+        f"{data.scored} scored, top {len(data.top)} shown"
+    )
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise ReportError(f"{target}: exists and is not a regular file; not writing through it")
+    umask = os.umask(0)
+    os.umask(umask)
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

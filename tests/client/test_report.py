@@ -1,0 +1,317 @@
+"""`varfx report` on VCFs scored by a real server: content, inputs, errors, and the page as
+headless Chromium renders it (skipped where Debian's chromium is absent)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pysam
+import pytest
+
+from tests.client.test_score import make_vcf
+from varfx.client import Client
+from varfx.client import report as report_mod
+from varfx.client.report import PositionTrack, ReportError, collect, write_report
+from varfx.client.score import score_vcf
+
+REPO = Path(__file__).resolve().parents[2]
+VARFX = [sys.executable, "-m", "varfx"]
+FEATURES = ["feat0", "feat1", "feat2", "feat3"]
+
+
+@pytest.fixture(scope="module")
+def scored(
+    server: Any, tmp_path_factory: pytest.TempPathFactory, genome_seqs: dict[str, str]
+) -> Path:
+    """A bgzipped VCF scored with per-feature diff and log2fc keys (multi-allelic records,
+    REF mismatches, unknown contigs, symbolic and missing ALTs included)."""
+    tmp = tmp_path_factory.mktemp("report")
+    vcf = make_vcf(tmp / "in.vcf", genome_seqs)
+    out = tmp / "scored.vcf.gz"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, out, features=FEATURES, scores="diff,log2fc", batch_size=16)
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain(scored: Path) -> Path:
+    path = scored.with_name("scored.vcf")
+    path.write_bytes(gzip.decompress(scored.read_bytes()))
+    return path
+
+
+def expected(path: Path) -> tuple[Counter[str], int, int, list[tuple[float, str]]]:
+    """Status counts per ALT, records, multi-allelic records and (max |diff|, ID) of the scored
+    ALTs by max |diff| (file order on ties), read with pysam."""
+    status: Counter[str] = Counter()
+    records = multi = 0
+    ranked: list[tuple[float, int, str]] = []
+    with pysam.VariantFile(str(path)) as vf:
+        for rec in vf:
+            records += 1
+            st = rec.info["VARFX_STATUS"]
+            multi += len(st) > 1
+            for j, s in enumerate(st):
+                status[s] += 1
+                if s == "OK":
+                    ranked.append((-rec.info["VARFX_MAX_ABS_DIFF"][j], len(ranked), rec.id or "."))
+    ranked.sort()
+    return status, records, multi, [(-m, vid) for m, _, vid in ranked]
+
+
+class _Table(HTMLParser):
+    """The cells of each row of the table with id="top"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._in = self._cell = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and ("id", "top") in attrs:
+            self._in = True
+        elif self._in and tag == "tr":
+            self.rows.append([])
+        elif self._in and tag == "td":
+            self._cell = True
+            self.rows[-1].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in = False
+        elif tag == "td":
+            self._cell = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in and self._cell:
+            self.rows[-1][-1] += data
+
+
+def top_rows(page: str) -> list[list[str]]:
+    parser = _Table()
+    parser.feed(page)
+    return [r for r in parser.rows if r]
+
+
+def test_report_content_matches_the_vcf(scored: Path, tmp_path: Path) -> None:
+    status, records, multi, ranked = expected(scored)
+    assert multi > 0
+    assert status["OK"] > 0
+    assert status["REF_MISMATCH"] == 1
+    data = collect(scored, top=15)
+    assert data.records == records
+    assert data.multiallelic == multi
+    assert dict(data.status) == dict(status)
+    assert data.manifest["model"] == "tok"
+    assert data.manifest["features"] == ",".join(FEATURES)
+    assert [(k, f) for k, f, _ in data.details] == [
+        (k, f) for k in ("diff", "log2fc") for f in FEATURES
+    ]
+    assert data.hists["VARFX_DIFF_feat0"].n == status["OK"]
+    assert [t.vid for t in data.top] == [vid for _, vid in ranked[:15]]
+    assert [t.max_abs_diff for t in data.top] == pytest.approx([m for m, _ in ranked[:15]])
+    exact = sum(1 for m, _ in ranked if m >= 0.1)
+    assert int(data.hists["VARFX_MAX_ABS_DIFF"].gain[1]) == exact
+
+    out = tmp_path / "report.html"
+    summary = write_report(scored, out, top=15, title="<script>alert(1)</script>")
+    assert f"{records} records" in summary
+    page = out.read_text()
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)" in page
+    assert "http://" not in page
+    assert "https://" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(//|[a-z]+:)""", page, re.I)
+    assert "default-src 'none'" in page  # the page may load nothing
+    rows = top_rows(page)
+    assert [r[2] for r in rows] == [vid for _, vid in ranked[:15]]
+    assert [float(r[3]) for r in rows] == pytest.approx([m for m, _ in ranked[:15]], abs=6e-4)
+    for name, n in status.items():
+        assert re.search(rf"<b>{name}</b>.*?<td class=num>{n:,}</td>", page), name
+    assert "feat3" in page
+    assert "log2 odds ratio" in page
+
+
+def test_chunks_heap_and_summary_only(
+    scored: Path, server: Any, tmp_path: Path, genome_seqs: dict[str, str], monkeypatch: Any
+) -> None:
+    whole = collect(scored, top=10)
+    monkeypatch.setattr(report_mod, "_CHUNK_LINES", 7)  # many chunks: the heap merges them
+    parts = collect(scored, top=10)
+    assert parts.top == whole.top
+    assert parts.status == whole.status
+    for key, h in whole.hists.items():
+        assert np.array_equal(parts.hists[key].counts, h.counts), key
+    for name, tr in whole.tracks.items():
+        assert np.array_equal(parts.tracks[name].maxima, tr.maxima, equal_nan=True)
+    # without --features: summary keys only; the page says how to get the per-feature ones
+    vcf = make_vcf(tmp_path / "in.vcf", genome_seqs)
+    out = tmp_path / "summary.vcf"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, out)
+    data = collect(out)
+    assert data.details == []
+    assert data.status == whole.status
+    write_report(out, tmp_path / "s.html")
+    assert "--features" in (tmp_path / "s.html").read_text()
+
+
+def test_position_track_keeps_the_maxima() -> None:
+    rng = np.random.default_rng(0)
+    pos = rng.integers(1, 5_000_000, 20_000)
+    mad = rng.random(20_000)
+    track = PositionTrack(None, n_bins=64)
+    for i in range(0, len(pos), 3_000):  # grows: the bin width doubles several times
+        track.add(pos[i : i + 3_000], mad[i : i + 3_000])
+    assert track.width * track.n_bins >= pos.max() > track.width * track.n_bins // 2
+    idx = (pos - 1) // track.width
+    want = np.full(track.n_bins, np.nan)
+    np.fmax.at(want, idx, mad)
+    assert np.array_equal(track.maxima, want, equal_nan=True)
+    assert track.counts.sum() == len(pos)
+
+
+def run_report(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*VARFX, "report", *args], input=stdin, capture_output=True, timeout=120, cwd=REPO
+    )
+
+
+def test_cli_plain_bgzipped_and_stdin_agree(scored: Path, plain: Path, tmp_path: Path) -> None:
+    pages = []
+    for src, stdin in ((str(scored), None), (str(plain), None), ("-", scored.read_bytes())):
+        out = tmp_path / f"r{len(pages)}.html"
+        run = run_report(src, "-o", str(out), "--title", "t", stdin=stdin)
+        assert run.returncode == 0, run.stderr.decode()
+        page = out.read_text()
+        pages.append(re.sub(r"<dt>input</dt><dd>.*?</dd>", "", page))
+    assert pages[0] == pages[1] == pages[2]
+    run = run_report(str(plain), "-o", "-")
+    assert run.returncode == 0
+    assert run.stdout.startswith(b"<!doctype html>")
+
+
+def test_unannotated_records_and_bad_input(plain: Path, tmp_path: Path) -> None:
+    lines = plain.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    extra = "chr1\t5\tnew\tA\tC,G\t.\tPASS\tDP=1"
+    path = tmp_path / "mixed.vcf"
+    path.write_text("\n".join([*lines, extra]) + "\n")
+    data = collect(path)
+    assert data.status["NOT_ANNOTATED"] == 2  # one per ALT
+    assert data.records == len(lines) - first + 1
+
+    def bad(name: str, text: str) -> str:
+        p = tmp_path / name
+        p.write_text(text)
+        run = run_report(str(p), "-o", str(tmp_path / "x.html"))
+        err = run.stderr.decode()
+        assert run.returncode == 1, err
+        assert "Traceback" not in err, err
+        assert not (tmp_path / "x.html").exists()
+        return err
+
+    # a single-ALT scored record, replaced in each bad file by a broken copy
+    k = next(
+        i
+        for i in range(first, len(lines))
+        if "\tPASS\t" in lines[i] and "," not in lines[i].split("\t")[4] and "STATUS=OK" in lines[i]
+    )
+    line = lines[k]
+    no = k + 1
+    first = k
+    err = bad(
+        "num.vcf",
+        "\n".join([*lines[:first], re.sub(r"MAX_ABS_DIFF=[^;]+", "MAX_ABS_DIFF=abc", line)]),
+    )
+    assert f"num.vcf:{no}: VARFX_MAX_ABS_DIFF value 'abc' is not a number" in err
+    err = bad(
+        "alts.vcf",
+        "\n".join([*lines[:first], re.sub(r"VARFX_STATUS=[^;]+", "VARFX_STATUS=OK,OK", line)]),
+    )
+    assert f"alts.vcf:{no}: VARFX_STATUS has 2 value(s) for 1 ALT" in err
+    err = bad("short.vcf", "\n".join([*lines[:first], "chr1\t7\tx\tA"]))
+    assert f"short.vcf:{no}: a data line needs 8 tab-separated columns" in err
+    err = bad("pos.vcf", "\n".join([*lines[:first], line.replace("\t", "\tx", 1)]))
+    assert f"pos.vcf:{no}: POS" in err
+    err = bad("raw.vcf", "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+    assert "raw.vcf:2: no ##varfx_model header line" in err
+    cut = tmp_path / "cut.vcf.gz"
+    cut.write_bytes(gzip.compress(plain.read_bytes())[:-4000])
+    run = run_report(str(cut), "-o", str(tmp_path / "x.html"))
+    assert run.returncode == 1
+    assert "cut.vcf.gz:" in run.stderr.decode()
+    assert "Traceback" not in run.stderr.decode()
+    # an existing symlink or device is not written through
+    link = tmp_path / "link.html"
+    link.symlink_to(tmp_path / "elsewhere.html")
+    with pytest.raises(ReportError, match="not a regular file"):
+        write_report(plain, link)
+    assert not (tmp_path / "elsewhere.html").exists()
+    run = run_report(str(plain), "-o", os.devnull)
+    assert run.returncode == 1
+    assert "not a regular file" in run.stderr.decode()
+
+
+# -- headless Chromium ---------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium not installed")
+
+
+def chromium(page: Path, tmp: Path, *mode: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on a local page, no network, console messages on stderr."""
+    return subprocess.run(
+        [CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--hide-scrollbars", "--window-size=1280,2400", *mode, page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def console_lines(stderr: str) -> list[str]:
+    """What the page logged (messages, uncaught errors, CSP violations): Chromium writes each
+    as an ``INFO:CONSOLE`` line; the report itself logs nothing."""
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+@needs_chromium
+def test_page_renders_in_headless_chromium(scored: Path, tmp_path: Path) -> None:
+    image = pytest.importorskip("PIL.Image")
+    page = tmp_path / "report.html"
+    write_report(scored, page, top=20)
+    shot = tmp_path / "shot.png"
+    run = chromium(page, tmp_path, f"--screenshot={shot}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert shot.exists(), run.stderr[-2000:]
+    assert console_lines(run.stderr) == []
+    pixels = np.asarray(image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.shape == (2400, 1280)
+    assert pixels.std() > 20  # not blank: header band, cards, charts
+    assert (pixels < 128).mean() > 0.02  # and a real amount of dark ink
+    dom = chromium(page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0
+    assert 'data-sortable="1"' in dom.stdout  # the page's script ran to its end
+    assert console_lines(dom.stderr) == []
+    # the same check sees a script error and a blocked network load
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        page.read_text().replace(
+            "</body>", '<script>nosuch();</script><img src="http://127.0.0.1:9/x.png"></body>'
+        )
+    )
+    run = chromium(broken, tmp_path, "--dump-dom")
+    logged = "\n".join(console_lines(run.stderr))
+    assert "Uncaught ReferenceError" in logged
+    assert "Content Security Policy" in logged
