@@ -35,6 +35,7 @@ import torch
 from varfx.training.errors import ExportError, ParityError
 from varfx.training.models import ModelConfig, ProbabilityModel, build_model
 from varfx.training.onnx_layout import conv1d_as_conv2d
+from varfx.training.triton_config import write_triton_config
 
 __all__ = [
     "INPUT_NAME",
@@ -361,6 +362,7 @@ def export_run(
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(target, m.SerializeToString())
     log.info("wrote %s", target)
+    log.info("wrote %s", write_triton_config(repo_dir / name))  # Triton's config.pbtxt
     return ExportResult(target, v, diff, meta, fp16_diff, auroc_change)
 
 

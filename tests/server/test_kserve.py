@@ -310,7 +310,7 @@ def test_infer_rejects_bad_requests(stub: Any, request_: Any, code: str, message
     with pytest.raises(grpc.RpcError) as err:
         stub.ModelInfer(request_)
     assert err.value.code().name == code
-    assert message in err.value.details()
+    assert message in str(err.value.details())
 
 
 def test_typed_contents_checked(stub: Any) -> None:
@@ -318,12 +318,14 @@ def test_typed_contents_checked(stub: Any) -> None:
     del request.inputs[0].contents.uint_contents[-1]
     with pytest.raises(grpc.RpcError) as err:
         stub.ModelInfer(request)
-    assert "contents.uint_contents has 39 values; shape [2, 20] needs 40" in err.value.details()
+    assert "contents.uint_contents has 39 values; shape [2, 20] needs 40" in str(
+        err.value.details()
+    )
     request = _typed_request("tok", "tokens", "UINT8", np.zeros((1, L), dtype=np.uint8))
     request.inputs[0].contents.uint_contents[0] = 300
     with pytest.raises(grpc.RpcError) as err:
         stub.ModelInfer(request)
-    assert "holds 300, outside UINT8" in err.value.details()
+    assert "holds 300, outside UINT8" in str(err.value.details())
 
 
 def test_metrics_count_model_infer(client: Any, server: Any) -> None:

@@ -129,6 +129,10 @@ def test_export_parity_and_metadata(run_dir: Path, tmp_path: Path) -> None:
     assert (inp.name, inp.type, inp.shape[1]) == ("tokens", "tensor(uint8)", L)
     assert (out.name, out.type, out.shape[1]) == ("probabilities", "tensor(float)", 2)
     assert isinstance(inp.shape[0], str)
+    # Triton's config.pbtxt beside the version folders (test_triton_config.py parses it)
+    config = (repo / "tiny" / "config.pbtxt").read_text()
+    assert 'input [\n  {\n    name: "tokens"\n    data_type: TYPE_UINT8\n' in config
+    assert f"dims: [ {L} ]" in config
     # 1-D conv layers are written as 2-D ones by default; --conv1d keeps them
     assert meta["conv_layout"] == "2d"
     assert count_1d_convs(r.path.read_bytes()) == 0
