@@ -345,3 +345,43 @@ def test_metrics_count_model_infer(client: Any, server: Any) -> None:
     assert sample("varfx_requests_total", method="ModelInfer", code="INVALID_ARGUMENT") == bad + 1
     assert sample("varfx_sequences_total", model="tok") == windows + 13
     assert sample("varfx_request_duration_seconds_count", method="ModelInfer") >= ok + 2
+
+
+def test_bearer_tokens_guard_the_protocol(model_repo: Any, tmp_path: Any) -> None:
+    """The auth interceptor covers the KServe service: only liveness and readiness are open."""
+    from varfx.server import ServerConfig, start_in_thread
+
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text("s3cret-token\n")
+    config = ServerConfig(
+        model_repo=model_repo,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=-1,
+        warmup_batch_sizes=(1,),
+        auth_tokens_file=tokens_file,
+    )
+    tokens = _tokens(2, seed=4)
+    with start_in_thread(config) as running:
+        client = tg.InferenceServerClient(running.target)
+        try:
+            assert client.is_server_live()
+            assert client.is_server_ready()
+            tensor = tg.InferInput("tokens", [2, L], "UINT8")
+            tensor.set_data_from_numpy(tokens)
+            for call in (
+                lambda h: client.get_model_metadata("tok", headers=h),
+                lambda h: client.is_model_ready("tok", headers=h),
+                lambda h: client.get_server_metadata(headers=h),
+                lambda h: client.infer("tok", [tensor], headers=h),
+            ):
+                for headers in (None, {"authorization": "Bearer wrong"}):
+                    with pytest.raises(InferenceServerException) as err:
+                        call(headers)
+                    assert err.value.status() == "StatusCode.UNAUTHENTICATED"
+                assert call({"authorization": "Bearer s3cret-token"})
+            good = {"authorization": "Bearer s3cret-token"}
+            probs = client.infer("tok", [tensor], headers=good).as_numpy("probabilities")
+            np.testing.assert_allclose(probs, reference_predict(NET, tokens), atol=1e-5)
+        finally:
+            client.close()
