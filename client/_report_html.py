@@ -422,7 +422,8 @@ def _manifest(data: ReportData) -> str:
         rows.append(("window", f"{escape(m['window_length'])} bp around each variant"))
     feats = [f for f in m.get("features", "").split(",") if f]
     if feats:
-        chips = "".join(f"<span class=chip>{escape(f)}</span>" for f in feats)
+        chips = "".join(f"<span class=chip>{escape(f)}</span>" for f in feats[:60])
+        chips += f" <span class=note>and {len(feats) - 60} more</span>" if len(feats) > 60 else ""
         rows.append((f"features ({len(feats)})", chips))
     for key, label in (("ref_policy", "REF policy"), ("reverse_complement", "reverse complement")):
         if key in m:

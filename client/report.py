@@ -300,6 +300,11 @@ class _Collector:
                 feature += ["."] * n_alt
                 for lst in text.values():
                     lst += ["."] * n_alt
+            elif n_alt == 1 and "," not in cols[7]:  # the common case: one value per key
+                status.append(st)
+                feature.append(info.get("VARFX_MAX_FEATURE", "."))
+                for k, lst in text.items():
+                    lst.append(info.get(k, "."))
             else:
                 for k, lst in (("VARFX_STATUS", status), ("VARFX_MAX_FEATURE", feature)):
                     lst += self._split(info, k, n_alt, number)
