@@ -24,6 +24,7 @@ def register(subparsers: Any) -> None:
     _add_train(subparsers)
     _add_export(subparsers)
     _add_conv2d(subparsers)
+    _add_evaluate(subparsers)
 
 
 def _add_train(subparsers: Any) -> None:
@@ -37,9 +38,17 @@ def _add_train(subparsers: Any) -> None:
             "summary.json."
         ),
     )
-    p.add_argument("--genome", required=True, help="indexed FASTA (plain or bgzip, with .fai)")
+    p.add_argument(
+        "--genome",
+        required=True,
+        nargs="+",
+        help="indexed FASTA(s) (plain or bgzip, with .fai); several files form one genome",
+    )
     p.add_argument(
         "--peaks", required=True, nargs="+", help="peak files (BED/narrowPeak[.gz]) or folders"
+    )
+    p.add_argument(
+        "--feature-names", nargs="+", default=None, help="one name per peak file (default: file)"
     )
     p.add_argument("--out", required=True, help="run directory")
     d = p.add_argument_group("data")
@@ -56,15 +65,30 @@ def _add_train(subparsers: Any) -> None:
         help="negatives sampled per positive per split; 'inf' = all (default 1)",
     )
     d.add_argument(
+        "--negatives",
+        choices=("random", "gc-matched", "all"),
+        default="random",
+        help="negative bins: random, gc-matched (GC histogram of the positives) or all",
+    )
+    d.add_argument(
+        "--allow-peaks-past-end",
+        action="store_true",
+        help="drop peaks past their contig's end (a truncated FASTA) instead of refusing them",
+    )
+    d.add_argument(
         "--max-n-fraction", type=float, default=0.1, help="drop windows with more N (0.1)"
     )
-    d.add_argument("--blacklist", default=None, help="BED of regions to exclude")
+    d.add_argument(
+        "--blacklist", default=None, help="BED of regions; windows overlapping it are excluded"
+    )
     d.add_argument("--valid-chroms", nargs="*", default=[], help="validation chromosomes")
     d.add_argument("--test-chroms", nargs="*", default=[], help="test chromosomes")
     d.add_argument(
         "--valid-regions", nargs="*", default=[], help="validation regions, e.g. 20:1-30000000"
     )
-    d.add_argument("--test-regions", nargs="*", default=[], help="test regions")
+    d.add_argument(
+        "--test-regions", nargs="*", default=[], help="test regions, e.g. chr20:29500001-"
+    )
     d.add_argument("--rc-augment", action="store_true", help="random reverse-complement")
     d.add_argument("--assembly", default="unknown", help="genome assembly name for the metadata")
     m = p.add_argument_group("model")
@@ -102,8 +126,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = TrainConfig(
-            genome=args.genome,
+            genome=tuple(args.genome),
             peaks=tuple(args.peaks),
+            feature_names=tuple(args.feature_names) if args.feature_names else None,
+            allow_peaks_past_end=args.allow_peaks_past_end,
             out=args.out,
             model=ModelConfig(
                 arch=args.arch,
@@ -123,6 +149,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 max_n_fraction=args.max_n_fraction,
                 blacklist=args.blacklist,
                 seed=args.seed,
+                negatives=args.negatives,
             ),
             split=SplitSpec.from_args(
                 args.valid_chroms, args.test_chroms, args.valid_regions, args.test_regions
@@ -246,4 +273,81 @@ def _run_conv2d(args: argparse.Namespace) -> int:
         sys.stderr.write(f"varfx conv2d: {exc}\n")
         return 2
     sys.stdout.write(f"wrote {dst}; 1-D vs 2-D graph max abs diff {diff:.2e}\n")
+    return 0
+
+
+def _add_evaluate(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="the locked test protocol: evaluate one shipped ONNX model on its test region",
+        description=(
+            "Label every bin of the test region (blacklisted windows excluded), run MODEL on all "
+            "of them and report per feature and mean auROC/auPRC with bootstrap 95%% intervals on "
+            "every bin, a 1:1 random and a 1:1 GC-matched negative mix, beside GC-only, CpG-only "
+            "and k-mer baselines on the same windows, and cell-type specificity. Writes "
+            "OUT/protocol.json, OUT/protocol.md and OUT/predictions.npz. The test region is "
+            "evaluated once per model: OUT already holding this model's evaluation is refused."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model.onnx (varfx metadata)")
+    p.add_argument("--genome", required=True, nargs="+", help="indexed FASTA(s)")
+    p.add_argument("--peaks", required=True, nargs="+", help="peak files or folders")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument(
+        "--test-regions", nargs="+", default=["chr20:29500001-"], help="(default chr20:29500001-)"
+    )
+    p.add_argument(
+        "--valid-regions", nargs="*", default=[], help="kept out of the k-mer baseline's fit"
+    )
+    p.add_argument("--blacklist", default=None, help="BED of regions whose windows are excluded")
+    p.add_argument("--bin-size", type=int, default=200)
+    p.add_argument("--max-n-fraction", type=float, default=0.1)
+    p.add_argument("--allow-peaks-past-end", action="store_true", help="truncated FASTA contigs")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
+    p.add_argument("--kmer-windows", type=int, default=20000, help="k-mer baseline fit windows")
+    p.add_argument("--kmer-k", type=int, default=6, help="k-mers of length 1..K (6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1)")
+    p.add_argument("--again", action="store_true", help="re-evaluate a model OUT already holds")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from varfx.training.errors import TrainingError
+    from varfx.training.protocol import ProtocolConfig, evaluate_model
+
+    try:
+        report = evaluate_model(
+            ProtocolConfig(
+                model=args.model,
+                genome=tuple(args.genome),
+                peaks=tuple(args.peaks),
+                out=args.out,
+                test_regions=tuple(args.test_regions),
+                valid_regions=tuple(args.valid_regions),
+                blacklist=args.blacklist,
+                bin_size=args.bin_size,
+                stride=args.bin_size,
+                max_n_fraction=args.max_n_fraction,
+                allow_peaks_past_end=args.allow_peaks_past_end,
+                bootstrap=args.bootstrap,
+                seed=args.seed,
+                kmer_windows=args.kmer_windows,
+                kmer_k=args.kmer_k,
+                threads=args.threads,
+                again=args.again,
+                command=shlex.join(["varfx", *sys.argv[1:]]),
+            )
+        )
+    except (TrainingError, ValueError, OSError) as exc:
+        sys.stderr.write(f"varfx evaluate: {exc}\n")
+        return 2
+    for mix, m in report["mixes"].items():
+        lo, hi = m["model"]["mean_auroc_ci"]
+        sys.stdout.write(
+            f"{mix:<11} {m['windows']:>7} windows: model mean auROC {m['model']['mean_auroc']:.4f} "
+            f"({lo:.4f}-{hi:.4f}), k-mer {m['kmer']['mean_auroc']:.4f}, "
+            f"GC {m['gc']['mean_auroc']:.4f}, CpG {m['cpg']['mean_auroc']:.4f}\n"
+        )
+    sys.stdout.write(f"report: {args.out}/protocol.md\n")
     return 0

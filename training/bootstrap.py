@@ -39,7 +39,7 @@ def weighted_auc(
     w = np.ones((1, len(y))) if weights is None else np.atleast_2d(weights)
     order = np.argsort(-s, kind="stable")
     y, s = y[order], s[order]
-    ends = np.concatenate([np.flatnonzero(np.diff(s) != 0), [len(s) - 1]]) if len(s) else []
+    ends = np.concatenate([np.flatnonzero(np.diff(s) != 0), [len(s) - 1]]).astype(np.int64)
     roc = np.full(len(w), np.nan)
     prc = np.full(len(w), np.nan)
     for i in range(0, len(w), chunk):

@@ -51,6 +51,7 @@ class Metrics:
         return {
             "mean_auroc": num(self.mean_auroc),
             "mean_auprc": num(self.mean_auprc),
+            "excluded_from_mean": [f.feature for f in self.features if math.isnan(f.auroc)],
             "per_feature": {
                 f.feature: {
                     "auroc": num(f.auroc),

@@ -55,10 +55,11 @@ METRICS_COLUMNS = (
 class TrainConfig:
     """Everything one training run needs (typed plain data; saved as config.json).
 
-    Lengths in bp; ``lr`` per step; ``weight_decay`` is Adam's L2 coefficient.
+    Lengths in bp; ``lr`` per step; ``weight_decay`` is Adam's L2 coefficient. ``genome`` is one
+    or more FASTA paths (several files form one genome).
     """
 
-    genome: str
+    genome: tuple[str, ...]
     peaks: tuple[str, ...]
     out: str
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -79,6 +80,12 @@ class TrainConfig:
     assembly: str = "unknown"
     progress: bool = True
     command: str = ""
+    feature_names: tuple[str, ...] | None = None
+    allow_peaks_past_end: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.genome, (str, Path)):  # one FASTA given as a plain path
+            object.__setattr__(self, "genome", (str(self.genome),))
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -94,12 +101,16 @@ class TrainConfig:
             raise DataError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         if not self.split.valid or not self.split.test:
             raise DataError("give held-out validation and test chromosomes or regions")
+        self.split.check_disjoint()
+        self.index.validate()
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["model"] = self.model.to_json()
         d["split"] = self.split.to_json()
         d["peaks"] = list(self.peaks)
+        d["genome"] = list(self.genome)
+        d["feature_names"] = list(self.feature_names) if self.feature_names else None
         return d
 
     @classmethod
@@ -109,6 +120,9 @@ class TrainConfig:
         d["index"] = IndexConfig(**d["index"])
         d["split"] = SplitSpec.from_json(d["split"])
         d["peaks"] = tuple(d["peaks"])
+        d["genome"] = (d["genome"],) if isinstance(d["genome"], str) else tuple(d["genome"])
+        if d.get("feature_names"):
+            d["feature_names"] = tuple(d["feature_names"])
         return cls(**d)
 
 
@@ -147,14 +161,61 @@ def _file_digest(path: Path) -> str:
 
 
 def _provenance(cfg: TrainConfig, peak_files: list[Path]) -> dict[str, Any]:
-    genome = Path(cfg.genome)
-    fai = Path(str(genome) + ".fai")
+    genomes = [Path(g) for g in cfg.genome]
+    fais = [Path(str(g) + ".fai") for g in genomes]
+    one = len(genomes) == 1
+    names = [str(g.resolve()) for g in genomes]
+    sizes = [g.stat().st_size for g in genomes]
+    digests = [_file_digest(f) if f.is_file() else None for f in fais]
     return {
-        "genome": str(genome.resolve()),
-        "genome_bytes": genome.stat().st_size,
-        "genome_fai_sha256": _file_digest(fai) if fai.is_file() else None,
+        "genome": names[0] if one else names,
+        "genome_bytes": sizes[0] if one else sizes,
+        "genome_fai_sha256": digests[0] if one else digests,
         "peaks": {str(p.resolve()): _file_digest(p) for p in peak_files},
     }
+
+
+# settings a resumed run may change; everything else must match the run's config.json
+_RESUMABLE = ("epochs", "patience", "device", "num_workers", "threads", "progress", "command",
+              "resume", "out")  # fmt: skip
+
+
+def _check_resume(cfg: TrainConfig, run: Path) -> None:
+    """Refuse --resume with settings other than the run's (before anything is written).
+
+    Raises:
+        TrainingError: no config.json / last.pt; DataError: settings that differ, named.
+    """
+    path = run / "config.json"
+    if not path.is_file() or not (run / "last.pt").is_file():
+        raise TrainingError(f"--resume: {run} has no config.json and last.pt to resume from")
+    old = json.loads(path.read_text())
+    new = json.loads(json.dumps(cfg.to_json()))
+    try:
+        saved_model = ModelConfig.from_json(old["model"])
+        want = ModelConfig(**{**cfg.model.to_json(), "n_features": saved_model.n_features})
+        new["model"] = json.loads(json.dumps(want.resolved().to_json()))
+    except (KeyError, TypeError) as exc:
+        raise TrainingError(f"--resume: cannot read {path}: {exc}") from exc
+    diff = [
+        f"{k}: run has {old.get(k)!r}, now {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if k not in _RESUMABLE and old.get(k) != new.get(k)
+    ]
+    if diff:
+        raise DataError(f"--resume with settings other than {path}: " + "; ".join(diff))
+
+
+def _check_positives(index: WindowIndex, files: list[Path]) -> None:
+    """Refuse a feature with no positive window in a split (its auROC would be NaN)."""
+    for s in ("train", "valid", "test"):
+        counts = index.labels[index.rows(s)].sum(axis=0)
+        for j in np.flatnonzero(counts == 0):
+            src = f" ({files[j]})" if j < len(files) else ""
+            raise DataError(
+                f"feature {index.features[j]!r}{src} has no positive window in the {s} split; "
+                "remove its peak file, or check its contig names and the held-out regions"
+            )
 
 
 def _loader(ds: WindowDataset, cfg: TrainConfig, shuffle: bool, device: torch.device) -> DataLoader:
@@ -169,6 +230,29 @@ def _loader(ds: WindowDataset, cfg: TrainConfig, shuffle: bool, device: torch.de
         pin_memory=device.type == "cuda",
         worker_init_fn=_worker_init,
     )
+
+
+def _rng_states(loader: DataLoader, ds: WindowDataset) -> dict[str, Any]:
+    """Every random state a training epoch draws from: shuffle, augmentation, dropout."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "shuffle": loader.generator.get_state() if loader.generator is not None else None,
+        "augment": ds._rng.bit_generator.state,
+    }
+
+
+def _set_rng_states(states: dict[str, Any], loader: DataLoader, ds: WindowDataset) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if states["shuffle"] is not None and loader.generator is not None:
+        loader.generator.set_state(states["shuffle"])
+    ds._rng.bit_generator.state = states["augment"]
 
 
 def _worker_init(worker_id: int) -> None:
@@ -203,8 +287,15 @@ def _prepare_index(
     path = run / "index.npz"
     if cfg.resume and path.is_file():
         return WindowIndex.load(path), files
-    peaks = PeakSet.load(files, genome.lengths)
+    peaks = PeakSet.load(
+        files, genome.lengths, cfg.feature_names, allow_past_end=cfg.allow_peaks_past_end
+    )
     index = build_index(genome, peaks, cfg.split, cfg.index)
+    if any(peaks.past_end):
+        index.stats["peaks_past_contig_end"] = dict(
+            zip(peaks.features, peaks.past_end, strict=True)
+        )
+    _check_positives(index, files)
     index.save(path)
     return index, files
 
@@ -217,17 +308,19 @@ def train(cfg: TrainConfig) -> TrainResult:
     """
     cfg.validate()
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    _seed_everything(cfg.seed)
-    if cfg.threads > 0:  # intra-op threads; 1 is much faster on a busy shared CPU
-        torch.set_num_threads(cfg.threads)
-    genome = FastaTokens(cfg.genome)
     if cfg.index.length != cfg.model.sequence_length:
         raise DataError(
             f"window length {cfg.index.length} differs from model sequence_length "
             f"{cfg.model.sequence_length}"
         )
+    if cfg.resume:
+        _check_resume(cfg, run)
+    device = resolve_device(cfg.device)
+    genome = FastaTokens(cfg.genome)
+    run.mkdir(parents=True, exist_ok=True)
+    _seed_everything(cfg.seed)
+    if cfg.threads > 0:  # intra-op threads; 1 is much faster on a busy shared CPU
+        torch.set_num_threads(cfg.threads)
     index, peak_files = _prepare_index(cfg, run, genome)
     mcfg = ModelConfig(**{**cfg.model.to_json(), "n_features": len(index.features)}).resolved()
     mcfg = ModelConfig.from_json(mcfg.to_json())
@@ -263,7 +356,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start, best, best_epoch, bad = ck["epoch"] + 1, ck["best"], ck["best_epoch"], ck["bad"]
-        torch.set_rng_state(ck["torch_rng"])
+        _set_rng_states(ck["rng"], train_dl, train_ds)
         log.info("resumed from %s at epoch %d", last_path, start)
     elif csv_path.exists():
         csv_path.unlink()
@@ -324,7 +417,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "best": best,
                 "best_epoch": best_epoch,
                 "bad": bad,
-                "torch_rng": torch.get_rng_state(),
+                "rng": _rng_states(train_dl, train_ds),
             },
             last_path,
         )
