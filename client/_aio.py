@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from varfx.client import _convert
+from varfx.client._channel import open_aio_channel
 from varfx.client._client import ClientOptions, PathOrBytes
 from varfx.client._retry import RetryPolicy
 from varfx.client._stream import chunked
@@ -74,6 +75,7 @@ class AsyncClient:
         load_balancing: str = "auto",
         keepalive_s: float = 300.0,
         channel: grpc.aio.Channel | None = None,
+        insecure: bool = False,
     ) -> None:
         self._opts = ClientOptions(
             target,
@@ -90,16 +92,13 @@ class AsyncClient:
             batch_size=batch_size,
             load_balancing=load_balancing,
             keepalive_s=keepalive_s,
+            insecure=insecure,
         )
         self.target = target
         self._own_channel = channel is None
         if channel is None:
-            if self._opts.credentials is not None:
-                channel = grpc.aio.secure_channel(
-                    target, self._opts.credentials, self._opts.options
-                )
-            else:
-                channel = grpc.aio.insecure_channel(target, self._opts.options)
+            o = self._opts
+            channel = open_aio_channel(target, o.credentials, o.options, o.transport)
         self._channel = channel
         self._stub = pb_grpc.VariantEffectServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)

@@ -10,7 +10,19 @@ from typing import Any
 
 import grpc
 
-__all__ = ["ChannelSettings", "channel_options", "make_credentials"]
+from varfx.client._transport import (
+    AioTransportInterceptor,
+    SyncTransportInterceptor,
+    TransportCheck,
+)
+
+__all__ = [
+    "ChannelSettings",
+    "channel_options",
+    "make_credentials",
+    "open_aio_channel",
+    "open_channel",
+]
 
 _MB = 1024 * 1024
 
@@ -89,3 +101,31 @@ def channel_options(settings: ChannelSettings) -> list[tuple[str, Any]]:
     if settings.server_name_override:
         opts.append(("grpc.ssl_target_name_override", settings.server_name_override))
     return opts
+
+
+def open_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: list[tuple[str, Any]],
+    check: TransportCheck,
+) -> grpc.Channel:
+    """A channel (TLS when ``credentials``) whose failed calls fail fast, with FAILED_PRECONDITION
+    and a clear message, on a TLS/plaintext mismatch (client/_transport.py)."""
+    if credentials is not None:
+        channel = grpc.secure_channel(target, credentials, options)
+    else:
+        channel = grpc.insecure_channel(target, options)
+    return grpc.intercept_channel(channel, SyncTransportInterceptor(check))
+
+
+def open_aio_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: list[tuple[str, Any]],
+    check: TransportCheck,
+) -> grpc.aio.Channel:
+    """``open_channel`` for grpc.aio (the check covers unary calls)."""
+    interceptors = [AioTransportInterceptor(check)]
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options, interceptors=interceptors)

@@ -114,6 +114,11 @@ def _add_tls(p: argparse.ArgumentParser) -> None:
     g.add_argument("--client-cert", default=None, help="PEM client certificate (mutual TLS)")
     g.add_argument("--client-key", default=None, help="PEM client key (mutual TLS)")
     g.add_argument("--token", default=None, help="bearer token (or env VARFX_TOKEN)")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow --token over plaintext to a host other than this one (trusted network)",
+    )
 
 
 def _client(args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -128,6 +133,7 @@ def _client(args: argparse.Namespace, **kwargs: Any) -> Any:
         client_certificate=args.client_cert,
         client_key=args.client_key,
         token=args.token or os.environ.get("VARFX_TOKEN"),
+        insecure=args.insecure,
         timeout=args.timeout,
         # patient: a restarting server (model load + warm-up) is waited for, about a minute
         retry=RetryPolicy(max_attempts=args.retries, initial_backoff=0.25, max_backoff=10.0),

@@ -13,9 +13,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from varfx.client import _convert
-from varfx.client._channel import ChannelSettings, channel_options, make_credentials
+from varfx.client._channel import ChannelSettings, channel_options, make_credentials, open_channel
 from varfx.client._retry import RetryPolicy
 from varfx.client._stream import chunked, stream_chunks
+from varfx.client._transport import TransportCheck, check_token_transport
 from varfx.client.errors import RETRYABLE_CODES, VarfxError, from_rpc_error, rpc_code
 from varfx.client.types import (
     ModelInfo,
@@ -56,6 +57,7 @@ class ClientOptions:
         batch_size: int = 1000,
         load_balancing: str = "auto",
         keepalive_s: float = 300.0,
+        insecure: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -65,6 +67,10 @@ class ClientOptions:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout}")
         self.target = target
         self.tls = bool(tls or root_certificates or client_certificate)
+        check_token_transport(target, tls=self.tls, token=bool(token), insecure=insecure)
+        self.transport = TransportCheck(
+            target, tls=self.tls, client_certificate=client_certificate is not None
+        )
         self.credentials = (
             make_credentials(root_certificates, client_certificate, client_key)
             if self.tls
@@ -98,7 +104,8 @@ class Client:
 
     Arguments: ``target`` ("host:port", "dns:///host:port", "ipv4:127.0.0.1:1,127.0.0.1:2");
     TLS (``tls``, ``root_certificates``, ``client_certificate``/``client_key`` as PEM bytes or
-    paths); ``token`` (sent as ``authorization: Bearer``) and ``metadata``; ``timeout``: deadline
+    paths); ``token`` (sent as ``authorization: Bearer``; refused in plaintext to a host other
+    than this one unless ``insecure=True``) and ``metadata``; ``timeout``: deadline
     of each unary call in seconds; ``retry``: RetryPolicy for UNAVAILABLE/RESOURCE_EXHAUSTED/CANCELLED;
     ``max_in_flight``: chunks a stream may have unanswered; ``batch_size``: variants per request;
     ``load_balancing``: "auto"|"round_robin"|"pick_first"; ``channel``: use this channel instead.
@@ -123,6 +130,7 @@ class Client:
         load_balancing: str = "auto",
         keepalive_s: float = 300.0,
         channel: grpc.Channel | None = None,
+        insecure: bool = False,
     ) -> None:
         self._opts = ClientOptions(
             target,
@@ -139,14 +147,13 @@ class Client:
             batch_size=batch_size,
             load_balancing=load_balancing,
             keepalive_s=keepalive_s,
+            insecure=insecure,
         )
         self.target = target
         self._own_channel = channel is None
         if channel is None:
-            if self._opts.credentials is not None:
-                channel = grpc.secure_channel(target, self._opts.credentials, self._opts.options)
-            else:
-                channel = grpc.insecure_channel(target, self._opts.options)
+            o = self._opts
+            channel = open_channel(target, o.credentials, o.options, o.transport)
         self._channel = channel
         self._stub = pb_grpc.VariantEffectServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)

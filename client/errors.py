@@ -8,6 +8,7 @@ import grpc
 
 __all__ = [
     "RETRYABLE_CODES",
+    "InsecureTransportError",
     "VarfxError",
     "VcfFormatError",
     "from_rpc_error",
@@ -45,6 +46,10 @@ class VarfxError(Exception):
     @property
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES
+
+
+class InsecureTransportError(VarfxError, ValueError):
+    """The client would send a secret (a bearer token) where others could read it."""
 
 
 class VcfFormatError(ValueError):

@@ -356,8 +356,9 @@ def test_tls_and_token(server: Any, tmp_path: Any) -> None:
         assert proxy.metadata[-1]["authorization"] == "Bearer s3cret"
         assert proxy.metadata[-1]["x-team"] == "a"
         with Client(target, timeout=2, retry=FAST) as plain, pytest.raises(VarfxError) as info:
-            plain.list_models()  # plaintext against TLS fails, as one VarfxError
-        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+            plain.list_models()  # plaintext against TLS fails at once, as one VarfxError
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "speaks TLS and this client plaintext" in str(info.value)
     finally:
         proxy.stop()
 
