@@ -19,6 +19,16 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
             "help": "FASTA by model assembly, e.g. GRCh37=/ref/hg19.fa,GRCh38=/ref/hg38.fa; other models use --genome [VARFX_GENOMES]"
         },
     ),
+    (
+        "--allow-genome-mismatch",
+        {
+            "action": "store_true",
+            "default": None,
+            "help": "serve a model on a genome that contradicts its training genome (assembly, "
+            "contig lengths or MD5s) instead of refusing to start; recorded in ListModels and "
+            "every manifest [VARFX_ALLOW_GENOME_MISMATCH]",
+        },
+    ),
     ("--host", {"help": "gRPC listen address [VARFX_HOST; default 0.0.0.0]"}),
     ("--port", {"type": int, "help": "gRPC port, 0 = any free port [VARFX_PORT; default 50051]"}),
     (

@@ -46,7 +46,10 @@ class ServerConfig:
         model_versions: pinned versions by model name.
         genomes: reference FASTA by assembly (a model's metadata ``assembly``); models whose
             assembly is not listed use ``genome``. One server can so serve GRCh37 and GRCh38
-            models side by side.
+            models side by side. Every key must be the assembly of a served model.
+        allow_genome_mismatch: pair models with genomes whose identity (assembly name, contig
+            lengths or MD5s) contradicts the model's recorded training genome, instead of
+            refusing to start; ListModels and every manifest then say so.
         warmup_batch_sizes: batch sizes run before SERVING (empty: powers of two to max_batch).
         grace_s: seconds in-flight calls get to finish on SIGTERM.
         max_connection_age_s: close client connections after this long, so that round-robin
@@ -79,6 +82,7 @@ class ServerConfig:
     default_model: str = ""
     model_versions: Mapping[str, int] = field(default_factory=dict)
     genomes: Mapping[str, Path] = field(default_factory=dict)
+    allow_genome_mismatch: bool = False
     warmup_batch_sizes: tuple[int, ...] = ()
     grace_s: float = 30.0
     max_connection_age_s: float = 0.0
