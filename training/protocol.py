@@ -1,0 +1,381 @@
+"""The locked test protocol: one shipped model, evaluated once on its held-out test region.
+
+``evaluate_model`` labels every bin of the test region (``varfx train``'s index rule, the
+blacklist applied: windows overlapping it are left out, as are windows with > max_n N or reaching
+outside the region), runs the ONNX model on all of them and reports, per feature and as the mean
+over features, auROC and auPRC with bootstrap 95% intervals on three mixes:
+
+- ``all``: every bin of the test region;
+- ``random``: the positives (bins with any label) and as many random unlabelled bins;
+- ``gc-matched``: the positives and as many unlabelled bins drawn to follow their GC histogram
+  (``random`` and ``gc-matched`` are the mixes ``varfx train --negatives`` builds);
+- ``gc-matched-per-feature``: for each feature its own positives and as many unlabelled bins
+  matched to *their* GC histogram, so GC alone scores ~0.5 (bootstrap per feature).
+
+Beside the model, on the same windows: GC fraction, CpG count (no fitting) and the k-mer
+baseline (varfx.training.kmer_baseline, fitted on a 1:1 random mix of training-sequence bins,
+i.e. bins outside the held-out regions). Cell-type specificity: for each assay (the feature-name
+prefix before ``_``), auROC of each feature among the windows open in at least one cell type of
+that assay. Model predictions are cached in OUT/predictions.npz (keyed by the model's SHA-256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from varfx.training._fasta import FastaTokens
+from varfx.training.bootstrap import bootstrap_counts, interval, weighted_auc
+from varfx.training.dataset import IndexConfig, SplitSpec, WindowIndex, build_index
+from varfx.training.errors import DataError
+from varfx.training.negatives import gc_fraction, sample_negatives
+from varfx.training.peaks import PeakSet, feature_name, find_peak_files
+
+__all__ = ["BRAIN_TEST_REGION", "MIXES", "ProtocolConfig", "evaluate_model", "render_markdown"]
+
+log = logging.getLogger(__name__)
+
+BRAIN_TEST_REGION = "chr20:29500001-"  # brain-hg19: the chr20 q-arm, never used for any choice
+MIXES = ("all", "random", "gc-matched", "gc-matched-per-feature")
+SCORERS = ("model", "kmer", "gc", "cpg")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Inputs of one locked evaluation (lengths in bp).
+
+    ``valid_regions`` are excluded from the k-mer baseline's training bins (as from any fitting).
+    """
+
+    model: str
+    genome: tuple[str, ...]
+    peaks: tuple[str, ...]
+    out: str
+    test_regions: tuple[str, ...] = (BRAIN_TEST_REGION,)
+    valid_regions: tuple[str, ...] = ()
+    blacklist: str | None = None
+    bin_size: int = 200
+    stride: int = 200
+    min_overlap: float = 0.5
+    max_n_fraction: float = 0.1
+    allow_peaks_past_end: bool = False
+    bootstrap: int = 200
+    seed: int = 0
+    kmer_windows: int = 20_000
+    kmer_k: int = 6
+    batch_size: int = 256
+    threads: int = 1
+    again: bool = False
+    command: str = ""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _model_meta(path: Path) -> dict[str, Any]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in m.metadata_props}
+    if "varfx" not in props:
+        raise DataError(f"{path}: no varfx metadata (features, sequence_length)")
+    meta: dict[str, Any] = json.loads(props["varfx"])
+    return meta
+
+
+def _gather(tokens: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """uint8 [n, length] windows of one contig's tokens; outside the contig is N (4)."""
+    pos = starts[:, None] + np.arange(length, dtype=np.int64)
+    inside = (pos >= 0) & (pos < len(tokens))
+    return np.where(inside, tokens[np.clip(pos, 0, len(tokens) - 1)], 4).astype(np.uint8)
+
+
+def _windows(genome: FastaTokens, index: WindowIndex, rows: np.ndarray, chunk: int):  # type: ignore[no-untyped-def]
+    """Yield (row slice, uint8 [n, L]) over ``rows`` in chunks, one contig read at a time."""
+    cache: dict[int, np.ndarray] = {}
+    for i in range(0, len(rows), chunk):
+        r = rows[i : i + chunk]
+        out = np.empty((len(r), index.length), dtype=np.uint8)
+        for cid in np.unique(index.contig_ids[r]):
+            if cid not in cache:
+                cache.clear()
+                cache[cid] = genome.contig_tokens(index.contigs[cid])
+            m = index.contig_ids[r] == cid
+            out[m] = _gather(cache[cid], index.starts[r[m]], index.length)
+        yield slice(i, i + len(r)), out
+
+
+def _predict(cfg: ProtocolConfig, genome: FastaTokens, index: WindowIndex, rows: np.ndarray,
+             model_sha: str) -> np.ndarray:  # fmt: skip
+    """Model probabilities float32 [n, F] for ``rows``, cached in OUT/predictions.npz."""
+    cache = Path(cfg.out) / "predictions.npz"
+    key_c, key_s = index.contig_ids[rows], index.starts[rows]
+    if cache.is_file():
+        with np.load(cache) as z:
+            if (str(z["model_sha256"]) == model_sha and np.array_equal(z["contig_ids"], key_c)
+                    and np.array_equal(z["starts"], key_s)):  # fmt: skip
+                log.info("model predictions from %s", cache)
+                return np.asarray(z["probabilities"])
+    import onnxruntime as ort
+    from tqdm import tqdm
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = cfg.threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(cfg.model, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    probs = np.zeros((len(rows), len(index.features)), np.float32)
+    bar = tqdm(total=len(rows), desc="model", unit="win", mininterval=30)
+    for sl, x in _windows(genome, index, rows, cfg.batch_size):
+        probs[sl] = sess.run(None, {name: x})[0]
+        bar.update(len(x))
+    bar.close()
+    tmp = cache.with_name("predictions.tmp.npz")
+    np.savez_compressed(tmp, model_sha256=np.array(model_sha), contig_ids=key_c, starts=key_s,
+                        probabilities=probs)  # fmt: skip
+    tmp.replace(cache)
+    return probs
+
+
+def _baselines(cfg: ProtocolConfig, genome: FastaTokens, index: WindowIndex,
+               rows: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+    """GC fraction, CpG count and k-mer probabilities for ``rows``; and the k-mer fit record."""
+    from varfx.training.kmer_baseline import KmerBaseline
+
+    rng = np.random.default_rng(cfg.seed + 1)
+    train = index.rows("train")
+    pos = train[index.labels[train].any(1)]
+    neg = train[~index.labels[train].any(1)]
+    half = min(cfg.kmer_windows // 2, len(pos), len(neg))
+    fit_rows = np.sort(np.concatenate([rng.choice(pos, half, replace=False),
+                                       rng.choice(neg, half, replace=False)]))  # fmt: skip
+    ks = tuple(range(1, cfg.kmer_k + 1))
+    fit_tokens = np.concatenate([x for _, x in _windows(genome, index, fit_rows, 4096)])
+    base = KmerBaseline(ks=ks).fit(fit_tokens, index.labels[fit_rows])
+    del fit_tokens
+    f = len(index.features)
+    out = {"kmer": np.zeros((len(rows), f), np.float32), "gc": np.zeros(len(rows), np.float32),
+           "cpg": np.zeros(len(rows), np.float32)}  # fmt: skip
+    for sl, x in _windows(genome, index, rows, 4096):
+        out["kmer"][sl] = base.predict_proba(x)
+        out["gc"][sl] = gc_fraction(x)
+        out["cpg"][sl] = ((x[:, :-1] == 1) & (x[:, 1:] == 2)).sum(1)
+    record = {"fit_windows": len(fit_rows), "ks": list(ks), "positives_per_negative": 1.0,
+              "fit_on": "bins outside the held-out regions (training sequence)"}  # fmt: skip
+    return out, record
+
+
+def _score_block(labels: np.ndarray, scores: dict[str, np.ndarray], features: tuple[str, ...],
+                 rows: list[np.ndarray], counts: list[np.ndarray]) -> dict[str, Any]:  # fmt: skip
+    """Per feature and mean: point auROC/auPRC and bootstrap intervals, for every scorer.
+
+    labels: bool [n, F]; scores: name -> [n, F] or [n]; rows[j]: positions scored for feature j;
+    counts[j]: bootstrap counts [B, len(rows[j])] (the same arrays for every scorer: paired).
+    """
+    out: dict[str, Any] = {}
+    boot_means: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, s in scores.items():
+        per: dict[str, Any] = {}
+        rocs_b, prcs_b, rocs, prcs = [], [], [], []
+        for j, feat in enumerate(features):
+            col = s[rows[j], j] if s.ndim == 2 else s[rows[j]]
+            y = labels[rows[j], j]
+            (r,), (p,) = weighted_auc(y, col)
+            rb, pb = weighted_auc(y, col, counts[j])
+            per[feat] = {"auroc": float(r), "auroc_ci": interval(rb), "auprc": float(p),
+                         "auprc_ci": interval(pb), "positives": int(y.sum()), "n": len(y)}  # fmt: skip
+            rocs.append(float(r))
+            prcs.append(float(p))
+            rocs_b.append(rb)
+            prcs_b.append(pb)
+        if any(np.isnan(rocs)):
+            raise DataError(f"features without positives or negatives here: "
+                            f"{[f for f, r in zip(features, rocs, strict=True) if np.isnan(r)]}")  # fmt: skip
+        mb_r, mb_p = np.mean(rocs_b, axis=0), np.mean(prcs_b, axis=0)
+        boot_means[name] = (mb_r, mb_p)
+        out[name] = {"mean_auroc": float(np.mean(rocs)), "mean_auroc_ci": interval(mb_r),
+                     "mean_auprc": float(np.mean(prcs)), "mean_auprc_ci": interval(mb_p),
+                     "per_feature": per}  # fmt: skip
+    if "model" in boot_means and "kmer" in boot_means:
+        d = boot_means["model"][0] - boot_means["kmer"][0]
+        out["model_minus_kmer_mean_auroc"] = {
+            "value": out["model"]["mean_auroc"] - out["kmer"]["mean_auroc"],
+            "ci": interval(d),
+        }
+    return out
+
+
+def _mix_rows(mix: str, labels: np.ndarray, gc: np.ndarray,
+              rng: np.random.Generator) -> list[np.ndarray]:  # fmt: skip
+    """Positions (into the test rows) scored for each feature in one mix."""
+    f = labels.shape[1]
+    if mix == "all":
+        return [np.arange(len(labels))] * f
+    neg = np.flatnonzero(~labels.any(1))
+    if mix == "gc-matched-per-feature":
+        out = []
+        for j in range(f):
+            pos = np.flatnonzero(labels[:, j])
+            pick, _ = sample_negatives("gc-matched", 1.0, len(pos), gc[pos], gc[neg], rng)
+            out.append(np.sort(np.concatenate([pos, neg[pick]])))
+        return out
+    pos = np.flatnonzero(labels.any(1))
+    pick, short = sample_negatives(mix, 1.0, len(pos), gc[pos], gc[neg], rng)
+    if short:
+        log.warning("%s mix: %d negatives short of 1:1", mix, short)
+    return [np.sort(np.concatenate([pos, neg[pick]]))] * f
+
+
+def _cell_types(features: tuple[str, ...]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for j, f in enumerate(features):
+        if "_" in f:
+            groups.setdefault(f.split("_", 1)[0], []).append(j)
+    return {a: cols for a, cols in groups.items() if len(cols) >= 2}
+
+
+def _match_features(files: list[Path], features: tuple[str, ...]) -> list[str]:
+    """The model feature of each peak file: its name, or the feature its name starts with
+    (``ATAC_NeuN_optimal_peak.bed`` -> ``ATAC_NeuN``); every feature needs exactly one file."""
+    out = []
+    for f in files:
+        name = feature_name(f)
+        hits = [x for x in features if name == x or name.startswith((x + "_", x + "."))]
+        if len(hits) != 1:
+            raise DataError(f"peak file {f} matches model features {hits}, need exactly one")
+        out.append(hits[0])
+    missing = sorted(set(features) - set(out))
+    if missing or len(out) != len(features):
+        raise DataError(f"need one peak file per model feature; missing {missing} in {files}")
+    return out
+
+
+def evaluate_model(cfg: ProtocolConfig) -> dict[str, Any]:
+    """Run the locked protocol; writes OUT/protocol.json and OUT/protocol.md, returns the report.
+
+    Raises:
+        DataError: bad inputs, peak sets that differ from the model's features, a feature with
+            no test positives, or OUT holding an evaluation of this model already (``again``).
+    """
+    model = Path(cfg.model)
+    if not model.is_file():
+        raise DataError(f"model not found: {model}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sha = _sha256(model)
+    report_path = out / "protocol.json"
+    if report_path.is_file() and not cfg.again:
+        old = json.loads(report_path.read_text())
+        if old.get("model_sha256") == sha:
+            raise DataError(f"{report_path} already holds the test evaluation of {model} "
+                            f"(sha256 {sha[:12]}); the test region is evaluated once per model")  # fmt: skip
+    meta = _model_meta(model)
+    features, length = tuple(meta["features"]), int(meta["sequence_length"])
+    genome = FastaTokens(cfg.genome)
+    files = find_peak_files(cfg.peaks)
+    names = _match_features(files, features)
+    peaks = PeakSet.load(files, genome.lengths, names, allow_past_end=cfg.allow_peaks_past_end)
+    split = SplitSpec.from_args(valid_regions=cfg.valid_regions, test_regions=cfg.test_regions)
+    icfg = IndexConfig(length=length, bin_size=cfg.bin_size, stride=cfg.stride,
+                       min_overlap=cfg.min_overlap, negative_ratio=float("inf"), negatives="all",
+                       max_n_fraction=cfg.max_n_fraction, blacklist=cfg.blacklist, seed=cfg.seed)  # fmt: skip
+    index = build_index(genome, peaks, split, icfg)
+    order = [peaks.features.index(f) for f in features]
+    index.labels, index.features = index.labels[:, order], features
+    rows = index.rows("test")
+    if len(rows) == 0:
+        raise DataError(f"no test windows in {list(cfg.test_regions)}")
+    labels = index.labels[rows].astype(bool)
+    log.info("%d test windows, %d with a label", len(rows), int(labels.any(1).sum()))
+    scores: dict[str, np.ndarray] = {"model": _predict(cfg, genome, index, rows, sha)}
+    base, kmer_record = _baselines(cfg, genome, index, rows)
+    scores.update(base)
+    rng = np.random.default_rng(cfg.seed)
+    mixes: dict[str, Any] = {}
+    for mix in MIXES:
+        rows_f = _mix_rows(mix, labels, base["gc"], rng)
+        shared = all(r is rows_f[0] for r in rows_f)
+        counts = [
+            bootstrap_counts(len(r), cfg.bootstrap, rng) for r in rows_f[: 1 if shared else None]
+        ]
+        block = _score_block(
+            labels, scores, features, rows_f, counts * len(rows_f) if shared else counts
+        )
+        at = np.unique(np.concatenate(rows_f))
+        mixes[mix] = {"windows": len(at), "positives": int(labels[at].any(1).sum()), **block}
+    specificity: dict[str, Any] = {}
+    for assay, col_list in _cell_types(features).items():
+        cols = np.array(col_list, dtype=np.int64)
+        at = np.flatnonzero(labels[:, cols].any(1))
+        counts = bootstrap_counts(len(at), cfg.bootstrap, rng)
+        sub = tuple(features[j] for j in cols)
+        block = _score_block(labels[at][:, cols],
+                             {k: (v[at][:, cols] if v.ndim == 2 else v[at])
+                              for k, v in scores.items()}, sub, [np.arange(len(at))] * len(cols),
+                             [counts] * len(cols))  # fmt: skip
+        specificity[assay] = {"windows": len(at), **block}
+    report = {
+        "protocol": "varfx locked test protocol v1",
+        "model": str(model), "model_sha256": sha, "features": list(features),
+        "sequence_length": length, "config": asdict(cfg), "test_regions": list(cfg.test_regions),
+        "windows": {"test": len(rows), "dropped": {k: v for k, v in index.stats.items()
+                                                    if k.startswith("dropped")}},
+        "kmer_baseline": kmer_record, "mixes": mixes, "cell_type_specificity": specificity,
+        "training_summary": meta.get("training_summary"),
+    }  # fmt: skip
+    report_path.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    (out / "protocol.md").write_text(render_markdown(report))
+    return report
+
+
+def _fmt(block: dict[str, Any], key: str) -> str:
+    lo, hi = block[f"{key}_ci"]
+    return f"{block[key]:.3f} ({lo:.3f}-{hi:.3f})"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """Tables of a protocol report: means per mix, per-feature auROC, cell-type specificity."""
+    lines = [f"# Locked test evaluation of `{report['model']}`", "",
+             f"sha256 `{report['model_sha256']}`; test regions {report['test_regions']}; "
+             f"{report['windows']['test']} test windows (every 200-bp bin, blacklist and N "
+             f"filtered: {report['windows']['dropped']}). 95% bootstrap intervals "
+             f"({report['config']['bootstrap']} resamples of the windows).", "",
+             "| mix | windows | positives | model auROC | k-mer | GC | CpG | model auPRC | k-mer auPRC |",
+             "|---|---:|---:|---|---|---|---|---|---|"]  # fmt: skip
+    for mix, m in report["mixes"].items():
+        lines.append(
+            f"| {mix} | {m['windows']} | {m['positives']} | {_fmt(m['model'], 'mean_auroc')} | "
+            f"{_fmt(m['kmer'], 'mean_auroc')} | {_fmt(m['gc'], 'mean_auroc')} | "
+            f"{_fmt(m['cpg'], 'mean_auroc')} | {_fmt(m['model'], 'mean_auprc')} | "
+            f"{_fmt(m['kmer'], 'mean_auprc')} |"
+        )
+    lines += ["", "Per feature auROC (model / k-mer / GC), per mix:", "",
+              "| feature | " + " | ".join(report["mixes"]) + " |",
+              "|---|" + "---|" * len(report["mixes"])]  # fmt: skip
+    for f in report["features"]:
+        cells = []
+        for m in report["mixes"].values():
+            a, b, c = (m[s]["per_feature"][f]["auroc"] for s in ("model", "kmer", "gc"))
+            cells.append(f"{a:.3f} / {b:.3f} / {c:.3f}")
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    lines += ["", "Cell-type specificity: auROC among windows open in >= 1 cell type of the assay "
+              "(model / k-mer / GC):", "", "| assay | windows | feature | auROC |", "|---|---:|---|---|"]  # fmt: skip
+    for assay, s in report["cell_type_specificity"].items():
+        for f, v in s["model"]["per_feature"].items():
+            lines.append(f"| {assay} | {s['windows']} | {f} | {_fmt(v, 'auroc')} / "
+                         f"{s['kmer']['per_feature'][f]['auroc']:.3f} / "
+                         f"{s['gc']['per_feature'][f]['auroc']:.3f} |")  # fmt: skip
+        lines.append(f"| {assay} | | **mean** | {_fmt(s['model'], 'mean_auroc')} / "
+                     f"{s['kmer']['mean_auroc']:.3f} / {s['gc']['mean_auroc']:.3f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
