@@ -58,11 +58,19 @@ TARGETS = (
     ),
 )
 _DEFAULT_POOL = "_descriptor_pool.Default().AddSerializedFile("
-_PRIVATE_POOL = (
-    "# a private pool: tritonclient and other KServe clients register the same names in the default one\n"
-    "_POOL = _descriptor_pool.DescriptorPool()\n"
-    "DESCRIPTOR = _POOL.AddSerializedFile("
+# the files of a private-pool target share one pool (they import each other), made in __init__
+_POOL_INIT = (
+    "from google.protobuf import descriptor_pool as _descriptor_pool\n\n"
+    "# tritonclient and other KServe clients register the same names in the default pool\n"
+    "POOL = _descriptor_pool.DescriptorPool()\n"
 )
+
+
+def _private_pool(target: Target) -> str:
+    return (
+        f"from varfx.proto.{target.out} import POOL as _POOL  # private: see __init__\n"
+        "DESCRIPTOR = _POOL.AddSerializedFile("
+    )
 
 
 def _rewrite(target: Target, name: str, text: str) -> str:
@@ -73,7 +81,7 @@ def _rewrite(target: Target, name: str, text: str) -> str:
     if target.private_pool and name.endswith("_pb2.py"):
         if text.count("DESCRIPTOR = " + _DEFAULT_POOL) != 1:
             raise SystemExit(f"{name}: protoc output changed; cannot move it to a private pool")
-        text = text.replace("DESCRIPTOR = " + _DEFAULT_POOL, _PRIVATE_POOL)
+        text = text.replace("DESCRIPTOR = " + _DEFAULT_POOL, _private_pool(target))
     return text
 
 
@@ -95,7 +103,10 @@ def generate(target: Target, dest: Path) -> None:
         for f in sorted((Path(tmp) / target.source).iterdir()):
             text = _rewrite(target, f.name, f.read_text())
             (dest / f.name).write_text(target.header + text)
-        (dest / "__init__.py").write_text(target.header + f'"""{target.doc}"""\n')
+        init = target.header + f'"""{target.doc}"""\n'
+        if target.private_pool:
+            init += "\n" + _POOL_INIT
+        (dest / "__init__.py").write_text(init)
 
 
 def main() -> int:
