@@ -132,6 +132,14 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "--health-port",
+        {
+            "type": int,
+            "help": "plaintext port serving grpc.health.v1 only, for probes that cannot speak "
+            "TLS; -1 = off [VARFX_HEALTH_PORT; default -1]",
+        },
+    ),
+    (
         "--auth-tokens-file",
         {
             "help": "bearer tokens, one per line (# comments); every call but health needs one; "

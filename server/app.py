@@ -30,6 +30,7 @@ from varfx.server.config import ServerConfig
 from varfx.server.genome import Genome
 from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer
 from varfx.server.metrics import Metrics, start_metrics_server
+from varfx.server.probes import HealthPort, start_health_port
 from varfx.server.repository import scan_repository
 from varfx.server.runtime import ModelRunner
 from varfx.server.service import ServedModel, VariantEffectServicer
@@ -65,6 +66,7 @@ class VarfxServer:
     _executor: ThreadPoolExecutor | None = None
     _stopped: bool = field(default=False)
     tokens: TokenStore | None = None  # bearer tokens (server/auth.py), reloaded on SIGHUP
+    health_port: HealthPort | None = None  # plaintext health-only port (server/probes.py)
 
     def reload_tokens(self) -> None:
         """Re-read the auth token file (SIGHUP); nothing to do without one."""
@@ -91,6 +93,8 @@ class VarfxServer:
         self._stopped = True
         await self.set_serving(False)
         await self.grpc_server.stop(grace)
+        if self.health_port is not None:
+            await self.health_port.stop(0)
         for model in self.models.values():
             await model.batcher.stop()
         if self._metrics_http is not None:
@@ -140,6 +144,7 @@ async def create_server(
     executor = ThreadPoolExecutor(max(2, config.inference_threads), thread_name_prefix="varfx")
     models: dict[str, ServedModel] = {}
     server: grpc.aio.Server | None = None
+    health_port: HealthPort | None = None
     metrics_http: Any = None
     try:
         for entry in scan_repository(config.model_repo, config.model_versions):
@@ -234,6 +239,7 @@ async def create_server(
         )
         await handle.set_serving(False)
         await server.start()
+        health_port = handle.health_port = await start_health_port(health_servicer, config)
         loop = asyncio.get_running_loop()
         for model in models.values():
             await loop.run_in_executor(executor, model.runner.warmup, config.warmup_sizes)
@@ -249,6 +255,8 @@ async def create_server(
         # a failed start leaves nothing running: stop what was started, then re-raise
         if server is not None:
             await server.stop(0)
+        if health_port is not None:
+            await health_port.stop(0)
         for model in models.values():
             await model.batcher.stop()
         if metrics_http is not None:

@@ -63,6 +63,9 @@ class ServerConfig:
         auth_tokens_file: file of bearer tokens, one per line (blank lines and ``#`` comments
             ignored); set: every call except grpc.health.v1 needs ``authorization: Bearer
             <token>`` with one of them. Re-read on SIGHUP and when its mtime changes.
+        health_port: a second, plaintext port on ``host`` serving grpc.health.v1 only, for
+            probes that cannot speak TLS (Kubernetes' gRPC probes); -1 (default) = off,
+            0 = any free port.
     """
 
     model_repo: Path = Path("models")
@@ -92,6 +95,7 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     auth_tokens_file: Path | None = None
+    health_port: int = -1
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -101,8 +105,9 @@ class ServerConfig:
             raise bad("device", "must be auto, cpu or cuda")
         if not 0 <= self.port <= 65535:
             raise bad("port", "must be 0..65535")
-        if not -1 <= self.metrics_port <= 65535:
-            raise bad("metrics_port", "must be -1 (off), 0 (any) or a port")
+        for key in ("metrics_port", "health_port"):
+            if not -1 <= getattr(self, key) <= 65535:
+                raise bad(key, "must be -1 (off), 0 (any) or a port")
         for key in ("max_batch", "max_queue", "max_variants_per_request", "inference_threads"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be >= 1")

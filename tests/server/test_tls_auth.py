@@ -64,7 +64,9 @@ def _config(model_repo: Path, genome_fa: Path, **kwargs: Any) -> ServerConfig:
 
 @pytest.fixture(scope="module")
 def tls_server(model_repo: Path, genome_fa: Path, pki: PKI) -> Iterator[Any]:
-    config = _config(model_repo, genome_fa, tls_cert=pki.server_cert, tls_key=pki.server_key)
+    config = _config(
+        model_repo, genome_fa, tls_cert=pki.server_cert, tls_key=pki.server_key, health_port=0
+    )
     with start_in_thread(config) as running:
         yield running
 
@@ -118,6 +120,25 @@ def test_tls_end_to_end(tls_server: Any, pki: PKI, variant: list[Any]) -> None:
             streamed = list(client.iter_chunks(variant * 5, batch_size=2))
             assert sum(len(t) for t in streamed) == 5
             assert client.health() == "SERVING"
+
+
+def test_plaintext_health_port_serves_health_only(tls_server: Any) -> None:
+    """For probes that cannot speak TLS (Kubernetes'): health in plaintext, nothing else."""
+    handle = tls_server.handle
+    assert handle.health_port is not None
+    target = f"127.0.0.1:{handle.health_port.port}"
+    with Client(target) as client:
+        assert client.health() == "SERVING"
+        assert client.health("varfx.v1.VariantEffectService") == "SERVING"
+        with pytest.raises(VarfxError) as info:
+            client.list_models()
+        assert info.value.code == grpc.StatusCode.UNIMPLEMENTED
+    tls_server.call(handle.set_serving(False))
+    try:
+        with Client(target) as client:
+            assert client.health() == "NOT_SERVING"  # the same states as the TLS port
+    finally:
+        tls_server.call(handle.set_serving(True))
 
 
 def test_plaintext_client_to_tls_server_fails_fast(tls_server: Any, variant: list[Any]) -> None:
