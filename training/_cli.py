@@ -112,6 +112,11 @@ def _add_train(subparsers: Any) -> None:
     o.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     o.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     o.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    o.add_argument(
+        "--skip-test",
+        action="store_true",
+        help="hold the test split out but do not score it (the locked protocol: varfx evaluate)",
+    )
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
 
@@ -163,6 +168,7 @@ def _run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             resume=args.resume,
+            evaluate_test=not args.skip_test,
             reverse_complement=args.rc_augment,
             num_workers=args.workers,
             threads=args.threads,
@@ -174,10 +180,11 @@ def _run_train(args: argparse.Namespace) -> int:
     except (TrainingError, ValueError) as exc:
         sys.stderr.write(f"varfx train: {exc}\n")
         return 2
-    t = result.test
+    t = result.test if result.test is not None else result.valid
+    which = "test" if result.test is not None else "valid (test not scored)"
     sys.stdout.write(
         f"{result.run_dir}: {result.epochs_run} epochs, best epoch {result.best_epoch}; "
-        f"test mean auROC {t.mean_auroc:.4f}, mean auPRC {t.mean_auprc:.4f}\n"
+        f"{which} mean auROC {t.mean_auroc:.4f}, mean auPRC {t.mean_auprc:.4f}\n"
     )
     for f in t.features:
         sys.stdout.write(

@@ -3,7 +3,9 @@
 The graph takes ``tokens`` uint8 [batch, L] (A0 C1 G2 T3 N4; one-hot inside) and returns
 ``probabilities`` float32 [batch, F] (sigmoid of the logits); batch is dynamic, opset 17, made by
 the TorchScript exporter (``dynamo=False``). ``metadata_props["varfx"]`` holds the contract's JSON
-(features, sequence_length, alphabet, output, assembly, training summary, provenance).
+(features, sequence_length, alphabet, output, assembly, training summary, provenance) and
+``genome``: the training FASTA's identity (contig lengths and MD5s; ``family`` for simulated
+genomes), which the server checks the genome it pairs the model with against.
 Before anything is written, ONNX Runtime's output on random token sequences (N included) is
 compared with torch's; a model whose max abs difference exceeds the tolerance is refused
 (:class:`ParityError`). 1-D conv / pool layers are written as 2-D ones over ``[N, C, 1, L]``
@@ -32,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from varfx.core.contract import ContractError, ModelContract
+from varfx.core.genomes import canonical_assembly
 from varfx.training.errors import ExportError, ParityError
 from varfx.training.models import ModelConfig, ProbabilityModel, build_model
 from varfx.training.onnx_layout import conv1d_as_conv2d
@@ -254,6 +258,20 @@ def _test_auroc(run: Path, sessions: list[Any], max_windows: int) -> list[float]
     return out
 
 
+def _training_genome(run: Path, assembly: str) -> dict[str, Any] | None:
+    """The identity of the run's training FASTA(s) as metadata (``GenomeIdentity.to_json``:
+    assembly, family for simulated genomes, contigs with lengths and MD5s); None, with a
+    warning, when the FASTAs cannot be read any more."""
+    from varfx.core.fasta_identity import FastaIdentityError, fastas_identity
+
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+        return fastas_identity(cfg["genome"], assembly=assembly).to_json()
+    except (OSError, KeyError, ValueError, FastaIdentityError) as exc:
+        log.warning("%s: the training genome's identity is not recorded: %s", run, exc)
+        return None
+
+
 def export_run(
     run_dir: str | Path,
     repo: str | Path,
@@ -317,7 +335,7 @@ def export_run(
 
     from varfx import __version__
 
-    test = summary.get("test", {})
+    test = summary.get("test") or {}
     meta: dict[str, Any] = {
         "features": features,
         "sequence_length": mcfg.sequence_length,
@@ -351,6 +369,16 @@ def export_run(
         meta["export_check"].update(
             fp16_max_abs_diff=fp16_diff, fp16_test_auroc_change=auroc_change
         )
+
+    genome = _training_genome(run, str(meta["assembly"]))
+    if genome is not None:  # the training genome's contigs, lengths and MD5s (varfx.core.genomes)
+        meta["genome"] = genome
+        if not canonical_assembly(str(meta["assembly"])) and genome["assembly"]:
+            meta["assembly"] = genome["assembly"]
+    try:
+        ModelContract.from_metadata(meta)
+    except ContractError as exc:
+        raise ExportError(f"{run}: {exc}") from None
 
     import onnx
 

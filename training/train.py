@@ -82,6 +82,7 @@ class TrainConfig:
     command: str = ""
     feature_names: tuple[str, ...] | None = None
     allow_peaks_past_end: bool = False
+    evaluate_test: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.genome, (str, Path)):  # one FASTA given as a plain path
@@ -128,13 +129,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of a run: its directory, epochs run, best epoch and the test metrics."""
+    """Outcome of a run: its directory, epochs run, best epoch, the test metrics (None with
+    ``evaluate_test=False``) and the best checkpoint's validation metrics."""
 
     run_dir: Path
     epochs_run: int
     best_epoch: int
     best_valid_auprc: float
-    test: Metrics
+    test: Metrics | None
+    valid: Metrics
 
 
 def resolve_device(name: str) -> torch.device:
@@ -177,7 +180,7 @@ def _provenance(cfg: TrainConfig, peak_files: list[Path]) -> dict[str, Any]:
 
 # settings a resumed run may change; everything else must match the run's config.json
 _RESUMABLE = ("epochs", "patience", "device", "num_workers", "threads", "progress", "command",
-              "resume", "out")  # fmt: skip
+              "resume", "out", "evaluate_test")  # fmt: skip
 
 
 def _check_resume(cfg: TrainConfig, run: Path) -> None:
@@ -424,11 +427,17 @@ def train(cfg: TrainConfig) -> TrainResult:
         plot_learning_curves(csv_path, run / "learning_curves.png")
         done = epoch
 
-    # test evaluation with the best checkpoint
+    # validation metrics of the best checkpoint; test metrics unless the locked protocol owns them
     model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
-    test_loss, test_probs = _evaluate(model, _loader(test_ds, cfg, False, device), device, loss_fn)
-    tm = per_feature_metrics(test_ds.labels(), test_probs, index.features)
-    plot_roc_pr(test_ds.labels(), test_probs, index.features, run)
+    _, valid_probs = _evaluate(model, valid_dl, device, loss_fn)
+    best_valid = per_feature_metrics(valid_ds.labels(), valid_probs, index.features)
+    tm: Metrics | None = None
+    test_loss: float | None = None
+    if cfg.evaluate_test:
+        test_dl = _loader(test_ds, cfg, False, device)
+        test_loss, test_probs = _evaluate(model, test_dl, device, loss_fn)
+        tm = per_feature_metrics(test_ds.labels(), test_probs, index.features)
+        plot_roc_pr(test_ds.labels(), test_probs, index.features, run)
     summary = {
         "features": list(index.features),
         "sequence_length": mcfg.sequence_length,
@@ -437,13 +446,17 @@ def train(cfg: TrainConfig) -> TrainResult:
         "best_epoch": best_epoch,
         "epochs_run": done,
         "best_valid_mean_auprc": best,
+        "valid": best_valid.to_json(),
         "test_loss": test_loss,
-        "test": tm.to_json(),
+        "test": tm.to_json() if tm is not None else None,
         "split": cfg.split.to_json(),
         "windows": {k: v for k, v in index.stats.items()},
         "data": _provenance(cfg, peak_files),
         "command": cfg.command,
     }
+    if tm is None:
+        summary["test_note"] = "not evaluated (--skip-test): the locked protocol, varfx evaluate"
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("test mean auROC %.4f auPRC %.4f", tm.mean_auroc, tm.mean_auprc)
-    return TrainResult(run, done, best_epoch, best, tm)
+    if tm is not None:
+        log.info("test mean auROC %.4f auPRC %.4f", tm.mean_auroc, tm.mean_auprc)
+    return TrainResult(run, done, best_epoch, best, tm, best_valid)

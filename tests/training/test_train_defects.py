@@ -179,3 +179,20 @@ def test_several_fastas_form_one_genome(tmp_path: Path) -> None:
     assert g.window("chr1", 398, 4).tolist() == [2, 3, 4, 4]
     with pytest.raises(DataError, match="chr1.*a.fa.*c.fa"):
         FastaTokens([a, write_fasta(tmp_path / "c.fa", {"chr1": "A" * 10})])
+
+
+def test_skip_test_leaves_the_test_split_unscored(tmp_path: Path) -> None:
+    from varfx.training.export import export_run
+
+    data = tmp_path / "data"
+    run = tmp_path / "run"
+    result = train(_config(data, run, epochs=1, evaluate_test=False))
+    assert result.test is None
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test"] is None
+    assert "varfx evaluate" in summary["test_note"]
+    assert set(summary["valid"]["per_feature"]) == {"featA", "featB"}
+    assert result.valid.mean_auroc == pytest.approx(summary["valid"]["mean_auroc"], abs=1e-6)
+    assert not (run / "test_roc.png").exists()
+    meta = export_run(run, tmp_path / "repo", "tiny").metadata
+    assert meta["training_summary"]["test_mean_auroc"] is None
