@@ -190,6 +190,8 @@ def _histogram_svg(h: Histogram, *, width: int, height: int, color: str, x_label
 
 def _bars(items: list[tuple[str, int, str, str]], total: int) -> str:
     """Horizontal bars: (label, count, colour, note) rows of an HTML table."""
+    if not items:
+        return "<p class=note>No records.</p>"
     top = max([c for _, c, _, _ in items] + [1])
     rows = []
     for label, count, color, note in items:
@@ -349,7 +351,9 @@ def _top_table(data: ReportData) -> str:
             "here. Click a column header to sort."
         )
     return (
-        f"<p class=lead>{legend}</p><div class=scroll><table class=top id=top><thead><tr>"
+        f"<p class=lead>{legend}</p><div class=scroll><table class=top id=top"
+        + (' style="width:auto"' if not cols else "")
+        + "><thead><tr>"
         + "".join(head)
         + "</tr></thead><tbody>"
         + "".join(body)

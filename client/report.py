@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -202,12 +202,37 @@ class ReportData:
 STRONG = 0.1
 
 
+class _Prefixed(io.RawIOBase):
+    """The bytes ``head`` already read from ``rest``, then the rest of it (a pipe cannot seek)."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._rest.readinto(buf)  # type: ignore[attr-defined,no-any-return]
+
+    def close(self) -> None:
+        self._rest.close()
+        super().close()
+
+
 def _open(path: str) -> IO[str]:
-    # stdin: a reader of fd 0 that leaves it open when the report is done
-    buffered = open(sys.stdin.fileno() if path == "-" else path, "rb", closefd=path != "-")  # noqa: SIM115
-    if buffered.peek(2)[:2] == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=buffered), encoding="utf-8", newline="")
-    return io.TextIOWrapper(buffered, encoding="utf-8", newline="")
+    """Text of a file or of stdin (``-``, left open), gunzipped when it starts with gzip's magic."""
+    raw = open(sys.stdin.fileno() if path == "-" else path, "rb", closefd=path != "-")  # noqa: SIM115
+    head = raw.read(2)  # a buffered read: two bytes unless the input is shorter
+    stream = io.BufferedReader(_Prefixed(head, raw))
+    if head == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=stream), encoding="utf-8", newline="")
+    return io.TextIOWrapper(stream, encoding="utf-8", newline="")
 
 
 def _lines(fh: IO[str], name: str) -> Iterator[tuple[int, str]]:
@@ -482,6 +507,8 @@ def write_report(
 def _write_atomic(target: Path, data: bytes) -> None:
     if target.is_symlink() or (target.exists() and not target.is_file()):
         raise ReportError(f"{target}: exists and is not a regular file; not writing through it")
+    if not (target.parent if str(target.parent) else Path(".")).is_dir():
+        raise ReportError(f"{target}: the folder {target.parent} does not exist")
     umask = os.umask(0)
     os.umask(umask)
     fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", suffix=".tmp")

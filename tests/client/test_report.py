@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -195,10 +196,65 @@ def test_cli_plain_bgzipped_and_stdin_agree(scored: Path, plain: Path, tmp_path:
         assert run.returncode == 0, run.stderr.decode()
         page = out.read_text()
         pages.append(re.sub(r"<dt>input</dt><dd>.*?</dd>", "", page))
-    assert pages[0] == pages[1] == pages[2]
+    # a pipe that delivers gzip's two magic bytes in separate writes
+    proc = subprocess.Popen(
+        [*VARFX, "report", "-", "-o", str(tmp_path / "pipe.html"), "--title", "t"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    data = scored.read_bytes()
+    proc.stdin.write(data[:1])
+    proc.stdin.flush()
+    time.sleep(0.5)
+    proc.stdin.write(data[1:])
+    proc.stdin.close()
+    assert proc.wait(120) == 0
+    pages.append(re.sub(r"<dt>input</dt><dd>.*?</dd>", "", (tmp_path / "pipe.html").read_text()))
+    assert pages[0] == pages[1] == pages[2] == pages[3]
     run = run_report(str(plain), "-o", "-")
     assert run.returncode == 0
     assert run.stdout.startswith(b"<!doctype html>")
+
+
+def test_quantiles_and_other_varfx_keys_are_shown(plain: Path, tmp_path: Path) -> None:
+    """Keys a later varfx adds (VARFX_MAX_QUANTILE, anything VARFX_* declared) are rendered."""
+    best = collect(plain, top=1).top[0]
+    out = []
+    for line in plain.read_text().splitlines():
+        if line.startswith("#CHROM"):
+            out += [
+                '##INFO=<ID=VARFX_MAX_QUANTILE,Number=A,Type=Float,Description="q">',
+                '##INFO=<ID=VARFX_MOTIF,Number=A,Type=String,Description="m">',
+            ]
+        elif not line.startswith("#"):
+            f = line.split("\t")
+            n = f[4].count(",") + 1
+            q = "0.999" if (f[0], f[1], f[2]) == (best.chrom, str(best.pos), best.vid) else "0.5"
+            line += f";VARFX_MAX_QUANTILE={','.join([q] * n)};VARFX_MOTIF={','.join(['M<1>'] * n)}"
+        out.append(line)
+    path = tmp_path / "q.vcf"
+    path.write_text("\n".join(out) + "\n")
+    data = collect(path, top=5)
+    assert data.top[0].quantile == pytest.approx(0.999)
+    assert data.top[0].extras == {"VARFX_MOTIF": "M<1>"}
+    assert data.extra_keys == ["VARFX_MOTIF"]
+    assert data.hists["VARFX_MAX_QUANTILE"].n == data.scored
+    write_report(path, tmp_path / "q.html", top=5)
+    page = (tmp_path / "q.html").read_text()
+    assert "<th data-k=n class=num>quantile</th>" in page
+    assert "M&lt;1&gt;" in page
+    rows = top_rows(page)
+    assert rows[0][4:7] == [best.feature, "0.9990", "M<1>"]
+
+
+def test_header_only_vcf_renders(plain: Path, tmp_path: Path) -> None:
+    path = tmp_path / "empty.vcf"
+    path.write_text(
+        "".join(line + "\n" for line in plain.read_text().splitlines() if line.startswith("#"))
+    )
+    summary = write_report(path, tmp_path / "e.html")
+    assert "0 records" in summary
+    assert "No variant was scored" in (tmp_path / "e.html").read_text()
 
 
 def test_unannotated_records_and_bad_input(plain: Path, tmp_path: Path) -> None:
