@@ -179,12 +179,17 @@ def test_config_ports_probes_and_drain(overlay: Any) -> None:
     assert all(k.startswith("VARFX_") for k in data)
     container = _container(res)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": config.port, "metrics": config.metrics_port}
+    assert ports == {
+        "grpc": config.port,
+        "metrics": config.metrics_port,
+        "health": config.health_port,
+    }
     assert str(config.model_repo) == "/models"
     assert config.genome is not None
     assert config.genome.parent == Path("/genome")
+    # kubelet gRPC probes cannot speak TLS: they use the plaintext health-only port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == config.port, probe
+        assert container[probe]["grpc"]["port"] == config.health_port, probe
     from varfx.server.app import SERVICE_NAME  # the name the server reports health for
 
     assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
@@ -225,3 +230,32 @@ def test_renderer_rejects_unsupported_fields(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources: []\nnamePrefix: x-\n")
     with pytest.raises(KustomizeError, match="namePrefix"):
         render(tmp_path)
+
+
+def test_tls_and_tokens_come_from_secrets(overlay: Any) -> None:
+    """The gRPC port speaks TLS and wants a token; the files come from Secrets mounted
+    read-only and not world-readable; the probes do not need either."""
+    from varfx.server.config import load_config
+    from varfx.server.tls import security_warnings
+
+    _name, res = overlay
+    config = load_config(environ=res["ConfigMap", "varfx-config"]["data"])
+    assert config.tls_cert is not None
+    assert config.tls_key is not None
+    assert config.auth_tokens_file is not None
+    assert config.health_port > 0
+    assert config.health_port not in (config.port, config.metrics_port)
+    assert security_warnings(config) == []  # TLS and tokens on a non-loopback bind
+    spec = _pod_spec(res)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = _container(res)["volumeMounts"]
+    for path in (config.tls_cert, config.tls_key, config.auth_tokens_file):
+        (mount,) = [m for m in mounts if path.parent == Path(m["mountPath"])]
+        assert mount["readOnly"] is True
+        assert "subPath" not in mount  # a subPath mount never sees a Secret update
+        secret = volumes[mount["name"]]["secret"]
+        assert secret["secretName"] in ("varfx-tls", "varfx-auth")
+        assert secret["defaultMode"] & 0o007 == 0, oct(secret["defaultMode"])
+    # the Secret mode lets the pod's group (fsGroup) read the files
+    assert all(volumes[n]["secret"]["defaultMode"] & 0o040 for n in ("tls", "auth"))
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
