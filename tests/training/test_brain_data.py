@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 REAL = REPO / ".." / "shared" / "data" / "real"
 REF = REAL / "hg19_ref_debian"
 PEAKS = REAL / "hg19_nott_brain"
-SCRIPTS = REPO / "scripts" / "brain"
+SCRIPTS = REPO / "research" / "brain"
 
 pytestmark = pytest.mark.skipif(
     not (REF / "vt-examples.20.fa.gz").exists() or not PEAKS.is_dir(),

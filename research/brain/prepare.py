@@ -11,7 +11,7 @@ is shared between train, valid and test.
 Writes one small ``.npz`` (no sequence): contig, start, labels [n, 12], split, and the recorded
 split/params as JSON. Example (the full run)::
 
-    .venv/bin/python scripts/brain/prepare.py \
+    .venv/bin/python research/brain/prepare.py \
         --genome ../shared/data/real/hg19_ref_debian/vt-examples.20.fa.gz \
         --genome ../shared/data/real/hg19_ref_debian/smalt-examples.hs37chrXtrunc.fa.gz \
         --peaks ../shared/data/real/hg19_nott_brain --out runs/brain/index.npz

@@ -2,7 +2,7 @@
 # After a brain-hg19 model exists: k-mer baseline (if not done), CNN vs baseline table + ROC/PR
 # plots, motif analysis, and the 194 real chr20 indels scored; outputs go to docs/brain/.
 #
-#   scripts/brain/report.sh [--run runs/brain/v2] [--model models/brain-hg19/2/model.onnx]
+#   research/brain/report.sh [--run runs/brain/v2] [--model models/brain-hg19/2/model.onnx]
 #                           [--data ../shared/data/real] [--docs docs/brain/v2]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,16 +24,16 @@ done
 INDEX=$RUN/index.npz
 REF=$DATA/hg19_ref_debian
 # prepare.py is deterministic (seed 0): rebuilding the index gives train.sh's windows exactly
-[ -f "$INDEX" ] || "$PY" scripts/brain/prepare.py --genome "$REF/vt-examples.20.fa.gz" \
+[ -f "$INDEX" ] || "$PY" research/brain/prepare.py --genome "$REF/vt-examples.20.fa.gz" \
   --genome "$REF/smalt-examples.hs37chrXtrunc.fa.gz" --peaks "$DATA/hg19_nott_brain" --out "$INDEX" \
   --neg-ratio 2 --train-regions X 20:1-20000000 --valid-regions 20:20000001-29500000 \
   --test-regions 20:29500001-63025520
 mkdir -p "$DOCS"
-[ -f "$RUN/kmer/summary.json" ] || "$PY" scripts/brain/baseline.py --index "$INDEX" --out "$RUN/kmer" \
+[ -f "$RUN/kmer/summary.json" ] || "$PY" research/brain/baseline.py --index "$INDEX" --out "$RUN/kmer" \
   --C 0.01 --max-train 50000 --max-valid 2000
-"$PY" scripts/brain/evaluate.py --index "$INDEX" --model "$MODEL" --baseline "$RUN/kmer" --out "$DOCS"
-"$PY" scripts/brain/motifs.py --index "$INDEX" --model "$MODEL" --out "$DOCS"
-"$PY" scripts/brain/score_indels.py --model "$MODEL" \
+"$PY" research/brain/evaluate.py --index "$INDEX" --model "$MODEL" --baseline "$RUN/kmer" --out "$DOCS"
+"$PY" research/brain/motifs.py --index "$INDEX" --model "$MODEL" --out "$DOCS"
+"$PY" research/brain/score_indels.py --model "$MODEL" \
   --genome "$DATA/hg19_ref_debian/vt-examples.20.fa.gz" \
   --vcf "$DATA/hg19_ref_debian/vt-examples.normalize_IN.chr20_indels.vcf.gz" \
   --out "$RUN/indels.tsv" --top 10 | tee "$DOCS/indels_top.md"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """k-mer + logistic-regression baseline on the SAME windows and splits as the CNN (issue 7).
 
-    .venv/bin/python scripts/brain/baseline.py --index runs/brain/index.npz --out runs/brain/kmer
+    .venv/bin/python research/brain/baseline.py --index runs/brain/index.npz --out runs/brain/kmer
 
 Fits ``varfx.training.kmer_baseline.KmerBaseline`` (canonical k = 1..6 frequencies, standardized,
 one L2 logistic regression per feature) on the train split (optionally subsampled with

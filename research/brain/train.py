@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 "label_rule": full.meta["label_rule"],
             },
             "provenance": {
-                "trained_by": "scripts/brain/train.py",
+                "trained_by": "research/brain/train.py",
                 "git_commit": _git_commit(),
                 "command": " ".join(sys.argv),
                 "prepare_command": full.meta["command"],

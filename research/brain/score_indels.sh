@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Score the 194 real chr20 indels with brain-hg19 through the real service: `varfx serve` on the
 # GRCh37 chr20 reference + `varfx score` (every record out), then compare with the direct ONNX
-# Runtime scores of scripts/brain/score_indels.py.
+# Runtime scores of research/brain/score_indels.py.
 #
-#   scripts/brain/score_indels.sh [--data ../shared/data/real] [--repo models] [--out runs/brain/indels]
+#   research/brain/score_indels.sh [--data ../shared/data/real] [--repo models] [--out runs/brain/indels]
 #                                 [--port 50761]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,6 +38,6 @@ done
   -o "$OUT/indels.varfx.tsv" "$VCF"
 "$VARFX" score --server "127.0.0.1:$PORT" --model brain-hg19 --no-progress \
   -o "$OUT/indels.varfx.vcf" "$VCF"
-"$PY" scripts/brain/score_indels.py --model "$REPO/brain-hg19/$(ls "$REPO/brain-hg19" | grep -E '^[0-9]+$' | sort -n | tail -1)/model.onnx" \
+"$PY" research/brain/score_indels.py --model "$REPO/brain-hg19/$(ls "$REPO/brain-hg19" | grep -E '^[0-9]+$' | sort -n | tail -1)/model.onnx" \
   --genome "$REF" --vcf "$VCF" --out "$OUT/indels.direct.tsv" --top 10
 echo "records in: $(zcat -f "$VCF" | grep -vc '^#')  VCF records out: $(grep -vc '^#' "$OUT/indels.varfx.vcf")"

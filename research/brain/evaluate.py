@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """CNN (ONNX) vs k-mer baseline on the brain-hg19 test split: table + ROC/PR plots (issue 7).
 
-    .venv/bin/python scripts/brain/evaluate.py --index runs/brain/index.npz \
+    .venv/bin/python research/brain/evaluate.py --index runs/brain/index.npz \
         --model models/brain-hg19/1/model.onnx --baseline runs/brain/kmer --out docs/brain
 
 Runs the exported model in ONNX Runtime (CUDA provider when present) on EVERY test window, so the

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which known motifs does the brain-hg19 model use? (issue 7)
 
-    .venv/bin/python scripts/brain/motifs.py --index runs/brain/index.npz \
+    .venv/bin/python research/brain/motifs.py --index runs/brain/index.npz \
         --model models/brain-hg19/1/model.onnx --out docs/brain
 
 Works from the ONNX file alone (any varfx token-input model whose first Conv sees the one-hot):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Score a VCF with a varfx ONNX model directly in ONNX Runtime (no server), every record out.
 
-    .venv/bin/python scripts/brain/score_indels.py --model models/brain-hg19/1/model.onnx \
+    .venv/bin/python research/brain/score_indels.py --model models/brain-hg19/1/model.onnx \
         --genome ../shared/data/real/hg19_ref_debian/vt-examples.20.fa.gz \
         --vcf ../shared/data/real/hg19_ref_debian/vt-examples.normalize_IN.chr20_indels.vcf.gz \
         --out runs/brain/indels.tsv --top 10

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the brain-hg19 model (issue 7): prepare the window index, train, export ONNX.
 #
-#   scripts/brain/train.sh [--device cuda|cpu|auto] [--data DIR] [--run DIR] [--export DIR] [--smoke]
+#   research/brain/train.sh [--device cuda|cpu|auto] [--data DIR] [--run DIR] [--export DIR] [--smoke]
 #                          [-- extra train.py args]
 #
 # Defaults: --data ../shared/data/real, --run runs/brain/<device>, --export models/brain-hg19/2.
@@ -32,10 +32,10 @@ REF=$DATA/hg19_ref_debian
 GENOMES=(--genome "$REF/vt-examples.20.fa.gz" --genome "$REF/smalt-examples.hs37chrXtrunc.fa.gz")
 if [ "$SMOKE" = 1 ]; then
   RUN=${RUN:-runs/brain/smoke}
-  "$PY" scripts/brain/prepare.py "${GENOMES[@]}" --peaks "$DATA/hg19_nott_brain" \
+  "$PY" research/brain/prepare.py "${GENOMES[@]}" --peaks "$DATA/hg19_nott_brain" \
     --out "$RUN/index.npz" --train-regions X:2700001-6000000 \
     --valid-regions 20:30000001-31000000 --test-regions 20:31000001-32500000
-  "$PY" scripts/brain/train.py --index "$RUN/index.npz" --out "$RUN" --device "$DEVICE" \
+  "$PY" research/brain/train.py --index "$RUN/index.npz" --out "$RUN" --device "$DEVICE" \
     --epochs 1 --max-train 1500 --channels 32 32 32 --hidden 32 \
     --export "$RUN/repo/brain-hg19/1" "${EXTRA[@]}"
   exit 0
@@ -43,10 +43,10 @@ fi
 RUN=${RUN:-runs/brain/$DEVICE}
 # The brain-hg19 v2 recipe (best of the H100 sweep, docs/gpu/brain-hg19-v2/README.md): train on
 # chrX + chr20:1-20M, validate on chr20:20M-29.5M, test on the chr20 q-arm; 2 negatives/positive.
-"$PY" scripts/brain/prepare.py "${GENOMES[@]}" --peaks "$DATA/hg19_nott_brain" --out "$RUN/index.npz" \
+"$PY" research/brain/prepare.py "${GENOMES[@]}" --peaks "$DATA/hg19_nott_brain" --out "$RUN/index.npz" \
   --neg-ratio 2 --train-regions X 20:1-20000000 --valid-regions 20:20000001-29500000 \
   --test-regions 20:29500001-63025520
-"$PY" scripts/brain/train.py --index "$RUN/index.npz" --out "$RUN" --device "$DEVICE" \
+"$PY" research/brain/train.py --index "$RUN/index.npz" --out "$RUN" --device "$DEVICE" \
   --lr 3e-4 --dropout 0.5 --weight-decay 1e-4 --patience 8 --epochs 60 \
   --export "$EXPORT" "${EXTRA[@]}"
 echo "run dir: $RUN  model: $EXPORT/model.onnx"
