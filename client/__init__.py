@@ -7,6 +7,10 @@ Needs only the base install (grpcio, protobuf, numpy, pysam, tqdm)::
         table = client.score_variants([("chr1", 14677, "G", "A", "rs1")])
         print(table.features, table.diff)   # diff: float32 [n, F], alt - ref probability
 
+Columnar: ``client.stream_batches(batches, model, parallel=N)`` takes
+``varfx.core.VariantBatch`` objects and yields one ScoreTable per batch, in input order;
+``table.to_pandas()`` / ``to_anndata()`` need the ``pandas`` / ``anndata`` extras.
+
 Scores: ref/alt are probabilities (0..1), diff = alt - ref, log2fc = log2 odds ratio.
 Names are imported on first use, so that ``varfx --help`` (which imports ``varfx.client._cli``)
 does not pay for grpc and numpy.
@@ -20,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from varfx.client._aio import AsyncClient
     from varfx.client._client import Client
+    from varfx.client._core import ClientOptions, ScoreKwargs, choose_model
     from varfx.client._retry import RetryPolicy
-    from varfx.client.errors import VarfxError, VcfFormatError
+    from varfx.client.errors import ModelChoiceError, VarfxError, VcfFormatError
     from varfx.client.types import (
         SCORE_KINDS,
+        Manifest,
         ModelInfo,
         RefPolicy,
         ScoreTable,
@@ -36,10 +42,15 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "AsyncClient": "_aio",
     "Client": "_client",
+    "ClientOptions": "_core",
+    "ScoreKwargs": "_core",
+    "choose_model": "_core",
     "RetryPolicy": "_retry",
+    "ModelChoiceError": "errors",
     "VarfxError": "errors",
     "VcfFormatError": "errors",
     "SCORE_KINDS": "types",
+    "Manifest": "types",
     "ModelInfo": "types",
     "RefPolicy": "types",
     "ScoreTable": "types",
@@ -53,9 +64,13 @@ __all__ = [
     "SCORE_KINDS",
     "AsyncClient",
     "Client",
+    "ClientOptions",
+    "Manifest",
+    "ModelChoiceError",
     "ModelInfo",
     "RefPolicy",
     "RetryPolicy",
+    "ScoreKwargs",
     "ScoreTable",
     "SequencePair",
     "Status",
@@ -63,6 +78,7 @@ __all__ = [
     "Variant",
     "VariantScore",
     "VcfFormatError",
+    "choose_model",
 ]
 
 

@@ -1,138 +1,117 @@
-"""The asyncio client: ``AsyncClient(target, ...)``, same surface as ``Client`` (grpc.aio)."""
+"""The asyncio client: ``AsyncClient(target, ...)``, the same surface as ``Client`` (grpc.aio).
+Everything but the I/O is in client/_core.py; stream state is client/_stream.py's ResumeState."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections import deque
+import itertools
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
-    Callable,
     Iterable,
+    Iterator,
     Mapping,
-    Sequence,
 )
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from varfx.client import _convert
 from varfx.client._channel import open_aio_channel
-from varfx.client._client import ClientOptions, PathOrBytes
-from varfx.client._retry import RetryPolicy
-from varfx.client._stream import chunked
-from varfx.client.errors import (
-    RETRYABLE_CODES,
-    VarfxError,
-    from_rpc_error,
-    rpc_code,
-    stream_status_lost,
-)
+from varfx.client._core import BaseClient, ScoreCall, choose_model
+from varfx.client._stream import Dealer, ResumeState, batches
+from varfx.client.errors import VarfxError, from_rpc_error
 from varfx.client.types import (
     ModelInfo,
-    RefPolicy,
     ScoreTable,
     SequencePair,
     Variant,
     VariantLike,
     VariantScore,
 )
+from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
 
 __all__ = ["AsyncClient"]
 
-log = logging.getLogger(__name__)
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
-T = TypeVar("T")
+Chunks = Iterator[VariantBatch] | AsyncIterator[VariantBatch]
 
 
-class AsyncClient:
+class AsyncClient(BaseClient):
     """asyncio client; takes the same arguments as ``Client`` and has the same methods, as
-    coroutines (``iter_chunks``/``iter_scores`` are async generators). Create it inside a
-    running event loop; ``async with AsyncClient(...) as c: ...``."""
+    coroutines (``stream_batches``/``iter_chunks``/``iter_scores`` are async generators, and
+    take async iterables too). Create it inside a running event loop;
+    ``async with AsyncClient(...) as c: ...``."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        tls: bool = False,
-        root_certificates: PathOrBytes | None = None,
-        client_certificate: PathOrBytes | None = None,
-        client_key: PathOrBytes | None = None,
-        server_name_override: str | None = None,
-        token: str | None = None,
-        metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-        timeout: float | None = 60.0,
-        retry: RetryPolicy | None = None,
-        max_in_flight: int = 4,
-        batch_size: int = 1000,
-        load_balancing: str = "auto",
-        keepalive_s: float = 300.0,
-        channel: grpc.aio.Channel | None = None,
-        insecure: bool = False,
-    ) -> None:
-        self._opts = ClientOptions(
-            target,
-            tls=tls,
-            root_certificates=root_certificates,
-            client_certificate=client_certificate,
-            client_key=client_key,
-            server_name_override=server_name_override,
-            token=token,
-            metadata=metadata,
-            timeout=timeout,
-            retry=retry,
-            max_in_flight=max_in_flight,
-            batch_size=batch_size,
-            load_balancing=load_balancing,
-            keepalive_s=keepalive_s,
-            insecure=insecure,
-        )
-        self.target = target
-        self._own_channel = channel is None
-        if channel is None:
-            o = self._opts
-            channel = open_aio_channel(target, o.credentials, o.options, o.transport)
-        self._channel = channel
+    def _open_channel(self) -> grpc.aio.Channel:
+        o = self._opts
+        return open_aio_channel(self.target, o.credentials, o.options, o.transport)
+
+    def _bind(self, channel: grpc.aio.Channel) -> None:
         self._stub = pb_grpc.VariantEffectServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
 
-    async def _unary(
-        self, method: str, fn: Callable[..., Awaitable[T]], request: Any, timeout: float | None
-    ) -> T:
-        policy = self._opts.retry
-        deadline = self._opts.timeout if timeout is None else timeout
-        for attempt in range(1, policy.max_attempts + 1):
+    async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
+        """One unary call (retried by gRPC per the channel's retryPolicy)."""
+        try:
+            return await getattr(self._stub, method)(request, **self._call_args(timeout))
+        except grpc.RpcError as exc:
+            raise self._unary_error(exc, method) from exc
+
+    async def _lane(
+        self, call: ScoreCall, chunks: Chunks, limit: int
+    ) -> AsyncGenerator[ScoreTable, None]:
+        """One resumable stream over ``chunks``: one table per chunk, in order."""
+        state: ResumeState[VariantBatch] = ResumeState(self._opts.retry, limit, self.target)
+        room = asyncio.Event()
+        while True:
+            stream = self._stub.StreamScoreVariants(metadata=self._opts.metadata)
+            writer = asyncio.create_task(_write(stream, state, room, chunks, call))
+            wait: float | None
             try:
-                return await fn(request, timeout=deadline, metadata=self._opts.metadata)
+                while (response := await stream.read()) is not _EOF:
+                    batch = state.answer()
+                    room.set()
+                    yield call.table(response, batch)
+                await writer
             except grpc.RpcError as exc:
-                if rpc_code(exc) in RETRYABLE_CODES and attempt < policy.max_attempts:
-                    await asyncio.sleep(policy.backoff(attempt))
-                    continue
-                raise from_rpc_error(exc, method, self.target, attempt) from exc
-        raise AssertionError("unreachable")
+                # includes grpc.aio's INTERNAL "Internal error from Core" for a write that
+                # raced the server's end of the call (grpc/grpc#36066): ResumeState.broke
+                # resumes it like the UNAVAILABLE it overwrote (errors.stream_status_lost)
+                wait = state.broke(exc)
+            else:
+                wait = state.ended()
+            finally:
+                writer.cancel()
+                with contextlib.suppress(BaseException):
+                    await writer
+                stream.cancel()
+            if wait is None:
+                return
+            await asyncio.sleep(wait)
+
+    # -- API --------------------------------------------------------------------------------
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         """The models the server holds."""
-        resp = await self._unary(
-            "ListModels", self._stub.ListModels, pb.ListModelsRequest(), timeout
-        )
+        resp = await self._unary("ListModels", pb.ListModelsRequest(), timeout)
         return [_convert.model_info(m) for m in resp.models]
+
+    async def choose_model(self, name: str = "", *, timeout: float | None = None) -> ModelInfo:
+        """See ``Client.choose_model``."""
+        return choose_model(await self.list_models(timeout=timeout), name)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """grpc.health.v1 status name ("SERVING", "NOT_SERVING", ...); not retried."""
+        request = health_pb2.HealthCheckRequest(service=service)
         try:
-            resp = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=service),
-                timeout=self._opts.timeout if timeout is None else timeout,
-                metadata=self._opts.metadata,
-            )
+            resp = await self._health.Check(request, **self._call_args(timeout))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, "Health.Check", self.target) from exc
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
@@ -160,120 +139,76 @@ class AsyncClient:
 
     async def score_variants(
         self,
-        variants: Iterable[VariantLike],
+        variants: VariantBatch | Iterable[VariantLike],
         model: str = "",
         *,
-        scores: Iterable[str] | str | None = None,
-        reverse_complement: bool = False,
-        ref_policy: RefPolicy | str | int = "strict",
-        features: Sequence[str] | None = None,
-        model_version: int = 0,
         batch_size: int | None = None,
         timeout: float | None = None,
+        **kwargs: Any,
     ) -> ScoreTable:
         """See ``Client.score_variants``."""
-        size = batch_size or self._opts.batch_size
-        items = [Variant.coerce(v) for v in variants]
-        kinds = _convert.parse_kinds(scores)
-        options = _convert.build_options(kinds, reverse_complement, ref_policy, features)
-        if len(items) <= size:
-            req = _convert.variant_request(items, model, options, model_version)
-            resp = await self._unary("ScoreVariants", self._stub.ScoreVariants, req, timeout)
-            return _convert.table_from_response(resp, items, kinds)
-        tables = [
-            t
-            async for t in self.iter_chunks(
-                items,
-                model,
-                scores=kinds,
-                reverse_complement=reverse_complement,
-                ref_policy=ref_policy,
-                features=features,
-                model_version=model_version,
-                batch_size=size,
-            )
-        ]
-        return ScoreTable.concat(tables)
+        call = self._plan(model, kwargs)
+        batch, chunks = self._split(variants, batch_size)
+        if batch is not None:
+            resp = await self._unary("ScoreVariants", call.request(batch), timeout)
+            return call.table(resp, batch)
+        return ScoreTable.concat(
+            [t async for t in self._lane(call, chunks, self._opts.max_in_flight)]
+        )
+
+    async def stream_batches(
+        self,
+        batches: Iterable[VariantBatch] | AsyncIterable[VariantBatch],
+        model: str = "",
+        *,
+        max_in_flight: int | None = None,
+        parallel: int = 1,
+        **kwargs: Any,
+    ) -> AsyncIterator[ScoreTable]:
+        """See ``Client.stream_batches``; ``batches`` may also be an async iterable."""
+        call = self._plan(model, kwargs)
+        limit = max_in_flight or self._opts.max_in_flight
+        source: Chunks = aiter(batches) if isinstance(batches, AsyncIterable) else iter(batches)
+        if parallel == 1:
+            async for table in self._lane(call, source, limit):
+                yield table
+            return
+        dealer: Dealer[VariantBatch] = Dealer(parallel)
+        lock = asyncio.Lock()
+        lanes = [self._lane(call, _dealt(dealer, lock, k, source), limit) for k in range(parallel)]
+        try:
+            for i in itertools.count():  # result i from lane i % parallel, as Dealer dealt
+                try:
+                    table = await anext(lanes[i % parallel])
+                except StopAsyncIteration:
+                    return
+                yield table
+        finally:
+            for lane in lanes:
+                await lane.aclose()
 
     async def iter_chunks(
         self,
-        variants: Iterable[VariantLike] | AsyncIterable[VariantLike],
+        variants: VariantBatch | Iterable[VariantLike] | AsyncIterable[VariantLike],
         model: str = "",
         *,
-        scores: Iterable[str] | str | None = None,
-        reverse_complement: bool = False,
-        ref_policy: RefPolicy | str | int = "strict",
-        features: Sequence[str] | None = None,
-        model_version: int = 0,
         batch_size: int | None = None,
         max_in_flight: int | None = None,
+        parallel: int = 1,
+        **kwargs: Any,
     ) -> AsyncIterator[ScoreTable]:
-        """See ``Client.iter_chunks``: bounded in-flight chunks, in order, resumable. ``variants``
-        may also be an async iterable (read lazily, as slots free up)."""
-        kinds = _convert.parse_kinds(scores)
-        options = _convert.build_options(kinds, reverse_complement, ref_policy, features)
+        """See ``Client.iter_chunks``; ``variants`` may also be an async iterable (read lazily,
+        as slots free up)."""
         size = batch_size or self._opts.batch_size
-        source: Any = (
-            _achunked(variants, size)
+        chunks: Any = (
+            _abatches(variants, size)
             if isinstance(variants, AsyncIterable)
-            else chunked(variants, size)
+            else batches(variants, size)
         )
-        limit = max_in_flight or self._opts.max_in_flight
-        policy = self._opts.retry
-        pending: deque[list[Variant]] = deque()
-        state: dict[str, Any] = {"exhausted": False, "error": None}
-        failures = 0
-        while True:
-            call = self._stub.StreamScoreVariants(metadata=self._opts.metadata)
-            slots = asyncio.Semaphore(limit)
-            writer = asyncio.create_task(
-                _write(
-                    call,
-                    list(pending),
-                    source,
-                    pending,
-                    slots,
-                    state,
-                    model,
-                    options,
-                    model_version,
-                )
-            )
-            try:
-                while True:
-                    resp = await call.read()
-                    if resp is _EOF:
-                        break
-                    chunk = pending.popleft()
-                    slots.release()
-                    failures = 0
-                    yield _convert.table_from_response(resp, chunk, kinds)
-                await writer
-            except grpc.RpcError as exc:
-                failures += 1
-                retryable = rpc_code(exc) in RETRYABLE_CODES or stream_status_lost(exc)
-                if retryable and failures < policy.max_attempts:
-                    log.warning("stream to %s broke (%s); resuming", self.target, rpc_code(exc))
-                    await asyncio.sleep(policy.backoff(failures))
-                    continue
-                raise from_rpc_error(exc, "StreamScoreVariants", self.target, failures) from exc
-            finally:
-                writer.cancel()
-                with contextlib.suppress(BaseException):
-                    await writer
-                call.cancel()
-            if state["error"] is not None:
-                raise state["error"]
-            if not pending and state["exhausted"]:
-                return
-            failures += 1
-            if failures >= policy.max_attempts:
-                raise from_rpc_error(
-                    RuntimeError(f"stream ended with {len(pending)} chunk(s) unanswered"),
-                    "StreamScoreVariants",
-                    self.target,
-                    failures,
-                )
+        async for table in self.stream_batches(
+            chunks, model, max_in_flight=max_in_flight, parallel=parallel, **kwargs
+        ):
+            yield table
 
     async def iter_scores(
         self,
@@ -291,24 +226,16 @@ class AsyncClient:
         pairs: Iterable[SequencePair | tuple[Any, ...] | Mapping[str, Any]],
         model: str = "",
         *,
-        scores: Iterable[str] | str | None = None,
-        reverse_complement: bool = False,
-        features: Sequence[str] | None = None,
-        model_version: int = 0,
         batch_size: int | None = None,
         timeout: float | None = None,
+        **kwargs: Any,
     ) -> ScoreTable:
         """See ``Client.score_sequences``."""
-        items = [SequencePair.coerce(p) for p in pairs]
-        kinds = _convert.parse_kinds(scores)
-        options = _convert.build_options(kinds, reverse_complement, "strict", features)
-        size = batch_size or self._opts.batch_size
+        call = self._plan(model, kwargs)
         tables = []
-        for start in range(0, max(len(items), 1), size):
-            part = items[start : start + size]
-            req = _convert.sequence_request(part, model, options, model_version)
-            resp = await self._unary("ScoreSequences", self._stub.ScoreSequences, req, timeout)
-            tables.append(_convert.table_from_response(resp, part, kinds))
+        for part in self._sequence_parts(pairs, batch_size):
+            resp = await self._unary("ScoreSequences", call.sequence_request(part), timeout)
+            tables.append(call.table(resp, part))
         return ScoreTable.concat(tables)
 
     async def close(self) -> None:
@@ -327,46 +254,73 @@ class AsyncClient:
         await self.close()
 
 
+async def _next(source: Chunks) -> VariantBatch:
+    """The next chunk of a sync or async iterator (StopAsyncIteration at the end)."""
+    if isinstance(source, AsyncIterator):
+        return await anext(source)
+    try:
+        return next(source)
+    except StopIteration:
+        raise StopAsyncIteration from None
+
+
 async def _write(
-    call: Any,
-    resend: list[list[Variant]],
-    source: Any,
-    pending: deque[list[Variant]],
-    slots: asyncio.Semaphore,
-    state: dict[str, Any],
-    model: str,
-    options: pb.ScoreOptions,
-    model_version: int,
+    stream: Any,
+    state: ResumeState[VariantBatch],
+    room: asyncio.Event,
+    source: Chunks,
+    call: ScoreCall,
 ) -> None:
-    """Send unanswered chunks again, then new ones, keeping at most ``slots`` unanswered."""
-    for chunk in resend:
-        await slots.acquire()
-        await call.write(_convert.variant_request(chunk, model, options, model_version))
-    while not state["exhausted"]:
-        await slots.acquire()
+    """Send the unanswered chunks again, then new ones, keeping at most max_in_flight
+    unanswered (``room`` is set whenever a response frees one)."""
+    for batch in state.start_attempt():
+        state.resent()
+        await stream.write(call.request(batch))
+    while state.wants_input:
+        while not state.has_room:
+            room.clear()
+            await room.wait()
         try:
-            chunk = await source.__anext__() if hasattr(source, "__anext__") else next(source)
-        except (StopIteration, StopAsyncIteration):
-            state["exhausted"] = True
+            batch = await _next(source)
+            request = call.request(batch)
+        except StopAsyncIteration:
+            state.input_ended()
             break
         except Exception as exc:  # bad input: finish the stream, re-raise in the reader
-            state["exhausted"] = True
-            state["error"] = exc
+            state.input_ended(exc)
             break
-        pending.append(chunk)
-        await call.write(_convert.variant_request(chunk, model, options, model_version))
-    await call.done_writing()
+        state.took(batch)
+        await stream.write(request)
+    await stream.done_writing()
 
 
-async def _achunked(
-    variants: AsyncIterable[VariantLike], size: int
-) -> AsyncIterator[list[Variant]]:
-    """Lists of at most ``size`` Variants from an async iterable."""
+async def _dealt(
+    dealer: Dealer[VariantBatch], lock: asyncio.Lock, lane: int, source: Chunks
+) -> AsyncIterator[VariantBatch]:
+    """Lane ``lane``'s chunks of ``source`` (see Dealer)."""
+    while True:
+        async with lock:
+            found, batch = dealer.pop(lane)
+            while not found:
+                try:
+                    dealer.push(await _next(source))
+                except StopAsyncIteration:
+                    dealer.end()
+                except Exception as exc:
+                    dealer.end(exc)
+                found, batch = dealer.pop(lane)
+        if batch is None:
+            return
+        yield batch
+
+
+async def _abatches(variants: AsyncIterable[VariantLike], size: int) -> AsyncIterator[VariantBatch]:
+    """VariantBatches of at most ``size`` variants from an async iterable."""
     chunk: list[Variant] = []
     async for value in variants:
         chunk.append(Variant.coerce(value))
         if len(chunk) == size:
-            yield chunk
+            yield VariantBatch.from_variants(chunk)
             chunk = []
     if chunk:
-        yield chunk
+        yield VariantBatch.from_variants(chunk)

@@ -1,15 +1,17 @@
-"""Channel construction shared by Client and AsyncClient: TLS, load balancing, keepalive."""
+"""Channel construction shared by Client and AsyncClient: TLS, load balancing, keepalive, and
+gRPC's own retries of unary calls (service-config ``retryPolicy``, see client/_retry.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from varfx.client._retry import RetryPolicy
 from varfx.client._transport import (
     AioTransportInterceptor,
     SyncTransportInterceptor,
@@ -33,6 +35,7 @@ class ChannelSettings:
 
     ``load_balancing``: "auto" (round_robin for ``dns:``/``ipv4:``/``ipv6:`` targets, which may
     resolve to several replicas; pick_first otherwise), "round_robin" or "pick_first".
+    ``retry``/``retry_codes``: gRPC retries unary calls that end with those codes (names).
     ``keepalive_s``: HTTP/2 pings every that many seconds during calls (0 = off). The default,
     300 s, is the gRPC server's default minimum ping interval: shorter ones need the server to
     allow them (``grpc.http2.min_ping_interval_without_data_ms``) or it closes the connection.
@@ -47,6 +50,8 @@ class ChannelSettings:
     load_balancing: str = "auto"
     keepalive_s: float = 300.0
     max_message_mb: int = 64
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_codes: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED")
 
     def lb_policy(self) -> str:
         if self.load_balancing not in ("auto", "round_robin", "pick_first"):
@@ -83,12 +88,18 @@ def make_credentials(
 def channel_options(settings: ChannelSettings) -> list[tuple[str, Any]]:
     policy = settings.lb_policy()
     service_config: dict[str, Any] = {"loadBalancingConfig": [{policy: {}}]}
+    methods = settings.retry.method_config(settings.retry_codes)
+    if methods:
+        service_config["methodConfig"] = methods
     opts: list[tuple[str, Any]] = [
         ("grpc.lb_policy_name", policy),
         ("grpc.service_config", json.dumps(service_config)),
         ("grpc.max_receive_message_length", settings.max_message_mb * _MB),
         ("grpc.max_send_message_length", settings.max_message_mb * _MB),
-        ("grpc.enable_retries", 0),  # retries are ours (with stream resume)
+        # unary retries are gRPC's (methodConfig above); streams are resumed by the client
+        ("grpc.enable_retries", 1),
+        # a request larger than the retry buffer would not be retried: let any message fit
+        ("grpc.per_rpc_retry_buffer_size", settings.max_message_mb * _MB),
     ]
     if settings.keepalive_s > 0:
         ms = int(settings.keepalive_s * 1000)

@@ -1,4 +1,6 @@
-"""Between the client's typed values and the varfx.v1 protobuf messages."""
+"""Between the client's typed values and the varfx.v1 protobuf messages, written once for
+Client and AsyncClient: requests from a VariantBatch (packed arrays, or one message per variant
+when asked), responses (packed or per-message) to a ScoreTable, ListModels to ModelInfo."""
 
 from __future__ import annotations
 
@@ -11,22 +13,29 @@ import numpy as np
 
 from varfx.client.types import (
     SCORE_KINDS,
+    Manifest,
     ModelInfo,
     RefPolicy,
     ScoreTable,
     SequencePair,
     Variant,
 )
+from varfx.core.genomes import ContigIdentity, GenomeIdentity
+from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
 
 __all__ = [
     "build_options",
+    "manifest",
     "model_info",
+    "packed_variants",
     "parse_kinds",
     "sequence_request",
     "table_from_response",
     "variant_request",
 ]
+
+_U32_MAX = 2**32 - 1
 
 _KIND_ENUM = {
     "ref": pb.SCORE_KIND_REF,
@@ -53,7 +62,9 @@ def build_options(
     reverse_complement: bool,
     ref_policy: RefPolicy | str | int,
     features: Sequence[str] | None,
+    indels_as_written: bool = False,
 ) -> pb.ScoreOptions:
+    """ScoreOptions asking for packed responses (the client always reads those)."""
     kinds = parse_kinds(scores)
     return pb.ScoreOptions(
         scores=[_KIND_ENUM[k] for k in kinds],
@@ -61,20 +72,53 @@ def build_options(
         ref_policy=int(RefPolicy.parse(ref_policy)),  # type: ignore[arg-type]
         features=list(features or ()),
         packed=True,
+        indels_as_written=bool(indels_as_written),
+    )
+
+
+def _u32(offsets: np.ndarray, what: str) -> bytes:
+    if len(offsets) and int(offsets[-1]) > _U32_MAX:
+        raise ValueError(
+            f"{int(offsets[-1]):,} bytes of {what} in one batch: the wire allows at most "
+            f"{_U32_MAX:,}; use smaller batches"
+        )
+    return offsets.astype("<u4").tobytes()
+
+
+def packed_variants(batch: VariantBatch) -> pb.PackedVariants:
+    """The batch as PackedVariants: whole arrays, no per-variant Python (ids are left out
+    when every id is empty)."""
+    with_ids = batch.id_offsets is not None and len(batch.ids) > 0
+    return pb.PackedVariants(
+        contigs=list(batch.contigs),
+        contig_index=batch.contig_index.astype("<i4", copy=False).tobytes(),
+        pos=batch.pos.astype("<i8", copy=False).tobytes(),
+        alleles=batch.alleles,
+        allele_offsets=_u32(batch.allele_offsets, "REF/ALT alleles"),
+        ids=batch.ids if with_ids else b"",
+        id_offsets=_u32(batch.id_offsets, "ids") if with_ids else b"",  # type: ignore[arg-type]
     )
 
 
 def variant_request(
-    variants: Sequence[Variant], model: str, options: pb.ScoreOptions, model_version: int
+    variants: VariantBatch | Sequence[Variant],
+    model: str,
+    options: pb.ScoreOptions,
+    model_version: int,
+    *,
+    packed: bool = False,
 ) -> pb.ScoreVariantsRequest:
-    return pb.ScoreVariantsRequest(
-        model=model,
-        model_version=model_version,
-        options=options,
-        variants=[
-            pb.Variant(id=v.id, chrom=v.chrom, pos=v.pos, ref=v.ref, alt=v.alt) for v in variants
-        ],
-    )
+    """A ScoreVariantsRequest: ``packed`` sends ``packed_variants`` (columnar), otherwise one
+    ``Variant`` message per variant (the form every server version reads)."""
+    batch = variants if isinstance(variants, VariantBatch) else VariantBatch.from_variants(variants)
+    request = pb.ScoreVariantsRequest(model=model, model_version=model_version, options=options)
+    if packed:
+        request.packed_variants.CopyFrom(packed_variants(batch))
+    else:
+        request.variants.extend(
+            pb.Variant(id=i, chrom=c, pos=p, ref=r, alt=a) for c, p, r, a, i in batch.rows()
+        )
+    return request
 
 
 def sequence_request(
@@ -88,16 +132,28 @@ def sequence_request(
     )
 
 
+def _inputs(
+    items: VariantBatch | Sequence[Variant | SequencePair],
+) -> tuple[VariantBatch, tuple[SequencePair, ...]]:
+    if isinstance(items, VariantBatch):
+        return items, ()
+    if items and isinstance(items[0], SequencePair):
+        return VariantBatch.empty(), tuple(items)  # type: ignore[arg-type]
+    return VariantBatch.from_variants(items), ()
+
+
 def table_from_response(
     response: pb.ScoreVariantsResponse | pb.ScoreSequencesResponse,
-    items: Sequence[Variant | SequencePair],
+    items: VariantBatch | Sequence[Variant | SequencePair],
     kinds: Sequence[str],
 ) -> ScoreTable:
-    """A ScoreTable from one response (scores in the order of ``items``): from its packed
-    arrays when the server sent them (ScoreOptions.packed), else from per-input messages."""
+    """A ScoreTable from one response (scores in the order of ``items``: the request's batch,
+    or its Variant / SequencePair objects): from its packed arrays when the server sent them
+    (ScoreOptions.packed), else from per-input messages."""
+    batch, pairs = _inputs(items)
     if response.HasField("packed"):
-        return _table_from_packed(response, items, kinds)
-    n = len(items)
+        return _table_from_packed(response, batch, pairs, kinds)
+    n = len(pairs) or len(batch)
     scores: Any = response.scores
     if len(scores) != n:
         raise ValueError(f"server answered {len(scores)} scores for {n} inputs")
@@ -124,11 +180,13 @@ def table_from_response(
         model=response.model,
         model_version=int(response.model_version),
         features=features,
-        items=tuple(items),
+        batch=batch,
+        pairs=pairs,
         status=status,
         messages=tuple(s.status.message for s in scores),
         max_abs_diff=mad,
         max_index=idx,
+        manifest=manifest(response),
         **arrays,
     )
 
@@ -143,11 +201,12 @@ def _buffer(data: bytes, dtype: str, shape: tuple[int, ...], what: str) -> np.nd
 
 def _table_from_packed(
     response: pb.ScoreVariantsResponse | pb.ScoreSequencesResponse,
-    items: Sequence[Variant | SequencePair],
+    batch: VariantBatch,
+    pairs: tuple[SequencePair, ...],
     kinds: Sequence[str],
 ) -> ScoreTable:
     packed = response.packed
-    n = len(items)
+    n = len(pairs) or len(batch)
     if len(packed.status) != n:
         raise ValueError(f"server answered {len(packed.status)} statuses for {n} inputs")
     features = tuple(response.features)
@@ -162,13 +221,42 @@ def _table_from_packed(
         model=response.model,
         model_version=int(response.model_version),
         features=features,
-        items=tuple(items),
+        batch=batch,
+        pairs=pairs,
         status=np.array(packed.status, dtype=np.int8),
         messages=tuple(messages),
         max_abs_diff=_buffer(packed.max_abs_diff, "<f4", (n,), "max_abs_diff"),
         max_index=_buffer(packed.max_abs_diff_index, "<i4", (n,), "max_abs_diff_index"),
+        manifest=manifest(response),
         **arrays,
     )
+
+
+def manifest(response: pb.ScoreVariantsResponse | pb.ScoreSequencesResponse) -> Manifest | None:
+    """The response's Manifest (None from a server that sends none)."""
+    if not response.HasField("manifest"):
+        return None
+    m = response.manifest
+    return Manifest(
+        model=m.model,
+        model_version=int(m.model_version),
+        model_sha256=m.model_sha256,
+        assembly=m.assembly,
+        genome_digest=m.genome_digest,
+        window_length=int(m.window_length),
+        reverse_complement=bool(m.reverse_complement),
+        ref_policy=RefPolicy.parse(int(m.ref_policy) or int(RefPolicy.STRICT)),
+        server_version=m.server_version,
+        genome_mismatch_allowed=bool(m.genome_mismatch_allowed),
+        indel_normalization=m.indel_normalization,
+    )
+
+
+def _genome(g: pb.GenomeIdentity, present: bool) -> GenomeIdentity | None:
+    if not present:
+        return None
+    contigs = tuple(ContigIdentity(c.name, int(c.length), c.md5) for c in g.contigs)
+    return GenomeIdentity(assembly=g.assembly, contigs=contigs)
 
 
 def model_info(m: pb.ModelInfo) -> ModelInfo:
@@ -190,4 +278,8 @@ def model_info(m: pb.ModelInfo) -> ModelInfo:
         is_default=bool(m.is_default),
         max_batch=int(m.max_batch),
         metadata=metadata if isinstance(metadata, dict) else {"value": metadata},
+        sha256=m.sha256,
+        genome=_genome(m.genome, m.HasField("genome")),
+        training_genome=_genome(m.training_genome, m.HasField("training_genome")),
+        genome_mismatch_allowed=bool(m.genome_mismatch_allowed),
     )

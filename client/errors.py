@@ -9,6 +9,7 @@ import grpc
 __all__ = [
     "RETRYABLE_CODES",
     "InsecureTransportError",
+    "ModelChoiceError",
     "VarfxError",
     "VcfFormatError",
     "from_rpc_error",
@@ -50,6 +51,11 @@ class VarfxError(Exception):
 
 class InsecureTransportError(VarfxError, ValueError):
     """The client would send a secret (a bearer token) where others could read it."""
+
+
+class ModelChoiceError(VarfxError, ValueError):
+    """Which model to use cannot be decided: none served, an unknown name, or several and no
+    default. The message lists the models the server has."""
 
 
 class VcfFormatError(ValueError):

@@ -10,12 +10,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from varfx.core.genomes import GenomeIdentity
+from varfx.core.variants import VariantBatch
+
 __all__ = [
     "SCORE_KINDS",
+    "Manifest",
     "ModelInfo",
     "RefPolicy",
     "ScoreTable",
@@ -139,7 +144,13 @@ class SequencePair:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A served model (``ListModels``)."""
+    """A served model (``ListModels``).
+
+    ``sha256``: SHA-256 (hex) of the served ONNX file; ``genome``: the genome the server scores
+    this model's variants on (None when it has none); ``training_genome``: the genome the model
+    was trained on as its metadata records it (None when it records none);
+    ``genome_mismatch_allowed``: the server was told to pair the two although they contradict.
+    """
 
     name: str
     version: int
@@ -154,6 +165,32 @@ class ModelInfo:
     is_default: bool
     max_batch: int
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    sha256: str = ""
+    genome: GenomeIdentity | None = None
+    training_genome: GenomeIdentity | None = None
+    genome_mismatch_allowed: bool = False
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What computed a response's scores (``varfx.v1.Manifest``); carries no host paths.
+
+    ``model_sha256``: SHA-256 (hex) of the ONNX file; ``assembly``/``genome_digest``: the genome
+    the windows came from (empty for sequence scores); ``window_length``: L in bases;
+    ``indel_normalization``: "left-align" or "as-written"; ``server_version``: varfx version.
+    """
+
+    model: str = ""
+    model_version: int = 0
+    model_sha256: str = ""
+    assembly: str = ""
+    genome_digest: str = ""
+    window_length: int = 0
+    reverse_complement: bool = False
+    ref_policy: RefPolicy = RefPolicy.STRICT
+    server_version: str = ""
+    genome_mismatch_allowed: bool = False
+    indel_normalization: str = ""
 
 
 @dataclass(frozen=True)
@@ -190,15 +227,19 @@ class VariantScore:
 class ScoreTable:
     """Scores of n variants (or sequence pairs) against F features, in input order.
 
-    Arrays: ``status`` int8 [n] (Status values), ``max_abs_diff`` float32 [n] (NaN unless OK),
-    ``max_index`` int32 [n] (-1 unless OK), and per requested kind ``ref``/``alt``/``diff``/
-    ``log2fc`` float32 [n, F] (NaN rows where the status is not OK; None when not requested).
+    Inputs: ``batch`` holds the n variants as a VariantBatch (columnar; empty for a table of
+    sequence pairs, whose inputs are in ``pairs``); ``items`` gives them as Variant /
+    SequencePair objects, built on first use. ``manifest``: what computed the scores (None from
+    a server that sends none). Arrays: ``status`` int8 [n] (Status values), ``max_abs_diff``
+    float32 [n] (NaN unless OK), ``max_index`` int32 [n] (-1 unless OK), and per requested kind
+    ``ref``/``alt``/``diff``/``log2fc`` float32 [n, F] (NaN rows where the status is not OK;
+    None when not requested).
     """
 
     model: str
     model_version: int
     features: tuple[str, ...]
-    items: tuple[Variant | SequencePair, ...]
+    batch: VariantBatch
     status: np.ndarray
     messages: tuple[str, ...]
     max_abs_diff: np.ndarray
@@ -207,10 +248,31 @@ class ScoreTable:
     alt: np.ndarray | None = None
     diff: np.ndarray | None = None
     log2fc: np.ndarray | None = None
+    manifest: Manifest | None = None
+    pairs: tuple[SequencePair, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.status)
+        if len(self.pairs) != n and len(self.batch) != n:
+            raise ValueError(
+                f"{n} statuses for {len(self.batch)} variants / {len(self.pairs)} sequence pairs"
+            )
+
+    @cached_property
+    def items(self) -> tuple[Variant | SequencePair, ...]:
+        """The inputs as Variant (or SequencePair) objects (built once, on first use)."""
+        if self.pairs:
+            return self.pairs
+        return tuple(Variant(*row) for row in self.batch.rows())
 
     @property
     def variants(self) -> tuple[Variant | SequencePair, ...]:
         return self.items
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The score kinds this table holds, in API order."""
+        return tuple(k for k in SCORE_KINDS if getattr(self, k) is not None)
 
     @property
     def ok(self) -> np.ndarray:
@@ -218,7 +280,7 @@ class ScoreTable:
         return np.asarray(self.status == Status.OK)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.status)
 
     def array(self, kind: str) -> np.ndarray:
         """The float32 [n, F] array of one score kind; KeyError if it was not requested."""
@@ -255,14 +317,14 @@ class ScoreTable:
         )
 
     def __iter__(self) -> Iterator[VariantScore]:
-        for i in range(len(self.items)):
+        for i in range(len(self)):
             yield self.row(i)
 
     def to_records(self) -> list[dict[str, Any]]:
         """One dict per row: variant fields, status, message, max_abs_diff, feature, and
         ``<kind>_<feature>`` for every returned score (None where not scored)."""
         records = []
-        kinds = [(k, getattr(self, k)) for k in SCORE_KINDS if getattr(self, k) is not None]
+        kinds = [(k, self.array(k)) for k in self.kinds]
         for i, item in enumerate(self.items):
             rec: dict[str, Any] = dict(item.__dict__)
             ok = int(self.status[i]) == Status.OK
@@ -279,6 +341,28 @@ class ScoreTable:
             records.append(rec)
         return records
 
+    def to_pandas(self, *, long: bool = False) -> Any:
+        """A pandas DataFrame (needs ``pip install 'varfx[pandas]'``).
+
+        Wide (default): one row per input, columns ``chrom, pos, ref, alt, id`` (sequence
+        tables: ``id, ref, alt``), ``status`` (name), ``message``, ``max_abs_diff``,
+        ``max_feature`` ("" unless OK), then ``<kind>_<feature>`` float32 for every returned
+        kind. ``long=True``: tidy, one row per (input, kind, feature) in that order, with the
+        input columns, ``status``, ``feature``, ``kind``, ``value`` (NaN where not scored).
+        """
+        from varfx.client import _frames
+
+        return _frames.long_frame(self) if long else _frames.wide_frame(self)
+
+    def to_anndata(self) -> Any:
+        """An AnnData (needs ``pip install 'varfx[anndata]'``): ``obs`` = the inputs (the wide
+        frame's input and status columns), ``var`` = the F features, ``layers`` = one float32
+        [n, F] array per returned kind, ``X`` = ``diff`` when returned (else None);
+        ``uns["manifest"]`` = the manifest as a dict."""
+        from varfx.client import _frames
+
+        return _frames.anndata(self)
+
     def top(self, k: int = 10) -> list[VariantScore]:
         """The k scored rows with the largest max |diff|, largest first."""
         idx = np.flatnonzero(self.ok)
@@ -292,10 +376,12 @@ class ScoreTable:
 
     @staticmethod
     def concat(tables: Sequence[ScoreTable]) -> ScoreTable:
-        """Tables of the same model and features, stacked in order."""
+        """Tables of the same model and features, stacked in order (the first's manifest)."""
         if not tables:
             raise ValueError("concat needs at least one table")
         first = tables[0]
+        if len(tables) == 1:
+            return first
         for t in tables[1:]:
             if t.features != first.features:
                 raise ValueError("cannot concat tables with different features")
@@ -310,7 +396,7 @@ class ScoreTable:
             model=first.model,
             model_version=first.model_version,
             features=first.features,
-            items=tuple(x for t in tables for x in t.items),
+            batch=VariantBatch.concat([t.batch for t in tables]),
             status=np.concatenate([t.status for t in tables]),
             messages=tuple(m for t in tables for m in t.messages),
             max_abs_diff=np.concatenate([t.max_abs_diff for t in tables]),
@@ -319,4 +405,6 @@ class ScoreTable:
             alt=cat("alt"),
             diff=cat("diff"),
             log2fc=cat("log2fc"),
+            manifest=first.manifest,
+            pairs=tuple(p for t in tables for p in t.pairs),
         )

@@ -10,6 +10,7 @@ import pytest
 
 from varfx.client import RefPolicy, RetryPolicy, ScoreTable, SequencePair, Status, Variant
 from varfx.client._channel import ChannelSettings, channel_options
+from varfx.core.variants import VariantBatch
 
 
 def table(status: list[int], diff: list[list[float]]) -> ScoreTable:
@@ -21,7 +22,9 @@ def table(status: list[int], diff: list[list[float]]) -> ScoreTable:
         model="m",
         model_version=1,
         features=("a", "b"),
-        items=tuple(Variant("chr1", i + 1, "A", "C", f"v{i}") for i in range(len(status))),
+        batch=VariantBatch.from_variants(
+            Variant("chr1", i + 1, "A", "C", f"v{i}") for i in range(len(status))
+        ),
         status=np.array(status, dtype=np.int8),
         messages=tuple("" for _ in status),
         max_abs_diff=mad,
@@ -90,5 +93,5 @@ def test_channel_options_load_balancing() -> None:
     assert opts("ipv4:127.0.0.1:1,127.0.0.1:2")["grpc.lb_policy_name"] == "round_robin"
     assert opts("localhost:50051")["grpc.lb_policy_name"] == "pick_first"
     config = json.loads(str(opts("localhost:1", "round_robin")["grpc.service_config"]))
-    assert config == {"loadBalancingConfig": [{"round_robin": {}}]}
+    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     assert opts("localhost:1")["grpc.keepalive_time_ms"] == 300000

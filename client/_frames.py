@@ -1,0 +1,138 @@
+"""ScoreTable as a pandas DataFrame (wide or long) or an AnnData: the optional extras.
+
+pandas and anndata are imported here, on use, so the plain client install never needs them.
+Every column is built from whole arrays; the only per-row Python is decoding allele and id
+strings (pandas holds strings as Python objects).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from varfx.client.types import Status
+
+if TYPE_CHECKING:
+    from varfx.client.types import ScoreTable
+    from varfx.core.variants import VariantBatch
+
+__all__ = ["anndata", "input_columns", "long_frame", "wide_frame"]
+
+_STATUS_NAMES = [s.name for s in sorted(Status)]
+
+
+def _import(module: str, extra: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ImportError(
+            f"ScoreTable.to_{extra}() needs {module}: pip install 'varfx[{extra}]'"
+        ) from None
+
+
+def _slices(data: bytes, starts: np.ndarray, stops: np.ndarray, encoding: str) -> list[str]:
+    text = data.decode(encoding, "replace")
+    if len(text) != len(data):  # multi-byte characters: offsets are bytes, not characters
+        return [data[a:b].decode(encoding, "replace") for a, b in zip(starts, stops, strict=True)]
+    return [text[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
+
+
+def _variant_columns(pd: Any, batch: VariantBatch) -> dict[str, Any]:
+    off = batch.allele_offsets
+    if batch.id_offsets is not None:
+        ids = _slices(batch.ids, batch.id_offsets[:-1], batch.id_offsets[1:], "utf-8")
+    else:
+        ids = [""] * len(batch)
+    return {
+        "chrom": pd.Categorical.from_codes(batch.contig_index, categories=list(batch.contigs))
+        if len(set(batch.contigs)) == len(batch.contigs)
+        else np.asarray(batch.chroms, dtype=object),
+        "pos": batch.pos.astype(np.int64, copy=False),
+        "ref": _slices(batch.alleles, off[0:-1:2], off[1::2], "ascii"),
+        "alt": _slices(batch.alleles, off[1::2], off[2::2], "ascii"),
+        "id": ids,
+    }
+
+
+def input_columns(pd: Any, table: ScoreTable) -> dict[str, Any]:
+    """The input columns (variants: chrom, pos, ref, alt, id; pairs: id, ref, alt), then
+    status, message, max_abs_diff, max_feature."""
+    if table.pairs:
+        cols: dict[str, Any] = {
+            "id": [p.id for p in table.pairs],
+            "ref": [p.ref for p in table.pairs],
+            "alt": [p.alt for p in table.pairs],
+        }
+    else:
+        cols = _variant_columns(pd, table.batch)
+    ok = table.ok
+    names = np.array([*table.features, ""], dtype=object)
+    cols["status"] = pd.Categorical.from_codes(
+        table.status.astype(np.int64), categories=_STATUS_NAMES
+    )
+    cols["message"] = list(table.messages)
+    cols["max_abs_diff"] = table.max_abs_diff.astype(np.float32, copy=False)
+    cols["max_feature"] = np.where(ok, names[table.max_index], "")
+    return cols
+
+
+def wide_frame(table: ScoreTable) -> Any:
+    """One row per input; see ``ScoreTable.to_pandas``."""
+    pd = _import("pandas", "pandas")
+    cols = input_columns(pd, table)
+    for kind in table.kinds:
+        arr = table.array(kind)
+        for j, name in enumerate(table.features):
+            cols[f"{kind}_{name}"] = arr[:, j]
+    return pd.DataFrame(cols, index=pd.RangeIndex(len(table)))
+
+
+def long_frame(table: ScoreTable) -> Any:
+    """One row per (input, kind, feature); see ``ScoreTable.to_pandas(long=True)``."""
+    pd = _import("pandas", "pandas")
+    kinds = table.kinds
+    n, k, f = len(table), len(kinds), len(table.features)
+    cols = input_columns(pd, table)
+    for name in ("message", "max_abs_diff", "max_feature"):
+        del cols[name]
+    rows = np.repeat(np.arange(n), k * f)
+    out: dict[str, Any] = {}
+    for name, value in cols.items():
+        if isinstance(value, pd.Categorical):
+            out[name] = value.take(rows)
+        elif isinstance(value, np.ndarray):
+            out[name] = value[rows]
+        else:
+            out[name] = np.asarray(value, dtype=object)[rows]
+    out["feature"] = pd.Categorical.from_codes(
+        np.tile(np.arange(f), n * k), categories=list(table.features)
+    )
+    out["kind"] = pd.Categorical.from_codes(
+        np.tile(np.repeat(np.arange(k), f), n), categories=list(kinds)
+    )
+    values = (
+        np.stack([table.array(kind) for kind in kinds], axis=1)
+        if k
+        else np.zeros((n, 0, f), np.float32)
+    )
+    out["value"] = values.reshape(-1)
+    return pd.DataFrame(out, index=pd.RangeIndex(n * k * f))
+
+
+def anndata(table: ScoreTable) -> Any:
+    """obs = inputs, var = features, layers = kinds; see ``ScoreTable.to_anndata``."""
+    ad = _import("anndata", "anndata")
+    pd = _import("pandas", "anndata")
+    obs = pd.DataFrame(input_columns(pd, table))
+    obs.index = pd.Index([str(i) for i in range(len(table))])
+    var = pd.DataFrame(index=pd.Index(list(table.features), name="feature"))
+    layers = {kind: table.array(kind) for kind in table.kinds}
+    uns: dict[str, Any] = {"model": table.model, "model_version": table.model_version}
+    if table.manifest is not None:
+        manifest = dataclasses.asdict(table.manifest)
+        manifest["ref_policy"] = table.manifest.ref_policy.name
+        uns["manifest"] = manifest
+    x = layers.get("diff")
+    return ad.AnnData(X=None if x is None else x.copy(), obs=obs, var=var, layers=layers, uns=uns)
