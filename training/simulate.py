@@ -34,7 +34,9 @@ The rule is evaluated on a genome-wide scan after planting, so sites include cha
 the background (``grammar_sites.tsv`` tells planted from chance). Decoy loci plant the same motifs
 where the rule fails (lone partner, too far apart, tandem/divergent CTCF, E-boxes 15-40 bp apart).
 
-Outputs in ``--out``: ``genome.fa`` + ``.fai``; ``peaks/<feature>.narrowPeak`` (peaks of 200-400
+Outputs in ``--out``: ``genome.fa`` + ``.fai`` + ``.varfx-genome.json`` (declares assembly
+``varfx-sim-seed<seed>`` of family ``varfx-sim``, so models trained on any simulated genome
+are served on this one: ``varfx.core.fasta_identity``); ``peaks/<feature>.narrowPeak`` (peaks of 200-400
 bp around site clusters, ~3% of clusters missed, ~3% random noise peaks named
 ``<feature>.noise.<k>``); ``features.tsv``; ``sites.tsv`` (register of planted instances);
 ``grammar_sites.tsv``; ``summary.json`` (seed, config, counts, motif thresholds, feature rules);
@@ -55,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from varfx.core.fasta_identity import write_declaration
+from varfx.core.genomes import SIM_FAMILY
 from varfx.training import _simulate_io as io
 from varfx.training._background import add_gaps, add_repeats, markov_sequence
 from varfx.training._grammar import (
@@ -286,6 +290,7 @@ def simulate(
         summary=out / "summary.json",
     )
     io.write_fasta(paths.genome, names, [c.tokens for c in chroms])
+    write_declaration(paths.genome, assembly=f"{SIM_FAMILY}-seed{seed}", family=SIM_FAMILY)
     all_planted: list[PlantedSite] = [p for c in chroms for p in c.planted]
     io.write_sites(paths.sites, all_planted, motifs)
     io.write_features(

@@ -17,7 +17,44 @@ from typing import Any
 
 from varfx.core.contigs import ContigResolver
 
-__all__ = ["ContigIdentity", "GenomeIdentity", "genome_conflict"]
+__all__ = [
+    "SIM_FAMILY",
+    "ContigIdentity",
+    "GenomeIdentity",
+    "canonical_assembly",
+    "genome_conflict",
+    "same_assembly",
+]
+
+SIM_FAMILY = "varfx-sim"  # the family of every genome `varfx simulate` writes
+
+# Names of one assembly (lower case -> the name varfx reports): UCSC, NCBI and common builds.
+_ASSEMBLY_ALIASES = {
+    "hg19": "GRCh37",
+    "grch37": "GRCh37",
+    "b37": "GRCh37",
+    "hs37d5": "GRCh37",
+    "hg38": "GRCh38",
+    "grch38": "GRCh38",
+    "mm10": "GRCm38",
+    "grcm38": "GRCm38",
+    "mm39": "GRCm39",
+    "grcm39": "GRCm39",
+}
+
+
+def canonical_assembly(name: str) -> str:
+    """The one name of an assembly: ``hg19``, ``b37``, ``hs37d5`` -> ``GRCh37``; ``hg38`` ->
+    ``GRCh38`` (any case); other names unchanged ("unknown" -> "")."""
+    name = name.strip()
+    if name.lower() in ("", "unknown", "none"):
+        return ""
+    return _ASSEMBLY_ALIASES.get(name.lower(), name)
+
+
+def same_assembly(a: str, b: str) -> bool:
+    """Whether two assembly names name one assembly (``canonical_assembly``)."""
+    return canonical_assembly(a) == canonical_assembly(b)
 
 
 @dataclass(frozen=True)
@@ -108,7 +145,8 @@ def genome_conflict(
 ) -> str | None:
     """Why ``actual`` is not the genome ``expected`` describes, or None when nothing contradicts.
 
-    Compares assembly names (when both have one; a shared family accepts any pair), then, for
+    Compares assembly names (when both have one, through ``canonical_assembly``: hg19 is
+    GRCh37; a shared family accepts any pair), then, for
     every contig of ``expected`` (or only those in ``contigs``) that ``actual`` also has, the
     length and, where both know it, the MD5. A contig missing on one side is no contradiction
     (a fragment of a genome is still that genome). The message names both sides and the first
@@ -116,7 +154,8 @@ def genome_conflict(
     """
     if expected.family and expected.family == actual.family:
         return None
-    if expected.assembly and actual.assembly and expected.assembly != actual.assembly:
+    a, b = canonical_assembly(actual.assembly), canonical_assembly(expected.assembly)
+    if a and b and a != b:
         return (
             f"{actual_name} is assembly {actual.assembly!r} but {expected_name} is "
             f"{expected.assembly!r}"
@@ -128,14 +167,15 @@ def genome_conflict(
         other = actual.contig(c.name)
         if other is None:
             continue
+        named = f"contig {other.name!r}" + ("" if other.name == c.name else f" (= {c.name!r})")
         if other.length != c.length:
             return (
-                f"contig {c.name!r} is {other.length:,} bp in {actual_name} but {c.length:,} bp in "
+                f"{named} is {other.length:,} bp in {actual_name} but {c.length:,} bp in "
                 f"{expected_name}{_assembly_hint(expected, actual)}"
             )
         if c.md5 and other.md5 and c.md5 != other.md5:
             return (
-                f"contig {c.name!r} has MD5 {other.md5} in {actual_name} but {c.md5} in "
+                f"{named} has MD5 {other.md5} in {actual_name} but {c.md5} in "
                 f"{expected_name}{_assembly_hint(expected, actual)}"
             )
     return None
