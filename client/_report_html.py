@@ -1,7 +1,7 @@
 """The HTML page of ``varfx report``: one self-contained file (inline CSS, SVG and a few lines of
 JS; a Content-Security-Policy forbids every network load), built from a ReportData.
 
-Charts are inline SVG drawn here: histograms with a log count axis (most variants have tiny
+Charts are inline SVG (``_report_svg``): histograms with a log count axis (most variants have tiny
 effects), horizontal bar charts, a Manhattan-style track of max |diff| by position, and the top
 variants as a table whose per-feature cells are coloured by the score (red = the ALT raises the
 feature's probability, blue = it lowers it).
@@ -15,13 +15,22 @@ from html import escape
 import numpy as np
 
 from varfx import __version__
-from varfx.client.report import STRONG, Histogram, PositionTrack, ReportData
+from varfx.client._report_stats import STRONG, Histogram
+from varfx.client._report_svg import (
+    bars_table,
+    fmt_int,
+    fmt_num,
+    fmt_pct,
+    heat_style,
+    histogram_svg,
+    track_svg,
+)
+from varfx.client.report import ReportData
 
 __all__ = ["render"]
 
 MAX_FEATURE_CARDS = 24
 MAX_TABLE_FEATURES = 20
-MAX_CONTIGS = 40
 STATUS_TEXT = {
     "OK": "scored",
     "REF_MISMATCH": "REF allele differs from the reference genome (see --ref-policy)",
@@ -106,188 +115,6 @@ JS = """
 """
 
 
-def _num(x: float, digits: int = 3) -> str:
-    if not math.isfinite(x):
-        return "·"
-    if x != 0 and abs(x) < 10 ** -(digits - 1):
-        return f"{x:.1e}".replace("-", "−")
-    return f"{x:.{digits}f}".replace("-", "−")
-
-
-def _int(n: int) -> str:
-    return f"{n:,}"
-
-
-def _pct(n: int, total: int) -> str:
-    return f"{100.0 * n / total:.1f}%" if total else "–"
-
-
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    raw = (hi - lo) / n
-    step = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 2.5, 5, 10):
-        if raw <= m * step:
-            step *= m
-            break
-    first = math.ceil(lo / step - 1e-9) * step
-    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _histogram_svg(h: Histogram, *, width: int, height: int, color: str, x_label: str) -> str:
-    """Bars of ``h`` with a log10(1 + count) y axis; x trimmed to the data for wide ranges."""
-    lo, hi = h.lo, h.hi
-    counts = h.counts
-    if h.n and hi - lo > 2.5:  # log2fc: show the data's range, symmetric, to whole bins
-        edge = max(abs(h.min), abs(h.max), 1.0)
-        bw = (h.hi - h.lo) / h.bins
-        k = min(h.bins // 2, math.ceil(edge * 1.05 / bw))
-        mid = h.bins // 2
-        counts, lo, hi = counts[mid - k : mid + k], -k * bw, k * bw
-    ml, mr, mt, mb = 38, 16, 6, 30
-    pw, ph = width - ml - mr, height - mt - mb
-    top = max(int(counts.max()) if len(counts) else 0, 1)
-    ymax = math.log10(1 + top)
-    out = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">']
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fafbfc"/>')
-    decade = 1
-    while decade <= top:
-        y = mt + ph - ph * math.log10(1 + decade) / ymax
-        out.append(
-            f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
-            f'<text x="{ml - 4}" y="{y + 3:.1f}" font-size="9" text-anchor="end" '
-            f'fill="#5f6b7a">{_int(decade)}</text>'
-        )
-        decade *= 10 if top < 1e6 else 100
-    bw = pw / len(counts)
-    edges = np.linspace(lo, hi, len(counts) + 1)
-    for i in np.flatnonzero(counts).tolist():
-        c = int(counts[i])
-        bh = ph * math.log10(1 + c) / ymax
-        out.append(
-            f'<rect x="{ml + i * bw:.2f}" y="{mt + ph - bh:.2f}" width="{max(bw - 0.3, 0.8):.2f}" '
-            f'height="{bh:.2f}" fill="{color}"><title>{_num(edges[i])} to {_num(edges[i + 1])}: '
-            f"{_int(c)}</title></rect>"
-        )
-    for t in _ticks(lo, hi):
-        x = ml + pw * (t - lo) / (hi - lo)
-        out.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt + ph}" y2="{mt + ph + 4}" stroke="#5f6b7a"/>'
-            f'<text x="{x:.1f}" y="{mt + ph + 14}" font-size="9.5" text-anchor="middle" '
-            f'fill="#5f6b7a">{_num(t, 2 if abs(t) < 5 else 0)}</text>'
-        )
-    if lo < 0 < hi:
-        x = ml + pw * (0 - lo) / (hi - lo)
-        out.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt}" y2="{mt + ph}" stroke="#9aa5b1" '
-            'stroke-dasharray="2,2"/>'
-        )
-    out.append(
-        f'<text x="{ml + pw / 2}" y="{height - 3}" font-size="10" text-anchor="middle" '
-        f'fill="#1f2933">{escape(x_label)}</text></svg>'
-    )
-    return "".join(out)
-
-
-def _bars(items: list[tuple[str, int, str, str]], total: int) -> str:
-    """Horizontal bars: (label, count, colour, note) rows of an HTML table."""
-    if not items:
-        return "<p class=note>No records.</p>"
-    top = max([c for _, c, _, _ in items] + [1])
-    rows = []
-    for label, count, color, note in items:
-        w = 100.0 * count / top
-        rows.append(
-            f"<tr><td><b>{escape(label)}</b><div class=note>{escape(note)}</div></td>"
-            f'<td style="width:55%"><svg viewBox="0 0 100 10" preserveAspectRatio="none" '
-            f'width="100%" height="14"><rect width="{w:.2f}" height="10" fill="{color}" rx="1"/>'
-            f"</svg></td><td class=num>{_int(count)}</td><td class=num>{_pct(count, total)}</td></tr>"
-        )
-    return "<table>" + "".join(rows) + "</table>"
-
-
-def _track_svg(data: ReportData, width: int = 1150, height: int = 230) -> tuple[str, str]:
-    """A Manhattan-style plot: one panel per contig (width by length), one point per pixel
-    column at the largest max |diff| there. Returns (svg, note)."""
-    names = [c for c in data.contig_lengths if c in data.tracks]
-    names += [c for c in data.tracks if c not in names]
-    note = ""
-    if len(names) > MAX_CONTIGS:
-        keep = set(sorted(names, key=lambda c: -int(data.tracks[c].counts.sum()))[:MAX_CONTIGS])
-        note = f"{len(names) - MAX_CONTIGS} contigs with fewer scored variants are not shown. "
-        names = [c for c in names if c in keep]
-    ml, mr, mt, mb, gap = 52, 6, 10, 42, 4
-    pw, ph = width - ml - mr - gap * max(len(names) - 1, 0), height - mt - mb
-    spans = [data.tracks[c].span for c in names]
-    total = float(sum(spans)) or 1.0
-    widths = [max(pw * s / total, 14.0) for s in spans]
-    scale = pw / sum(widths) if widths else 1.0
-    widths = [w * scale for w in widths]
-    out = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">']
-    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = mt + ph * (1 - t)
-        out.append(
-            f'<line x1="{ml}" x2="{width - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#edf0f3"/>'
-            f'<text x="{ml - 5}" y="{y + 3:.1f}" font-size="10" text-anchor="end" '
-            f'fill="#5f6b7a">{t:.2f}</text>'
-        )
-    y = mt + ph * (1 - STRONG)
-    out.append(
-        f'<line x1="{ml}" x2="{width - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c0392b" '
-        f'stroke-dasharray="4,3" opacity=".6"><title>max |diff| = {STRONG}</title></line>'
-    )
-    x0 = float(ml)
-    for k, (name, w) in enumerate(zip(names, widths, strict=True)):
-        tr: PositionTrack = data.tracks[name]
-        color = "#2f5f98" if k % 2 == 0 else "#7aa6d6"
-        out.append(
-            f'<rect x="{x0:.1f}" y="{mt}" width="{w:.1f}" height="{ph}" '
-            f'fill="{"#f7f9fc" if k % 2 == 0 else "#ffffff"}"/>'
-        )
-        cols = max(1, int(w / 2))
-        used = math.ceil(tr.span / tr.width)
-        m = tr.maxima[:used]
-        c = tr.counts[:used]
-        group = np.minimum((np.arange(used) * cols) // max(used, 1), cols - 1)
-        best = np.full(cols, np.nan)
-        np.fmax.at(best, group, m)
-        n_in = np.bincount(group, weights=c, minlength=cols)
-        for g in np.flatnonzero(np.isfinite(best)).tolist():
-            v = float(best[g])
-            cx = x0 + (g + 0.5) * w / cols
-            cy = mt + ph * (1 - min(max(v, 0.0), 1.0))
-            start = int(g * tr.span / cols) + 1
-            end = int((g + 1) * tr.span / cols)
-            fill = "#c0392b" if v >= 0.5 else color
-            out.append(
-                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2.3" fill="{fill}"><title>{escape(name)}:'
-                f"{_int(start)}-{_int(end)}: max |diff| {_num(v)} ({int(n_in[g])} scored)"
-                "</title></circle>"
-            )
-        label = escape(name if w > 7 * len(name) else name.removeprefix("chr"))
-        if w >= 12:
-            out.append(
-                f'<text x="{x0 + w / 2:.1f}" y="{mt + ph + 14}" font-size="10" '
-                f'text-anchor="middle" fill="#1f2933">{label}</text>'
-            )
-        x0 += w + gap
-    out.append(
-        f'<text x="{ml + pw / 2}" y="{height - 6}" font-size="11" text-anchor="middle" '
-        'fill="#1f2933">position along each contig (panel width by contig length)</text>'
-        f'<text x="12" y="{mt + ph / 2}" font-size="11" text-anchor="middle" fill="#1f2933" '
-        f'transform="rotate(-90 12 {mt + ph / 2})">max |diff|</text></svg>'
-    )
-    return "".join(out), note
-
-
-def _heat(v: float, scale: float) -> str:
-    if not math.isfinite(v) or abs(v) < 0.005 * scale:
-        return "background:#fafbfc;color:#9aa5b1"
-    a = min(abs(v) / scale, 1.0) ** 0.7
-    r, g, b = (192, 57, 43) if v > 0 else (46, 109, 180)
-    mix = [round(255 + (ch - 255) * a) for ch in (r, g, b)]
-    return f"background:rgb({mix[0]},{mix[1]},{mix[2]});color:{'#fff' if a > 0.55 else '#1f2933'}"
-
-
 def _allele(s: str) -> str:
     return s if len(s) <= 12 else s[:5] + "…" + s[-3:] + f" ({len(s)} bp)"
 
@@ -322,21 +149,21 @@ def _top_table(data: ReportData) -> str:
             f"<td class=num data-v={rank}>{rank}</td>",
             f'<td data-v="{escape(t.chrom)}:{t.pos:012d}" title="line {t.line}">'
             f"{escape(where)}</td><td>{escape(t.vid)}</td>",
-            f'<td class=num data-v="{t.max_abs_diff!r}"><b>{_num(t.max_abs_diff)}</b></td>',
+            f'<td class=num data-v="{t.max_abs_diff!r}"><b>{fmt_num(t.max_abs_diff)}</b></td>',
             f"<td>{escape(t.feature)}</td>",
         ]
         if has_q:
             q = t.quantile
             cells.append(
                 f'<td class=num data-v="{q if q is not None else ""}">'
-                f"{_num(q, 4) if q is not None else '·'}</td>"
+                f"{fmt_num(q, 4) if q is not None else '·'}</td>"
             )
         cells += [f"<td>{escape(t.extras.get(k, '·'))}</td>" for k in data.extra_keys]
         for _, key in cols:
             v = t.values[key]
             shown = "0" if abs(v) < 0.005 * scale else f"{v:+.2f}".replace("-", "−")
             cells.append(
-                f'<td class=h data-v="{v!r}" style="{_heat(v, scale)}" title="{v:.4g}">'
+                f'<td class=h data-v="{v!r}" style="{heat_style(v, scale)}" title="{v:.4g}">'
                 f"{shown if math.isfinite(v) else '·'}</td>"
             )
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -394,15 +221,15 @@ def _feature_cards(data: ReportData) -> str:
             t = h.thresholds[i_strong]
             if kind in ("diff", "log2fc"):
                 stats = (
-                    f"<span class=gain>▲ {_int(int(h.gain[i_strong]))}</span> ≥ {t:g} · "
-                    f"<span class=loss>▼ {_int(int(h.loss[i_strong]))}</span> ≤ −{t:g}"
+                    f"<span class=gain>▲ {fmt_int(int(h.gain[i_strong]))}</span> ≥ {t:g} · "
+                    f"<span class=loss>▼ {fmt_int(int(h.loss[i_strong]))}</span> ≤ −{t:g}"
                 )
             else:
-                stats = f"{_int(int(h.gain[i_strong]))} ≥ {t:g} · mean {_num(h.mean)}"
+                stats = f"{fmt_int(int(h.gain[i_strong]))} ≥ {t:g} · mean {fmt_num(h.mean)}"
             cards.append(
-                f"<div class=fcard><h3>{escape(f)}</h3><div class=d>{stats} · n {_int(h.n)}"
+                f"<div class=fcard><h3>{escape(f)}</h3><div class=d>{stats} · n {fmt_int(h.n)}"
                 "</div>"
-                + _histogram_svg(h, width=300, height=120, color="#2f5f98", x_label=kind)
+                + histogram_svg(h, width=300, height=120, color="#2f5f98", x_label=kind)
                 + "</div>"
             )
         block = f"<div class=grid>{''.join(cards)}</div>{note}"
@@ -451,15 +278,15 @@ def _cards(data: ReportData) -> str:
     strong = int(mad.gain[1]) if len(mad.gain) > 1 else 0
     best = data.top[0] if data.top else None
     items = [
-        ("records", _int(data.records), f"{_int(data.multiallelic)} multi-allelic"),
-        ("variant-ALTs", _int(data.alts), "one row per ALT allele"),
-        ("scored", _int(data.scored), _pct(data.scored, data.alts) + " of variant-ALTs"),
-        ("not scored", _int(data.alts - data.scored), "see status below"),
-        (f"max |diff| ≥ {STRONG:g}", _int(strong), _pct(strong, data.scored) + " of scored"),
+        ("records", fmt_int(data.records), f"{fmt_int(data.multiallelic)} multi-allelic"),
+        ("variant-ALTs", fmt_int(data.alts), "one row per ALT allele"),
+        ("scored", fmt_int(data.scored), fmt_pct(data.scored, data.alts) + " of variant-ALTs"),
+        ("not scored", fmt_int(data.alts - data.scored), "see status below"),
+        (f"max |diff| ≥ {STRONG:g}", fmt_int(strong), fmt_pct(strong, data.scored) + " of scored"),
     ]
     if best is not None:
         where = f"{best.chrom}:{best.pos:,} · {best.feature}"
-        items.append(("largest effect", _num(best.max_abs_diff), where))
+        items.append(("largest effect", fmt_num(best.max_abs_diff), where))
     return "".join(
         f"<div class=card><div class=k>{escape(k)}</div><div class=v>{v}</div>"
         f"<div class=d>{escape(d)}</div></div>"
@@ -478,7 +305,7 @@ def render(data: ReportData, *, title: str = "") -> str:
             f"model {m['model']} v{m.get('model_version', '?')}" if "model" in m else "",
             m.get("assembly", ""),
             f"{m['window_length']} bp windows" if "window_length" in m else "",
-            f"{_int(data.records)} records",
+            f"{fmt_int(data.records)} records",
         )
         if x
     )
@@ -488,8 +315,8 @@ def render(data: ReportData, *, title: str = "") -> str:
     ]
     mad = data.hists["VARFX_MAX_ABS_DIFF"]
     thr = "".join(
-        f"<tr><td>max |diff| ≥ {t:g}</td><td class=num>{_int(int(n))}</td>"
-        f"<td class=num>{_pct(int(n), data.scored)}</td></tr>"
+        f"<tr><td>max |diff| ≥ {t:g}</td><td class=num>{fmt_int(int(n))}</td>"
+        f"<td class=num>{fmt_pct(int(n), data.scored)}</td></tr>"
         for t, n in zip(mad.thresholds, mad.gain, strict=True)
     )
     strong = [(f, n, "#2f5f98", "") for f, n in data.strong_feature.most_common(15)] or [
@@ -500,7 +327,7 @@ def render(data: ReportData, *, title: str = "") -> str:
     if "VARFX_MAX_QUANTILE" in data.hists:
         quant = (
             "<h3>Quantile of max |diff| among the model's background variants</h3>"
-            + _histogram_svg(
+            + histogram_svg(
                 data.hists["VARFX_MAX_QUANTILE"],
                 width=520,
                 height=150,
@@ -508,7 +335,7 @@ def render(data: ReportData, *, title: str = "") -> str:
                 x_label="quantile (1 = stronger than every background variant)",
             )
         )
-    track, track_note = _track_svg(data)
+    track, track_note = track_svg(data.tracks, data.contig_lengths)
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
@@ -520,16 +347,16 @@ def render(data: ReportData, *, title: str = "") -> str:
         "<section><h2>Run</h2><p class=lead>What produced these scores (the VCF's "
         f"<code>##varfx_*</code> header lines).</p>{_manifest(data)}</section>",
         "<section><h2>Status</h2><p class=lead>Every variant-ALT of the input, scored or with "
-        f"the reason it was not.</p>{_bars(status_rows, data.alts)}</section>",
+        f"the reason it was not.</p>{bars_table(status_rows, data.alts)}</section>",
         "<section><h2>Effect sizes</h2><p class=lead>max |diff|: the largest change in any "
         "feature's probability between the REF and ALT sequence (0 = no effect, 1 = "
         "switches a feature fully on or off).</p><div class=two><div>"
-        + _histogram_svg(
+        + histogram_svg(
             mad, width=520, height=170, color="#2f5f98", x_label="max |diff| (count, log scale)"
         )
         + f"<table>{thr}</table></div><div><h3 style='margin-top:0'>Feature with the largest "
-        f"effect, for the {_int(n_strong)} variant-ALTs with max |diff| ≥ {STRONG:g}</h3>"
-        + _bars(strong, n_strong)
+        f"effect, for the {fmt_int(n_strong)} variant-ALTs with max |diff| ≥ {STRONG:g}</h3>"
+        + bars_table(strong, n_strong)
         + f"</div></div>{quant}</section>",
         "<section><h2>Along the genome</h2><p class=lead>The largest max |diff| in each stretch "
         f"of each contig; dashed line: {STRONG:g}; red points: ≥ 0.5. {track_note}Hover a point "

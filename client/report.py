@@ -28,9 +28,17 @@ from typing import IO, Any
 import numpy as np
 
 from varfx.client._output import info_key
+from varfx.client._report_stats import (
+    KINDS,
+    STRONG,
+    THRESHOLDS,
+    Histogram,
+    PositionTrack,
+)
 
 __all__ = [
     "KINDS",
+    "STRONG",
     "Histogram",
     "PositionTrack",
     "ReportData",
@@ -40,22 +48,6 @@ __all__ = [
     "write_report",
 ]
 
-#: Per-feature score kinds ``varfx score`` can write, and the value range of their histograms.
-KINDS: dict[str, tuple[float, float, int]] = {
-    "diff": (-1.0, 1.0, 200),
-    "log2fc": (-40.0, 40.0, 320),
-    "ref": (0.0, 1.0, 100),
-    "alt": (0.0, 1.0, 100),
-}
-#: Thresholds counted exactly per histogram (values >= t and <= -t), by kind.
-THRESHOLDS: dict[str, tuple[float, ...]] = {
-    "diff": (0.05, 0.1, 0.2, 0.5),
-    "log2fc": (1.0, 2.0, 4.0, 8.0),
-    "ref": (0.1, 0.5, 0.9),
-    "alt": (0.1, 0.5, 0.9),
-    "max_abs_diff": (0.05, 0.1, 0.2, 0.5),
-    "quantile": (0.9, 0.99, 0.999),
-}
 NOT_ANNOTATED = "NOT_ANNOTATED"
 _QUANTILE_KEY = "VARFX_MAX_QUANTILE"
 _SUMMARY_KEYS = ("VARFX_STATUS", "VARFX_MAX_ABS_DIFF", "VARFX_MAX_FEATURE")
@@ -67,90 +59,6 @@ _CHUNK_LINES = 20_000
 
 class ReportError(ValueError):
     """Input ``varfx report`` cannot read; the message is ``FILE:LINE: what`` where it can be."""
-
-
-@dataclass
-class Histogram:
-    """Counts of values in ``bins`` equal bins over [lo, hi] (values outside are clipped into
-    the edge bins); ``n`` values, their ``total`` and extremes; ``gain[i]``/``loss[i]``: values
-    >= ``thresholds[i]`` and <= ``-thresholds[i]``, counted exactly."""
-
-    lo: float
-    hi: float
-    bins: int
-    thresholds: tuple[float, ...] = ()
-    counts: np.ndarray = field(init=False)
-    gain: np.ndarray = field(init=False)
-    loss: np.ndarray = field(init=False)
-    n: int = 0
-    total: float = 0.0
-    min: float = float("inf")
-    max: float = float("-inf")
-
-    def __post_init__(self) -> None:
-        self.counts = np.zeros(self.bins, dtype=np.int64)
-        self.gain = np.zeros(len(self.thresholds), dtype=np.int64)
-        self.loss = np.zeros(len(self.thresholds), dtype=np.int64)
-
-    def add(self, values: np.ndarray) -> None:
-        """Add the finite values of a float64 array."""
-        v = values[np.isfinite(values)]
-        if not len(v):
-            return
-        idx = ((v - self.lo) * (self.bins / (self.hi - self.lo))).astype(np.int64)
-        self.counts += np.bincount(np.clip(idx, 0, self.bins - 1), minlength=self.bins)
-        self.n += len(v)
-        self.total += float(v.sum())
-        self.min = min(self.min, float(v.min()))
-        self.max = max(self.max, float(v.max()))
-        if self.thresholds:
-            t = np.asarray(self.thresholds)
-            s = np.sort(v)
-            self.gain += len(s) - np.searchsorted(s, t, side="left")
-            self.loss += np.searchsorted(s, -t, side="right")
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.n if self.n else float("nan")
-
-
-class PositionTrack:
-    """The max |diff| of one contig's scored variants per position bin: float64 ``maxima``
-    [n_bins] (NaN = none) and int64 ``counts``, bins of ``width`` bp from position 1. The width
-    starts at length / n_bins (1 kb when the length is unknown) and doubles when a position
-    falls beyond the last bin."""
-
-    def __init__(self, length: int | None, n_bins: int = 1024) -> None:
-        self.length = length
-        self.n_bins = n_bins
-        self.width = max(1, -(-length // n_bins)) if length else 1024
-        self.maxima = np.full(n_bins, np.nan)
-        self.counts = np.zeros(n_bins, dtype=np.int64)
-        self.last = 0
-
-    def add(self, pos: np.ndarray, mad: np.ndarray) -> None:
-        """Add int64 positions (1-based) with their max |diff| (finite values only)."""
-        if not len(pos):
-            return
-        self.last = max(self.last, int(pos.max()))
-        while self.last > self.width * self.n_bins:
-            half = self.n_bins // 2
-            pairs = self.maxima.reshape(half, 2)
-            with np.errstate(invalid="ignore"):
-                merged = np.fmax(pairs[:, 0], pairs[:, 1])
-            self.maxima = np.concatenate([merged, np.full(half, np.nan)])
-            self.counts = np.concatenate(
-                [self.counts.reshape(half, 2).sum(1), np.zeros(half, np.int64)]
-            )
-            self.width *= 2
-        idx = np.clip((pos - 1) // self.width, 0, self.n_bins - 1)
-        np.fmax.at(self.maxima, idx, mad)
-        np.add.at(self.counts, idx, 1)
-
-    @property
-    def span(self) -> int:
-        """The positions the track covers: the contig length, or the last position seen."""
-        return max(self.length or 0, self.last, 1)
 
 
 @dataclass(frozen=True)
@@ -196,10 +104,6 @@ class ReportData:
     @property
     def scored(self) -> int:
         return self.status.get("OK", 0)
-
-
-#: |diff| from which a variant counts as a strong effect in the "top feature" counts.
-STRONG = 0.1
 
 
 class _Prefixed(io.RawIOBase):
