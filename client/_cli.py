@@ -104,6 +104,13 @@ def register(subparsers: Any) -> None:
         "--top", type=int, default=50, help="variants in the top table (default: %(default)s)"
     )
     r.add_argument("--title", default="", help="page title (default: from the input name)")
+    r.add_argument(
+        "--explain",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="a varfx explain JSON file to draw on the page (repeatable)",
+    )
     r.set_defaults(func=_report)
 
 
@@ -193,7 +200,9 @@ def _report(args: argparse.Namespace) -> int:
     from varfx.client.report import ReportError, write_report
 
     try:
-        summary = write_report(args.input, args.output, top=args.top, title=args.title)
+        summary = write_report(
+            args.input, args.output, top=args.top, title=args.title, explain=args.explain
+        )
     except (ReportError, OSError) as exc:
         sys.stderr.write(f"varfx report: error: {exc}\n")
         return 1

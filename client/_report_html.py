@@ -10,11 +10,13 @@ feature's probability, blue = it lowers it).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
 
 import numpy as np
 
 from varfx import __version__
+from varfx.client._report_explain import Explanation, explanation_html
 from varfx.client._report_stats import STRONG, Histogram
 from varfx.client._report_svg import (
     bars_table,
@@ -119,7 +121,7 @@ def _allele(s: str) -> str:
     return s if len(s) <= 12 else s[:5] + "…" + s[-3:] + f" ({len(s)} bp)"
 
 
-def _top_table(data: ReportData) -> str:
+def _top_table(data: ReportData, links: dict[tuple[str, int, str, str], str]) -> str:
     if not data.top:
         return "<p class=note>No variant was scored.</p>"
     kinds = [k for k, _, _ in data.details]
@@ -152,6 +154,12 @@ def _top_table(data: ReportData) -> str:
             f'<td class=num data-v="{t.max_abs_diff!r}"><b>{fmt_num(t.max_abs_diff)}</b></td>',
             f"<td>{escape(t.feature)}</td>",
         ]
+        link = links.get((t.chrom, t.pos, t.ref, t.alt))
+        if link:
+            cells[-1] = (
+                f'<td>{escape(t.feature)} <a href="#{link}" title="in-silico mutagenesis">'
+                "ISM</a></td>"
+            )
         if has_q:
             q = t.quantile
             cells.append(
@@ -294,8 +302,24 @@ def _cards(data: ReportData) -> str:
     )
 
 
-def render(data: ReportData, *, title: str = "") -> str:
-    """The whole page as one HTML string."""
+def _explanations(data: ReportData, explanations: Sequence[Explanation]) -> str:
+    if not explanations:
+        return ""
+    best = {(t.chrom, t.pos, t.ref, t.alt): t.feature for t in data.top}
+    cards = "".join(
+        explanation_html(e, f"explain-{i}", best.get(e.key, "")) for i, e in enumerate(explanations)
+    )
+    return (
+        "<section><h2>Explanations</h2><p class=lead>From <code>varfx explain</code>: what each "
+        "base around the variant contributes, on the REF and the ALT background (red: the "
+        "mutation raises the feature, blue: it lowers it; the variant is outlined).</p>"
+        f"{cards}</section>"
+    )
+
+
+def render(data: ReportData, *, title: str = "", explanations: Sequence[Explanation] = ()) -> str:
+    """The whole page as one HTML string; ``explanations`` get a section and a link from the
+    top table's row of their variant."""
     m = data.manifest
     name = data.source.rsplit("/", 1)[-1] if data.source != "-" else "stdin"
     title = title or f"varfx report: {name}"
@@ -366,8 +390,9 @@ def render(data: ReportData, *, title: str = "") -> str:
         + _feature_cards(data)
         + "</section>",
         f"<section><h2>Top {len(data.top)} variant-ALTs by max |diff|</h2>"
-        + _top_table(data)
+        + _top_table(data, {e.key: f"explain-{i}" for i, e in enumerate(explanations)})
         + "</section>",
+        _explanations(data, explanations),
         f"<footer>varfx {escape(__version__)} · varfx report · self-contained page, no network "
         "needed</footer></main>",
         f"<script>{JS}</script></body></html>\n",

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -388,15 +388,22 @@ def collect(path: str | os.PathLike[str], *, top: int = 50) -> ReportData:
 
 
 def write_report(
-    path: str | os.PathLike[str], output: str | os.PathLike[str], *, top: int = 50, title: str = ""
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    top: int = 50,
+    title: str = "",
+    explain: Sequence[str | os.PathLike[str]] = (),
 ) -> str:
     """Collect ``path`` and write the HTML page to ``output`` (``-`` = stdout) through a
-    temporary file and a rename; an existing output must be a regular file. Returns a one-line
-    summary."""
+    temporary file and a rename; an existing output must be a regular file. ``explain``:
+    ``varfx explain`` JSON files drawn on the page. Returns a one-line summary."""
+    from varfx.client._report_explain import load_explanation
     from varfx.client._report_html import render
 
+    explanations = [load_explanation(p) for p in explain]  # bad files fail before the long pass
     data = collect(path, top=top)
-    page = render(data, title=title)
+    page = render(data, title=title, explanations=explanations)
     if str(output) == "-":
         sys.stdout.write(page)
         sys.stdout.flush()

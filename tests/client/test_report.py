@@ -4,6 +4,7 @@ headless Chromium renders it (skipped where Debian's chromium is absent)."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ import pytest
 from tests.client.test_score import make_vcf
 from varfx.client import Client
 from varfx.client import report as report_mod
-from varfx.client.report import PositionTrack, ReportError, collect, write_report
+from varfx.client.report import PositionTrack, ReportError, TopVariant, collect, write_report
 from varfx.client.score import score_vcf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +69,80 @@ def expected(path: Path) -> tuple[Counter[str], int, int, list[tuple[float, str]
                     ranked.append((-rec.info["VARFX_MAX_ABS_DIFF"][j], len(ranked), rec.id or "."))
     ranked.sort()
     return status, records, multi, [(-m, vid) for m, _, vid in ranked]
+
+
+@pytest.fixture(scope="module")
+def explained(
+    server: Any, scored: Path, genome_seqs: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, TopVariant, np.ndarray]:
+    """A ``varfx explain``-style JSON for the strongest SNV on chr1: in-silico mutagenesis of
+    +-4 bp on the REF and the ALT background, each mutant scored by the real model through
+    ScoreSequences (diff = p(mutant) - p(background)). Returns the file, the variant and the
+    ISM [2, P, 4, F]."""
+    top = next(
+        t
+        for t in collect(scored, top=40).top
+        if len(t.ref) == len(t.alt) == 1 and t.chrom == "chr1" and t.pos > 30
+    )
+    seq, length, w = genome_seqs["chr1"], 20, 4
+    start = top.pos - 1 - length // 2
+    ref_win = seq[start : start + length]
+    i = top.pos - 1 - start
+    assert ref_win[i] == top.ref
+    alt_win = ref_win[:i] + top.alt + ref_win[i + 1 :]
+    positions = list(range(top.pos - w, top.pos + w + 1))
+    pairs = [
+        (bg, bg[: p - 1 - start] + b + bg[p - start :])
+        for bg in (ref_win, alt_win)
+        for p in positions
+        for b in "ACGT"
+    ]
+    with Client(server.target) as client:
+        table = client.score_sequences(pairs)
+    ism = np.asarray(table.diff, dtype=np.float64).reshape(2, len(positions), 4, -1)
+    doc = {
+        "variant": f"{top.chrom}:{top.pos}:{top.ref}:{top.alt}",
+        "positions": positions,
+        "bases": "ACGT",
+        "features": list(table.features),
+        "ref_ism": ism[0].tolist(),
+        "alt_ism": ism[1].tolist(),
+        "motifs": [{"name": "CTCF", "id": "MA0139.2", "strand": "+", "ref": 9.5, "alt": 3.25}],
+    }
+    path = tmp_path_factory.mktemp("explain") / "explain.json"
+    path.write_text(json.dumps(doc))
+    return path, top, ism
+
+
+def test_explanations_are_drawn_and_linked(
+    scored: Path, explained: tuple[Path, TopVariant, np.ndarray], tmp_path: Path
+) -> None:
+    path, top, ism = explained
+    out = tmp_path / "r.html"
+    run = run_report(str(scored), "-o", str(out), "--top", "40", "--explain", str(path))
+    assert run.returncode == 0, run.stderr.decode()
+    page = out.read_text()
+    assert 'id="explain-0"' in page
+    row = next(r for r in top_rows(page) if r[1].startswith(f"chr1:{top.pos:,} "))
+    assert row[4] == f"{top.feature} ISM"
+    assert re.search(rf'<td>{top.feature} <a href="#explain-0"', page)
+    # every cell of both backgrounds is drawn, the strongest with its value
+    assert page.count(" to A: ") + page.count(" to T: ") == 2 * 2 * ism.shape[1]
+    f = FEATURES.index(top.feature)
+    k = np.unravel_index(np.abs(ism[..., f]).argmax(), ism[..., f].shape)
+    pos = top.pos - 4 + int(k[1])
+    assert f"{pos:,} to {'ACGT'[int(k[2])]}: {ism[..., f][k]:.4g}</title>" in page
+    assert "MA0139.2" in page
+    # a file that does not fit the layout is refused before the VCF is read
+    bad = json.loads(path.read_text())
+    bad["ref_ism"] = bad["ref_ism"][:-1]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    run = run_report(str(scored), "-o", str(out), "--explain", str(tmp_path / "bad.json"))
+    assert run.returncode == 1
+    assert "bad.json: 'ref_ism' has shape [8, 4, 4], expected [positions=9]" in run.stderr.decode()
+    (tmp_path / "bad.json").write_text("{\n  oops")
+    run = run_report(str(scored), "-o", str(out), "--explain", str(tmp_path / "bad.json"))
+    assert "bad.json:2: not JSON" in run.stderr.decode()
 
 
 class _Table(HTMLParser):
@@ -343,10 +418,12 @@ def console_lines(stderr: str) -> list[str]:
 
 
 @needs_chromium
-def test_page_renders_in_headless_chromium(scored: Path, tmp_path: Path) -> None:
+def test_page_renders_in_headless_chromium(
+    scored: Path, explained: tuple[Path, TopVariant, np.ndarray], tmp_path: Path
+) -> None:
     image = pytest.importorskip("PIL.Image")
     page = tmp_path / "report.html"
-    write_report(scored, page, top=20)
+    write_report(scored, page, top=20, explain=[explained[0]])
     shot = tmp_path / "shot.png"
     run = chromium(page, tmp_path, f"--screenshot={shot}")
     assert run.returncode == 0, run.stderr[-2000:]
