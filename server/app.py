@@ -22,18 +22,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
 from varfx.server.auth import BearerTokenInterceptor, TokenStore
 from varfx.server.batching import DynamicBatcher
+from varfx.server.calls import CallInterceptor
 from varfx.server.config import ServerConfig
 from varfx.server.genome import Genome
+from varfx.server.genome_identity import pair_models, served_genome
 from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer
 from varfx.server.metrics import Metrics, start_metrics_server
 from varfx.server.probes import HealthPort, start_health_port
 from varfx.server.repository import scan_repository
 from varfx.server.runtime import ModelRunner
-from varfx.server.service import ServedModel, VariantEffectServicer
+from varfx.server.service import SERVICE_NAME, ServedModel, VariantEffectServicer
 from varfx.server.tls import security_warnings, server_credentials
 
 __all__ = [
@@ -47,8 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _health_aio: Any = health.aio  # type: ignore[attr-defined]  # grpc_health's asyncio servicer
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VariantEffectService"].full_name
 
 
 @dataclass
@@ -125,6 +123,38 @@ def _channel_options(config: ServerConfig) -> list[tuple[str, Any]]:
     return opts
 
 
+def _pair_genomes(
+    config: ServerConfig,
+    models: dict[str, ServedModel],
+    genome: Genome | None,
+    by_assembly: dict[str, Genome],
+) -> None:
+    """Give each model its genome, refusing contradictions (server/genome_identity.py)."""
+    pairings = pair_models(
+        {name: m.spec for name, m in models.items()},
+        default=served_genome(genome, option="--genome") if genome is not None else None,
+        by_assembly={
+            key: served_genome(g, assembly=key, option=f"--genomes {key}")
+            for key, g in by_assembly.items()
+        },
+        allow_mismatch=config.allow_genome_mismatch,
+    )
+    for name, model in models.items():
+        pairing = pairings[name]
+        model.genome, model.pairing = pairing.genome, pairing
+        if pairing.served is not None:
+            log.info(
+                "model %s: genome %s (assembly %r, digest %s)%s",
+                name,
+                pairing.served.genome.path,
+                pairing.assembly,
+                pairing.served.identity.digest[:12],
+                " despite a mismatch (allow_genome_mismatch)" if pairing.mismatch_allowed else "",
+            )
+        else:
+            log.info("model %s: no genome (sequences only): %s", name, pairing.unpaired_reason)
+
+
 async def create_server(
     config: ServerConfig, *, registry: CollectorRegistry | None = None
 ) -> tuple[VarfxServer, int]:
@@ -135,7 +165,7 @@ async def create_server(
     # TLS files and tokens first: a bad one fails in milliseconds, not after the models load
     credentials = server_credentials(config)
     tokens = TokenStore(config.auth_tokens_file) if config.auth_tokens_file else None
-    interceptors = [BearerTokenInterceptor(tokens)] if tokens is not None else []
+    auth = [BearerTokenInterceptor(tokens)] if tokens is not None else []
     for warning in security_warnings(config):
         log.warning("%s", warning)
     metrics = Metrics(registry)
@@ -165,7 +195,7 @@ async def create_server(
             )
             await batcher.start()
             spec = runner.spec
-            models[entry.name] = ServedModel(runner, batcher, by_assembly.get(spec.assembly))
+            models[entry.name] = ServedModel(runner, batcher)
             metrics.model_info.labels(
                 model=spec.name,
                 version=str(spec.version),
@@ -174,7 +204,7 @@ async def create_server(
                 features=str(len(spec.features)),
             ).set(1)
             log.info(
-                "model %s v%d: %d features, L=%d, %s input, on %s, assembly %r (genome %s)",
+                "model %s v%d: %d features, L=%d, %s input, on %s, assembly %r",
                 spec.name,
                 spec.version,
                 len(spec.features),
@@ -182,20 +212,19 @@ async def create_server(
                 spec.input_kind,
                 runner.device,
                 spec.assembly,
-                config.genomes.get(spec.assembly, config.genome),
             )
             if runner.device.startswith("cuda"):
                 metrics.enable_gpu_memory(0)
 
+        _pair_genomes(config, models, genome, by_assembly)
         servicer = VariantEffectServicer(
             models,
-            genome=genome,
+            genome=None,  # each model's own (ServedModel.genome, checked by _pair_genomes)
             metrics=metrics,
             executor=executor,
             default_model=config.default_model,
             max_variants=config.max_variants_per_request,
             max_message_bytes=config.max_message_mb * 1024 * 1024,
-            log_requests=config.log_requests,
         )
         # the metrics port first: a gRPC server that never started keeps its port bound
         metrics_port = None
@@ -203,8 +232,12 @@ async def create_server(
             metrics_http, metrics_port = start_metrics_server(
                 metrics.registry, config.metrics_host, config.metrics_port
             )
-        server = grpc.aio.server(options=_channel_options(config), interceptors=interceptors)
-        pb_grpc.add_VariantEffectServiceServicer_to_server(servicer, server)
+        # metrics and error mapping outermost: a call refused by auth is counted with its code
+        calls = CallInterceptor(
+            metrics, services=(SERVICE_NAME, KSERVE_SERVICE_NAME), log_requests=config.log_requests
+        )
+        server = grpc.aio.server(options=_channel_options(config), interceptors=[calls, *auth])
+        server.add_generic_rpc_handlers((servicer.handler(),))
         kserve = KServeServicer(models, servicer)
         kserve.add_to(server)
         health_servicer = _health_aio.HealthServicer()

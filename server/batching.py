@@ -6,14 +6,19 @@ concurrent callers into ONNX Runtime runs of at most ``max_batch`` windows, wait
 the event loop, and hands each caller its rows back in order. While one run is on the worker(s)
 the next one forms, so a busy server runs full batches back to back.
 
-- The queue is bounded in windows: a submit that does not fit raises QueueFullError at once
-  (unary calls), or, with ``wait=True`` (streams, which have flow control), waits for room.
+- The queue is bounded in windows, and admission comes first: a caller ``reserve``s room for
+  the windows it will need before it builds them, so memory is bounded by ``max_queue`` windows
+  (plus the runs in flight) whatever the traffic. A reservation that does not fit raises
+  QueueFullError at once (unary calls), or, with ``wait=True`` (streams, which have flow
+  control), waits for room, first come first served.
+- Fair share: waiting (stream) reservations may fill the queue only up to ``stream_share`` of
+  it, so unary callers always find the rest; unary callers may use all of it.
+- A submission larger than the whole queue is refused with a message (callers split big
+  requests: see ``server/service.py``), never admitted ahead of everyone.
 - A cancelled submit (deadline expired, client gone) takes its not-yet-run windows out of the queue.
 - Identical windows within a run are computed once (multi-allelic sites share their ref window).
 - An exception in a run is isolated: the run is retried caller by caller, so only the callers
   whose own windows fail get an InferenceError; the others in that run still get their results.
-- A submission larger than the whole queue (a big request with reverse-complement averaging) is
-  admitted when the queue is empty, so every request the service accepts can eventually run.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 from varfx.server.errors import InferenceError, QueueFullError
 from varfx.server.metrics import Metrics
 
-__all__ = ["BatchResult", "DynamicBatcher", "dedupe_rows"]
+__all__ = ["BatchResult", "DynamicBatcher", "Reservation", "dedupe_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,29 @@ def dedupe_rows(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first = np.zeros(len(seen), dtype=np.intp)
     first[inverse[::-1]] = np.arange(len(tokens) - 1, -1, -1)
     return tokens[first], inverse
+
+
+class Reservation:
+    """Room for up to ``windows`` windows in one batcher's queue (see ``DynamicBatcher.reserve``).
+
+    Use as an async context manager, or call ``release()``: room not used by ``submit`` goes
+    back to the queue either way.
+    """
+
+    def __init__(self, batcher: DynamicBatcher, windows: int) -> None:
+        self._batcher = batcher
+        self.windows = windows
+
+    def release(self) -> None:
+        if self.windows:
+            n, self.windows = self.windows, 0
+            self._batcher._unreserve(n)
+
+    async def __aenter__(self) -> Reservation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -103,6 +131,7 @@ class DynamicBatcher:
         workers: int = 1,
         metrics: Metrics | None = None,
         executor: Executor | None = None,
+        stream_share: float = 0.75,
     ) -> None:
         self.name = name
         self._predict = predict
@@ -115,6 +144,8 @@ class DynamicBatcher:
         self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix=f"ort-{name}")
         self._queue: collections.deque[_Work] = collections.deque()
         self._queued = 0  # windows waiting (not yet handed to a run)
+        self._reserved = 0  # windows admitted but not yet submitted
+        self._stream_room = max(1, int(max_queue * stream_share))
         self._wakeup: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
         self._task: asyncio.Task[None] | None = None
@@ -125,6 +156,11 @@ class DynamicBatcher:
         if metrics is not None:
             metrics.queue_capacity.labels(model=name).set(max_queue)
             metrics.queue_depth.labels(model=name).set(0)
+
+    @property
+    def stream_room(self) -> int:
+        """Windows waiting (stream) callers may fill: ``stream_share`` of the queue."""
+        return self._stream_room
 
     @property
     def queued(self) -> int:
@@ -140,9 +176,45 @@ class DynamicBatcher:
                     waiter.set_result(None)
             self._room_waiters.clear()
 
-    def _fits(self, n: int) -> bool:
-        # a submission larger than the whole queue is admitted when the queue is empty
-        return self._queued + n <= self.max_queue or (n > self.max_queue and not self._queued)
+    def _fits(self, n: int, waiting: bool) -> bool:
+        limit = self._stream_room if waiting else self.max_queue
+        return self._queued + self._reserved + n <= limit or (
+            waiting and n > limit and not self._queued and not self._reserved
+        )
+
+    def _unreserve(self, n: int) -> None:
+        self._reserved -= n
+        self._set_depth()
+
+    async def reserve(self, windows: int, *, wait: bool = False) -> Reservation:
+        """Admit a caller that will submit at most ``windows`` windows.
+
+        ``wait``: when there is no room, wait for it (until cancelled; only up to
+        ``stream_share`` of the queue) instead of raising.
+
+        Raises:
+            QueueFullError: no room (and not ``wait``), the request is larger than the queue,
+                or the batcher is shutting down.
+        """
+        if windows > self.max_queue:
+            raise QueueFullError(
+                f"model {self.name!r}: a request of {windows} windows is larger than the "
+                f"queue ({self.max_queue} windows); send fewer variants per request"
+            )
+        loop = asyncio.get_running_loop()
+        while wait and not self._fits(windows, True) and not self._closing:
+            room: asyncio.Future[None] = loop.create_future()
+            self._room_waiters.append(room)
+            await room
+        if self._closing or self._wakeup is None:
+            raise QueueFullError(f"model {self.name!r} is shutting down")
+        if not self._fits(windows, wait):
+            raise QueueFullError(
+                f"model {self.name!r}: queue full ({self._queued + self._reserved} of "
+                f"{self.max_queue} windows waiting, request needs {windows}); retry later"
+            )
+        self._reserved += windows
+        return Reservation(self, windows)
 
     async def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -163,14 +235,21 @@ class DynamicBatcher:
         if self._own_executor:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, tokens: np.ndarray, *, wait: bool = False) -> np.ndarray:
+    async def submit(
+        self,
+        tokens: np.ndarray,
+        *,
+        wait: bool = False,
+        reservation: Reservation | None = None,
+    ) -> np.ndarray:
         """Predict windows uint8 [n, L]; returns float32 [n, F] in the same order.
 
-        ``wait``: when the queue is full, wait for room (until cancelled) instead of raising.
+        ``reservation``: room admitted earlier (``reserve``) for at least n windows; without
+        one, room is reserved here (``wait``: wait for it instead of raising).
 
         Raises:
-            QueueFullError: the queue has no room for n more windows (and not ``wait``), or
-                the batcher is shutting down.
+            QueueFullError: no room for n more windows (and not ``wait``), n is larger than the
+                queue, or the batcher is shutting down.
             InferenceError: ONNX Runtime failed on a run holding these windows.
         """
         if tokens.ndim != 2 or tokens.dtype != np.uint8:
@@ -178,6 +257,8 @@ class DynamicBatcher:
         n = len(tokens)
         loop = asyncio.get_running_loop()
         if n == 0:
+            if reservation is not None:
+                reservation.release()
             return np.zeros((0, 0), dtype=np.float32)
         if self._width is None:
             self._width = tokens.shape[1]
@@ -185,22 +266,15 @@ class DynamicBatcher:
             raise ValueError(
                 f"model {self.name!r} takes windows of {self._width}, got {tokens.shape[1]}"
             )
-        while wait and not self._fits(n) and not self._closing:
-            room: asyncio.Future[None] = loop.create_future()
-            self._room_waiters.append(room)
-            await room
+        if reservation is None:
+            reservation = await self.reserve(n, wait=wait)
+        elif reservation.windows < n:
+            raise ValueError(f"{n} windows submitted on a reservation of {reservation.windows}")
         if self._closing or self._wakeup is None:
+            reservation.release()
             raise QueueFullError(f"model {self.name!r} is shutting down")
-        if not self._fits(n):
-            big = (
-                " (more than the queue holds: it runs when the queue is empty)"
-                if n > self.max_queue
-                else ""
-            )
-            raise QueueFullError(
-                f"model {self.name!r}: queue full ({self._queued} of {self.max_queue} windows "
-                f"waiting, request needs {n}{big}); retry later"
-            )
+        self._reserved -= reservation.windows  # the room becomes queued windows (the rest is free)
+        reservation.windows = 0
         work = _Work(tokens, loop.create_future(), time.perf_counter())
         self._queue.append(work)
         self._queued += n

@@ -1,8 +1,9 @@
 """The KServe Open Inference Protocol v2 (Triton's ``inference.GRPCInferenceService``) on varfx's
 gRPC port, so tritonclient, perf_analyzer and KServe probes can call the served models.
 
-Served RPCs: ServerLive, ServerReady, ServerMetadata, ModelReady, ModelMetadata, ModelInfer; the
-protocol's others answer UNIMPLEMENTED. Every call goes through the same server as varfx's own
+Served RPCs: ServerLive, ServerReady, ServerMetadata, ModelReady, ModelMetadata, ModelConfig
+(Triton's configuration fields for batching and tensors, as the running server batches), and
+ModelInfer; the protocol's others answer UNIMPLEMENTED. Every call goes through the same server as varfx's own
 service (same interceptors, so the same auth), is counted in the same metrics
 (``varfx_requests_total{method="ModelInfer",...}``, latency, in-flight) and ModelInfer's windows
 go through the model's DynamicBatcher, batched together with ScoreVariants' windows.
@@ -38,6 +39,7 @@ from varfx import __version__
 from varfx.core.tokens import N_TOKEN
 from varfx.proto.kserve_v2 import grpc_service_pb2 as kpb
 from varfx.proto.kserve_v2 import grpc_service_pb2_grpc as kpb_grpc
+from varfx.proto.kserve_v2 import model_config_pb2 as mc
 from varfx.server.errors import InvalidRequestError, ModelNotFoundError
 from varfx.server.repository import ModelSpec
 from varfx.server.service import ServedModel, VariantEffectServicer
@@ -167,7 +169,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, models: dict[str, ServedModel], varfx: VariantEffectServicer) -> None:
         self._models = models
-        self._varfx = varfx  # its _instrument records the metrics and maps errors to codes
+        self._varfx = varfx
         self.ready = False
 
     def add_to(self, server: grpc.aio.Server) -> None:
@@ -195,7 +197,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
         async def work() -> kpb.ServerLiveResponse:
             return kpb.ServerLiveResponse(live=True)
 
-        return await self._varfx._instrument("ServerLive", context, work)
+        return await work()
 
     async def ServerReady(
         self, request: kpb.ServerReadyRequest, context: grpc.aio.ServicerContext
@@ -203,7 +205,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
         async def work() -> kpb.ServerReadyResponse:
             return kpb.ServerReadyResponse(ready=self.ready)
 
-        return await self._varfx._instrument("ServerReady", context, work)
+        return await work()
 
     async def ServerMetadata(
         self, request: kpb.ServerMetadataRequest, context: grpc.aio.ServicerContext
@@ -211,7 +213,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
         async def work() -> kpb.ServerMetadataResponse:
             return kpb.ServerMetadataResponse(name="varfx", version=__version__, extensions=[])
 
-        return await self._varfx._instrument("ServerMetadata", context, work)
+        return await work()
 
     async def ModelReady(
         self, request: kpb.ModelReadyRequest, context: grpc.aio.ServicerContext
@@ -225,7 +227,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
             version_ok = request.version in ("", str(model.spec.version))
             return kpb.ModelReadyResponse(ready=self.ready and version_ok)
 
-        return await self._varfx._instrument("ModelReady", context, work)
+        return await work()
 
     async def ModelMetadata(
         self, request: kpb.ModelMetadataRequest, context: grpc.aio.ServicerContext
@@ -242,7 +244,40 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
                 outputs=[meta(name=out.name, datatype=out.datatype, shape=out.shape)],
             )
 
-        return await self._varfx._instrument("ModelMetadata", context, work)
+        return await work()
+
+    async def ModelConfig(
+        self, request: kpb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> kpb.ModelConfigResponse:
+        async def work() -> kpb.ModelConfigResponse:
+            model = self._model(request.name, request.version)
+            inp, out = tensor_specs(model.spec)
+            batcher = model.batcher
+            config = mc.ModelConfig(
+                name=model.spec.name,
+                platform=PLATFORM,
+                max_batch_size=batcher.max_batch,
+                input=[
+                    mc.ModelInput(
+                        name=inp.name,
+                        data_type=mc.DataType.Value(f"TYPE_{inp.datatype}"),
+                        dims=inp.shape[1:],
+                    )
+                ],
+                output=[
+                    mc.ModelOutput(
+                        name=out.name,
+                        data_type=mc.DataType.Value(f"TYPE_{out.datatype}"),
+                        dims=out.shape[1:],
+                    )
+                ],
+                dynamic_batching=mc.ModelDynamicBatching(
+                    max_queue_delay_microseconds=round(batcher.max_delay_s * 1e6)
+                ),
+            )
+            return kpb.ModelConfigResponse(config=config)
+
+        return await work()
 
     # -- inference -------------------------------------------------------------------------
 
@@ -305,4 +340,4 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
                 raw_output_contents=[np.ascontiguousarray(probs, dtype="<f4").tobytes()],
             )
 
-        return await self._varfx._instrument("ModelInfer", context, work)
+        return await work()

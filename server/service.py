@@ -1,72 +1,86 @@
-"""The varfx.v1 VariantEffectService servicer (grpc.aio).
+"""The varfx.v1 VariantEffectService: thin glue between the wire and the scoring verb.
+
+Requests arrive as bytes and leave as bytes (``service_handler``), so that large messages are
+decoded and encoded off the event loop, a request too big to be legal is refused before it is
+parsed, and a malformed one is one INVALID_ARGUMENT, not a traceback. Scoring is
+``varfx.server.scoring`` with the model's dynamic batcher between plan and finish; admission
+comes before window building (``DynamicBatcher.reserve``), and a request bigger than the queue
+runs in parts that each fit. Metrics and error mapping are ``calls.CallInterceptor``'s.
 
 Per-variant problems come back as per-variant statuses; only a malformed request fails the call
 (unknown model: NOT_FOUND; too many variants, empty sequence pair, unknown feature:
-INVALID_ARGUMENT; full queue: RESOURCE_EXHAUSTED for unary calls, while streams, which
-have flow control, wait for room). Errors map to gRPC codes in one place
-(``errors.grpc_code``).
+INVALID_ARGUMENT; full queue: RESOURCE_EXHAUSTED for unary calls, while streams, which have flow
+control, wait for room).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
-from varfx.core.tokens import reverse_complement
+from varfx import __version__
+from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
 from varfx.server.batching import DynamicBatcher
-from varfx.server.errors import (
-    GenomeUnavailableError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    VarfxServerError,
-    grpc_code,
-)
+from varfx.server.errors import GenomeUnavailableError, InvalidRequestError, ModelNotFoundError
 from varfx.server.genome import Genome
+from varfx.server.genome_identity import GenomePairing, model_info
 from varfx.server.metrics import Metrics
 from varfx.server.repository import ModelSpec
-from varfx.server.responses import ALL_KINDS, Scored, fill_messages, fill_packed
+from varfx.server.requests import decode_message, variants_of
+from varfx.server.responses import response_bytes
 from varfx.server.runtime import ModelRunner
-from varfx.server.scores import compute_scores
-from varfx.server.windows import VariantWindows, build_windows, sequence_windows
+from varfx.server.scoring import (
+    ScoreResult,
+    ScoringOptions,
+    ScoringPlan,
+    plan_sequences,
+    plan_variants,
+    windows_per_input,
+)
 
-__all__ = ["ServedModel", "VariantEffectServicer"]
+__all__ = ["SERVICE_NAME", "ServedModel", "VariantEffectServicer"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VariantEffectService"].full_name
 _STATUS_NAMES = {v.number: v.name for v in pb.StatusCode.DESCRIPTOR.values}
+# Messages up to this size are decoded/encoded on the event loop; larger ones in a thread.
+_INLINE_BYTES = 64 * 1024
 # Requests up to this many variants build their windows on the event loop; larger ones in a thread.
 _INLINE_WINDOWS = 64
 # Requests of one stream scored concurrently (pipelining; the transport's flow control does the rest).
 _STREAM_WINDOW = 4
+# Bytes one variant may take in a request message (alleles up to a long indel, name, id), for
+# the size check made before a request is parsed.
+_BYTES_PER_VARIANT = 2048
 
 
 @dataclass
 class ServedModel:
-    """A loaded model: its runner and its batcher."""
+    """A loaded model: its runner, its batcher and the genome it scores variants on."""
 
     runner: ModelRunner
     batcher: DynamicBatcher
     genome: Genome | None = None  # the reference of the model's assembly
+    # genome identity, ONNX SHA-256 and why there is no genome (server/genome_identity.py)
+    pairing: GenomePairing | None = None
 
     @property
     def spec(self) -> ModelSpec:
         return self.runner.spec
 
 
-class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
-    """Scores variants and sequence pairs with the served models."""
+class VariantEffectServicer:
+    """Scores variants and sequence pairs with the served models (see the module docstring)."""
 
     def __init__(
         self,
@@ -78,7 +92,6 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         default_model: str = "",
         max_variants: int = 10000,
         max_message_bytes: int | None = None,
-        log_requests: bool = False,
     ) -> None:
         if not models:
             raise ValueError("no models to serve")
@@ -88,14 +101,15 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
         self._executor = executor
         self._max_variants = max_variants
         self._max_message_bytes = max_message_bytes
-        self._log_requests = log_requests
+        self._max_request_bytes = max_variants * _BYTES_PER_VARIANT + (1 << 20)
         if default_model and default_model not in models:
             raise ModelNotFoundError(f"default model {default_model!r} not in {sorted(models)}")
         self._default = default_model or (next(iter(models)) if len(models) == 1 else "")
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _model(self, name: str, version: int) -> ServedModel:
+    def model(self, name: str, version: int = 0) -> ServedModel:
+        """The served model a request names ("" = the default), or a typed error."""
         key = name or self._default
         if not key:
             raise InvalidRequestError(
@@ -110,89 +124,19 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
             )
         return model
 
-    def _record(self, method: str, code: grpc.StatusCode, t0: float) -> None:
-        seconds = time.perf_counter() - t0
-        m = self._metrics
-        m.inflight.dec()
-        m.requests.labels(method=method, code=code.name).inc()
-        m.request_duration.labels(method=method).observe(seconds)
-        if self._log_requests:
-            log.info("%s %s %.1f ms", method, code.name, seconds * 1000)
+    async def _off_loop(self, size: int, fn: Callable[[], T]) -> T:
+        """``fn()`` on the event loop when the work is small, else in the executor."""
+        if size <= _INLINE_BYTES:
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    @staticmethod
-    def _cancel_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-        remaining = context.time_remaining()
-        expired = remaining is not None and remaining <= 0
-        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-
-    async def _instrument(
-        self, method: str, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]
-    ) -> T:
-        """Run a unary handler: metrics recorded before the reply goes out, errors mapped."""
-        self._metrics.inflight.inc()
-        t0 = time.perf_counter()
-        try:
-            result = await work()
-        except VarfxServerError as exc:
-            code = grpc_code(exc)
-            self._record(method, code, t0)
-            await context.abort(code, str(exc))
-            raise  # not reached: abort raises
-        except asyncio.CancelledError:
-            self._record(method, self._cancel_code(context), t0)
-            raise
-        except Exception as exc:
-            log.exception("%s failed", method)
-            self._record(method, grpc.StatusCode.INTERNAL, t0)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-            )
-            raise
-        self._record(method, grpc.StatusCode.OK, t0)
-        return result
-
-    def _feature_index(self, spec: ModelSpec, wanted: Sequence[str]) -> np.ndarray | None:
-        if not wanted:
-            return None
-        lookup = {f: i for i, f in enumerate(spec.features)}
-        missing = [f for f in wanted if f not in lookup]
-        if missing:
+    async def _decode(self, parse: Callable[[bytes], T], data: bytes, what: str) -> T:
+        if len(data) > self._max_request_bytes:
             raise InvalidRequestError(
-                f"unknown feature(s) {missing[:5]} for model {spec.name!r} "
-                f"({len(spec.features)} features; see ListModels)"
+                f"{what} of {len(data) / 2**20:.1f} MiB is larger than any request of at most "
+                f"{self._max_variants} variants can be (send fewer per request)"
             )
-        return np.array([lookup[f] for f in wanted], dtype=np.intp)
-
-    async def _score_windows(
-        self,
-        model: ServedModel,
-        windows: VariantWindows,
-        options: pb.ScoreOptions,
-        *,
-        wait: bool = False,
-    ) -> Scored:
-        spec = model.spec
-        select = self._feature_index(spec, options.features)
-        features = spec.features if select is None else tuple(spec.features[i] for i in select)
-        ok = np.flatnonzero(windows.ok)
-        k = len(ok)
-        if k == 0:
-            empty = np.zeros((0, len(features)), dtype=np.float32)
-            z = np.zeros(0)
-            return Scored(features, empty, empty, empty, empty, z, z.astype(np.int64))
-        ref, alt = windows.ref[ok], windows.alt[ok]
-        parts = [ref, alt]
-        if options.reverse_complement:
-            parts += [reverse_complement(ref), reverse_complement(alt)]
-        probs = await model.batcher.submit(np.concatenate(parts, axis=0), wait=wait)
-        ref_p, alt_p = probs[:k], probs[k : 2 * k]
-        if options.reverse_complement:
-            ref_p = (ref_p + probs[2 * k : 3 * k]) / 2
-            alt_p = (alt_p + probs[3 * k :]) / 2
-        if select is not None:
-            ref_p, alt_p = ref_p[:, select], alt_p[:, select]
-        s = compute_scores(ref_p, alt_p)
-        return Scored(features, s.ref, s.alt, s.diff, s.log2fc, s.max_abs_diff, s.max_index)
+        return await self._off_loop(len(data), lambda: decode_message(parse, data, what))
 
     def _count(self, model: ServedModel, status: np.ndarray) -> None:
         codes, counts = np.unique(status, return_counts=True)
@@ -201,19 +145,14 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
                 model=model.spec.name, status=_STATUS_NAMES.get(code, str(code))
             ).inc(count)
 
-    def _check_size(
-        self, spec: ModelSpec, windows: VariantWindows, options: pb.ScoreOptions
-    ) -> None:
-        """Fail before inference when the response could not be sent: packed float32 arrays
-        dominate its size (OK rows x score kinds x features x 4 bytes)."""
+    def _check_size(self, spec: ModelSpec, n: int, options: ScoringOptions) -> None:
+        """Fail before any work when the response could not be sent: float32 arrays dominate
+        its size (inputs x score kinds x features x 4 bytes)."""
         limit = self._max_message_bytes
         if limit is None:
             return
-        n = len(windows.status)
-        n_ok = int(np.count_nonzero(windows.ok))
         features = len(options.features) or len(spec.features)
-        kinds = len(set(options.scores)) or len(ALL_KINDS)
-        size = n_ok * kinds * (4 * features + 6) + n * 100
+        size = n * len(options.kinds) * (4 * features + 6) + n * 100
         if size > limit:
             raise InvalidRequestError(
                 f"the response to {n} variants would be about {size / 2**20:.1f} MiB, over the "
@@ -222,74 +161,119 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
                 "(options.features)"
             )
 
-    async def _build_windows(
-        self, model: ServedModel, variants: Sequence[pb.Variant], policy: int
-    ) -> VariantWindows:
+    def _manifest(self, model: ServedModel, options: ScoringOptions, genome: bool) -> pb.Manifest:
+        spec = model.spec
+        return pb.Manifest(
+            model=spec.name,
+            model_version=spec.version,
+            assembly=spec.assembly if genome else "",
+            window_length=spec.sequence_length,
+            reverse_complement=options.reverse_complement,
+            ref_policy=options.ref_policy,  # type: ignore[arg-type]
+            server_version=__version__,
+            indel_normalization=(
+                ("as-written" if options.indels_as_written else "left-align") if genome else ""
+            ),
+        )
+
+    async def _run(
+        self, model: ServedModel, parts: Sequence[Callable[[], ScoringPlan]], sizes: Sequence[int],
+        per: int, wait: bool,
+    ) -> list[ScoreResult]:  # fmt: skip
+        """Admit, plan, predict and finish each part in turn. The first part is refused at
+        once when the queue is full (unless ``wait``); later parts of an admitted request wait
+        for their turn."""
+        results = []
+        loop = asyncio.get_running_loop()
+        for i, (make_plan, n) in enumerate(zip(parts, sizes, strict=True)):
+            async with await model.batcher.reserve(per * n, wait=wait or i > 0) as room:
+                if n <= _INLINE_WINDOWS:
+                    plan = make_plan()
+                else:
+                    plan = await loop.run_in_executor(self._executor, make_plan)
+                probs = await model.batcher.submit(plan.tokens, reservation=room)
+            results.append(plan.finish(probs))
+        return results
+
+    @staticmethod
+    def _part_size(model: ServedModel, per: int, wait: bool) -> int:
+        """Inputs per part: a part fits the room its caller may take (streams: their share)."""
+        room = model.batcher.stream_room if wait else model.batcher.max_queue
+        return max(1, room // per)
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    async def score_request(self, request: pb.ScoreVariantsRequest, *, wait: bool) -> bytes:
+        """Score one ScoreVariantsRequest; returns the serialized response. ``wait``: wait for
+        room in a full queue (streams) instead of failing with RESOURCE_EXHAUSTED (unary)."""
+        model = self.model(request.model, request.model_version)
+        batch = variants_of(request, self._max_variants)
+        options = ScoringOptions.from_proto(request.options)
+        spec = model.spec
+        self._check_size(spec, len(batch), options)
         genome = model.genome or self._genome
         if genome is None:
+            why = model.pairing.unpaired_reason if model.pairing is not None else ""
             raise GenomeUnavailableError(
-                "this server was started without a reference genome (--genome); "
-                "only ScoreSequences is available"
+                (why or "this server was started without a reference genome (--genome)")
+                + "; only ScoreSequences is available"
             )
-        length = model.spec.sequence_length
-        if len(variants) <= _INLINE_WINDOWS:
-            return build_windows(genome, variants, length, ref_policy=policy)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, lambda: build_windows(genome, variants, length, ref_policy=policy)
-        )
+        per = windows_per_input(options)
+        step = self._part_size(model, per, wait)
+        bounds = [(s, min(s + step, len(batch))) for s in range(0, len(batch), step)] or [(0, 0)]
 
-    # -- RPCs --------------------------------------------------------------------------------
+        def planner(part: VariantBatch) -> Callable[[], ScoringPlan]:
+            return lambda: plan_variants(
+                genome, part, length=spec.sequence_length, features=spec.features,
+                model=spec.name, options=options,
+            )  # fmt: skip
 
-    async def _score_variants(
-        self, request: pb.ScoreVariantsRequest, *, wait: bool = False
-    ) -> pb.ScoreVariantsResponse:
-        """Score one request; ``wait``: wait for room in a full queue (streams) instead of
-        failing with RESOURCE_EXHAUSTED (unary calls)."""
-        model = self._model(request.model, request.model_version)
-        n = len(request.variants)
-        if n > self._max_variants:
-            raise InvalidRequestError(
-                f"{n} variants in one request; the limit is {self._max_variants} "
-                "(use StreamScoreVariants for more)"
-            )
-        options = request.options
-        windows = await self._build_windows(model, request.variants, options.ref_policy)
-        self._check_size(model.spec, windows, options)
-        scored = await self._score_windows(model, windows, options, wait=wait)
+        parts = [planner(batch.take(a, b) if len(bounds) > 1 else batch) for a, b in bounds]
+        results = await self._run(model, parts, [b - a for a, b in bounds], per, wait)
+        result = ScoreResult.concat(results)
         response = pb.ScoreVariantsResponse(
-            model=model.spec.name, model_version=model.spec.version, features=scored.features
+            model=spec.name,
+            model_version=spec.version,
+            manifest=self._manifest(model, options, genome=True),
         )
-        kinds = options.scores or ALL_KINDS
-        if options.packed:
-            fill_packed(response.packed, windows, scored, kinds)
-        else:
-            out = [response.scores.add(variant=v) for v in request.variants]
-            fill_messages(out, windows, scored, kinds)
-        self._count(model, windows.status)
-        return response
+        self._count(model, result.status)
+        packed = request.options.packed
 
-    async def ScoreVariants(
-        self, request: pb.ScoreVariantsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ScoreVariantsResponse:
-        return await self._instrument(
-            "ScoreVariants", context, lambda: self._score_variants(request)
+        def row(i: int) -> Any:
+            if request.variants:
+                return response.scores.add(variant=request.variants[i])
+            v = pb.Variant(
+                id=batch.id(i), chrom=batch.chrom(i), pos=int(batch.pos[i]),
+                ref=batch.ref(i), alt=batch.alt(i),
+            )  # fmt: skip
+            return response.scores.add(variant=v)
+
+        return await self._off_loop(
+            0 if packed else len(batch) * 64,
+            lambda: response_bytes(response, result, options.kinds, packed, row),
         )
+
+    async def ScoreVariants(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request = await self._decode(
+            pb.ScoreVariantsRequest.FromString, data, "ScoreVariantsRequest"
+        )
+        return await self.score_request(request, wait=False)
 
     async def StreamScoreVariants(
-        self,
-        request_iterator: AsyncIterator[pb.ScoreVariantsRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.ScoreVariantsResponse]:
-        method = "StreamScoreVariants"
-        self._metrics.inflight.inc()
-        t0 = time.perf_counter()
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         # A reader task takes requests while earlier ones are scored, up to _STREAM_WINDOW ahead
         # of the responses sent; each response goes out as soon as it (and all before it) is
         # ready, so a client that waits for each answer before sending more is served too.
         slots = asyncio.Semaphore(_STREAM_WINDOW)
-        pending: asyncio.Queue[asyncio.Task[pb.ScoreVariantsResponse] | None] = asyncio.Queue()
+        pending: asyncio.Queue[asyncio.Task[bytes] | None] = asyncio.Queue()
         failure: list[Exception] = []
+
+        async def score(data: bytes) -> bytes:
+            request = await self._decode(
+                pb.ScoreVariantsRequest.FromString, data, "ScoreVariantsRequest"
+            )
+            return await self.score_request(request, wait=True)
 
         async def read() -> None:
             requests = aiter(request_iterator)
@@ -297,11 +281,10 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
                 while True:
                     await slots.acquire()
                     try:
-                        request = await anext(requests)
+                        data = await anext(requests)
                     except StopAsyncIteration:
                         return
-                    task = asyncio.create_task(self._score_variants(request, wait=True))
-                    pending.put_nowait(task)
+                    pending.put_nowait(asyncio.create_task(score(data)))
             except Exception as exc:
                 failure.append(exc)
             finally:
@@ -315,21 +298,6 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
                 slots.release()
             if failure:
                 raise failure[0]
-        except VarfxServerError as exc:
-            code = grpc_code(exc)
-            self._record(method, code, t0)
-            await context.abort(code, str(exc))
-        except asyncio.CancelledError:
-            self._record(method, self._cancel_code(context), t0)
-            raise
-        except Exception as exc:
-            log.exception("%s failed", method)
-            self._record(method, grpc.StatusCode.INTERNAL, t0)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-            )
-        else:
-            self._record(method, grpc.StatusCode.OK, t0)
         finally:
             reader.cancel()
             while not pending.empty():
@@ -340,10 +308,11 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
                     leftover.exception()  # retrieved: the stream already failed for a reason
                 leftover.cancel()
 
-    async def _score_sequences(
-        self, request: pb.ScoreSequencesRequest
-    ) -> pb.ScoreSequencesResponse:
-        model = self._model(request.model, request.model_version)
+    async def ScoreSequences(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request = await self._decode(
+            pb.ScoreSequencesRequest.FromString, data, "ScoreSequencesRequest"
+        )
+        model = self.model(request.model, request.model_version)
         n = len(request.pairs)
         if n > self._max_variants:
             raise InvalidRequestError(f"{n} sequence pairs; the limit is {self._max_variants}")
@@ -353,52 +322,67 @@ class VariantEffectServicer(pb_grpc.VariantEffectServiceServicer):
                     f"sequence pair {i} (id {pair.id!r}) has an empty "
                     f"{'ref' if not pair.ref else 'alt'} sequence"
                 )
-        windows = sequence_windows(
-            [(p.ref, p.alt) for p in request.pairs], model.spec.sequence_length
+        options = ScoringOptions.from_proto(request.options)
+        spec = model.spec
+        self._check_size(spec, n, options)
+        per = windows_per_input(options)
+        step = self._part_size(model, per, wait=False)
+        bounds = [(s, min(s + step, n)) for s in range(0, n, step)] or [(0, 0)]
+        pairs = [(p.ref, p.alt) for p in request.pairs]
+
+        def planner(a: int, b: int) -> Callable[[], ScoringPlan]:
+            return lambda: plan_sequences(
+                pairs[a:b], length=spec.sequence_length, features=spec.features,
+                model=spec.name, options=options,
+            )  # fmt: skip
+
+        parts = [planner(a, b) for a, b in bounds]
+        result = ScoreResult.concat(
+            await self._run(model, parts, [b - a for a, b in bounds], per, wait=False)
         )
-        self._check_size(model.spec, windows, request.options)
-        scored = await self._score_windows(model, windows, request.options)
         response = pb.ScoreSequencesResponse(
-            model=model.spec.name, model_version=model.spec.version, features=scored.features
+            model=spec.name,
+            model_version=spec.version,
+            manifest=self._manifest(model, options, genome=False),
         )
-        kinds = request.options.scores or ALL_KINDS
-        if request.options.packed:
-            fill_packed(response.packed, windows, scored, kinds)
-        else:
-            out = [response.scores.add(id=p.id) for p in request.pairs]
-            fill_messages(out, windows, scored, kinds)
-        self._count(model, windows.status)
-        return response
+        self._count(model, result.status)
+        packed = request.options.packed
+        return await self._off_loop(
+            0 if packed else n * 64,
+            lambda: response_bytes(
+                response, result, options.kinds, packed,
+                lambda i: response.scores.add(id=request.pairs[i].id),
+            ),
+        )  # fmt: skip
 
-    async def ScoreSequences(
-        self, request: pb.ScoreSequencesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ScoreSequencesResponse:
-        return await self._instrument(
-            "ScoreSequences", context, lambda: self._score_sequences(request)
-        )
-
-    async def _list_models(self) -> pb.ListModelsResponse:
-        response = pb.ListModelsResponse()
-        for name, model in self._models.items():
-            spec = model.spec
-            response.models.add(
-                name=name,
-                version=spec.version,
-                versions=spec.versions,
-                features=spec.features,
-                sequence_length=spec.sequence_length,
-                assembly=spec.assembly,
-                device=model.runner.device,
-                input_kind=spec.input_kind,
-                output_kind=spec.output,
-                alphabet=spec.alphabet,
-                is_default=name == self._default,
-                max_batch=model.batcher.max_batch,
-                metadata_json=json.dumps(spec.metadata, sort_keys=True, default=str),
-            )
-        return response
+    # -- listing --------------------------------------------------------------------------------
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return await self._instrument("ListModels", context, self._list_models)
+        response = pb.ListModelsResponse()
+        for name, model in self._models.items():  # identity and public metadata: genome_identity
+            response.models.append(model_info(model, is_default=name == self._default))
+        return response
+
+    # -- registration -----------------------------------------------------------------------
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service's method handlers: the scoring methods take and return raw bytes (this
+        class parses and serializes them); ListModels uses the generated message classes."""
+        raw: dict[str, Any] = {"request_deserializer": None, "response_serializer": None}
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "ListModels": grpc.unary_unary_rpc_method_handler(
+                    self.ListModels,
+                    request_deserializer=pb.ListModelsRequest.FromString,
+                    response_serializer=pb.ListModelsResponse.SerializeToString,
+                ),
+                "ScoreVariants": grpc.unary_unary_rpc_method_handler(self.ScoreVariants, **raw),
+                "StreamScoreVariants": grpc.stream_stream_rpc_method_handler(
+                    self.StreamScoreVariants, **raw
+                ),
+                "ScoreSequences": grpc.unary_unary_rpc_method_handler(self.ScoreSequences, **raw),
+            },
+        )

@@ -1,49 +1,37 @@
-"""Reference and alternate sequence windows around variants (DESIGN.md convention).
+"""Reference and alternate token windows for a batch of variants (``varfx.core.windows`` rule).
 
-For window length L (even), the first base of the variant sits at 0-based index ``c = L/2 - 1``.
-With 1-based VCF position p, REF r and ALT a:
-
-- ref window = genome[p-1-c, p-1-c+L)
-- alt window = genome[p-1-c, p-1) + a + genome[p-1+len(r), ...), cut to L
-- outside a chromosome the window is padded with N.
-
-Plain SNVs (most of any VCF) are built for a whole request at once: one windowed gather per
-contig (a memory-mapped FASTA where it is plain) and a lookup-table pass; every other variant
-(indels, MNVs, unscorable ones, REF mismatches) takes one genome fetch of its own.
-A variant that cannot be scored is never dropped: it gets a status code and a message.
+Input is a columnar ``VariantBatch``. Plain SNVs (one A/C/G/T base each side, on a known contig,
+in range: most of any VCF) are classified and built with whole-array operations: one windowed
+gather per contig (a memory-mapped FASTA where it is plain) and a lookup-table pass. Every other
+variant (indels, MNVs, unscorable alleles, REF mismatches) takes the general path, one genome
+fetch of its own: indels are normalised first (trimmed, left-aligned, as ``bcftools norm``) unless
+the caller asks for them as written. A variant that cannot be scored is never dropped: it gets a
+status code and a message. Windows that reach into N (contig ends, assembly gaps) are scored with
+a message giving the number of N bases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from varfx.core.tokens import N_TOKEN, encode_batch, first_invalid, token_table
+from varfx.core.tokens import N_TOKEN, TOKEN_TABLE, encode_batch, first_invalid
+from varfx.core.variants import VariantBatch
+from varfx.core.windows import WindowRule, fit_sequence, normalize_indel
 from varfx.proto.v1 import varfx_pb2
 from varfx.server.genome import Genome
 
-__all__ = ["VariantLike", "VariantWindows", "build_windows", "fit_sequence", "sequence_windows"]
+__all__ = ["VariantWindows", "build_windows", "fit_sequence", "sequence_windows"]
 
 _SC = varfx_pb2.StatusCode
 _RP = varfx_pb2.RefPolicy
-_BASE_CODE = {b: i for i, b in enumerate("ACGT")} | {b: i for i, b in enumerate("acgt")}
-_TOKENS = token_table()  # ASCII byte -> token (anything outside ACGTN -> N)
-
-
-class VariantLike(Protocol):
-    """Anything with VCF-style fields; a ``varfx_pb2.Variant`` satisfies it."""
-
-    @property
-    def chrom(self) -> str: ...
-    @property
-    def pos(self) -> int: ...
-    @property
-    def ref(self) -> str: ...
-    @property
-    def alt(self) -> str: ...
+# byte -> 0..3 for A/C/G/T (either case), 255 for anything else
+_BASE = np.full(256, 255, dtype=np.uint8)
+for _i, _b in enumerate(b"ACGT"):
+    _BASE[_b] = _BASE[_b + 32] = _i
+_SITE_SHIFT = 40  # site key = contig row << 40 | (window start + 2**39)
 
 
 @dataclass(frozen=True)
@@ -55,12 +43,17 @@ class VariantWindows:
         alt: uint8 [n, L] tokens of the alternate windows.
         status: int32 [n], ``varfx_pb2.StatusCode`` values (0 = OK).
         messages: n strings: '' or a message naming the offending value (a warning when OK).
+        site: int64 [n]: equal for variants whose ref windows are the same genome span
+            (contig and start), -1 where not OK or not from the genome.
+        noted: indices of the inputs that have a message, ascending.
     """
 
     ref: np.ndarray
     alt: np.ndarray
     status: np.ndarray
     messages: list[str]
+    site: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    noted: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> np.ndarray:
@@ -89,163 +82,220 @@ def _allele_problem(allele: str, what: str) -> tuple[int, str] | None:
     return None
 
 
-def _alt_window(seg: bytes, c: int, ref_len: int, alt: bytes, length: int) -> bytes:
-    """seg = genome[p-1-c, p-1-c+L+max(0, len(ref)-len(alt))); returns the alt window."""
-    return (seg[:c] + alt + seg[c + ref_len :])[:length]
-
-
-def _locus(chrom: str, pos: int) -> str:
-    return f"{chrom}:{pos}"
+def _as_batch(variants: VariantBatch | Sequence[object]) -> VariantBatch:
+    return variants if isinstance(variants, VariantBatch) else VariantBatch.from_variants(variants)
 
 
 def build_windows(
     genome: Genome,
-    variants: Sequence[VariantLike],
+    variants: VariantBatch | Sequence[object],
     length: int,
     *,
     ref_policy: int = _RP.REF_POLICY_STRICT,
     max_indel: int | None = None,
+    indels_as_written: bool = False,
 ) -> VariantWindows:
     """Build ref/alt token windows for variants with one ALT each.
 
     Args:
         genome: the reference genome.
-        variants: n variants; ``pos`` is 1-based, ``ref``/``alt`` as in VCF (one ALT).
+        variants: a VariantBatch (or objects with chrom/pos/ref/alt, converted to one).
         length: window length L of the model (even).
         ref_policy: a ``varfx_pb2.RefPolicy``: STRICT (default; a REF mismatch is not scored),
             WARN (score against the genome, warn), FLIP (swap REF/ALT when ALT matches the genome).
         max_indel: longest allele change (bases) the window may show; default L/2.
+        indels_as_written: build indel windows from the alleles as given (no normalisation).
 
     Returns:
         VariantWindows with ref/alt uint8 [n, L] and per-variant status and messages.
     """
-    if length < 2 or length % 2:
-        raise ValueError(f"window length must be even and >= 2, got {length}")
-    c = length // 2 - 1
-    limit = length // 2 if max_indel is None else max_indel
-    n = len(variants)
-    status = np.zeros(n, dtype=np.int32)
-    messages = [""] * n
-    ref_tokens = np.full((n, length), N_TOKEN, dtype=np.uint8)
-    alt_tokens = np.full((n, length), N_TOKEN, dtype=np.uint8)
-    rest = _snv_windows(genome, variants, c, length, ref_tokens, alt_tokens)
+    rule = WindowRule(length)
+    batch = _as_batch(variants)
+    n = len(batch)
+    out = _Builder(genome, batch, rule, max_indel, ref_policy, indels_as_written)
+    rest = out.snvs()
+    for i in rest.tolist():
+        out.general(i)
+    out.finish_general()
+    return VariantWindows(
+        ref=out.ref_tokens,
+        alt=out.alt_tokens,
+        status=out.status,
+        messages=out.messages,
+        site=np.where(out.status == _SC.OK, out.site, -1) if n else out.site,
+        noted=sorted(out.noted),
+    )
 
-    blank = b"N" * length
-    ref_seqs = [blank] * len(rest)
-    alt_seqs = [blank] * len(rest)
-    for j, i in enumerate(rest):
-        v = variants[i]
-        ref, alt, pos = v.ref.upper(), v.alt.upper(), int(v.pos)
-        problem = _allele_problem(v.ref, "REF") or _allele_problem(v.alt, "ALT")
+
+class _Builder:
+    """The state of one build_windows call (arrays filled row by row group)."""
+
+    def __init__(
+        self,
+        genome: Genome,
+        batch: VariantBatch,
+        rule: WindowRule,
+        max_indel: int | None,
+        ref_policy: int,
+        as_written: bool,
+    ) -> None:
+        n = len(batch)
+        self.genome, self.batch, self.rule = genome, batch, rule
+        self.limit = rule.max_indel if max_indel is None else max_indel
+        self.policy, self.as_written = ref_policy, as_written
+        self.status = np.zeros(n, dtype=np.int32)
+        self.messages = [""] * n
+        self.noted: set[int] = set()
+        self.site = np.full(n, -1, dtype=np.int64)
+        self.ref_tokens = np.full((n, rule.length), N_TOKEN, dtype=np.uint8)
+        self.alt_tokens = np.full((n, rule.length), N_TOKEN, dtype=np.uint8)
+        # each batch contig -> (genome contig or None, its length, its row number)
+        self.contigs = [genome.resolve(name) for name in batch.contigs]
+        self.sizes = np.array(
+            [genome.contigs[c] if c is not None else -1 for c in self.contigs] + [-1],
+            dtype=np.int64,
+        )
+        self.rows: list[int] = []
+        self.ref_seqs: list[bytes] = []
+        self.alt_seqs: list[bytes] = []
+
+    def note(self, i: int, message: str) -> None:
+        self.messages[i] = message
+        self.noted.add(i)
+
+    # -- plain SNVs, whole arrays ---------------------------------------------------------
+
+    def snvs(self) -> np.ndarray:
+        """Fill the rows of the plain SNVs; return the indices of every other variant."""
+        b, rule = self.batch, self.rule
+        n = len(b)
+        if not n:
+            return np.zeros(0, dtype=np.intp)
+        off = b.allele_offsets
+        lengths = np.diff(off)
+        single = (lengths[0::2] == 1) & (lengths[1::2] == 1)
+        alleles = np.frombuffer(b.alleles, dtype=np.uint8)
+        ref_code = np.full(n, 255, dtype=np.uint8)
+        alt_code = np.full(n, 255, dtype=np.uint8)
+        if single.any():
+            ref_code[single] = _BASE[alleles[off[0:-1:2][single]]]
+            alt_code[single] = _BASE[alleles[off[1::2][single]]]
+        size = self.sizes[b.contig_index]
+        fast = (ref_code < 4) & (alt_code < 4) & (ref_code != alt_code)
+        fast &= (b.pos >= 1) & (b.pos <= size)
+        rest = [np.flatnonzero(~fast)]
+        c = rule.center
+        for k in np.unique(b.contig_index[fast]).tolist():
+            index = np.flatnonzero(fast & (b.contig_index == k))
+            starts = rule.starts(b.pos[index])
+            contig = self.contigs[k]
+            assert contig is not None  # fast rows are on known contigs
+            tokens = TOKEN_TABLE[self.genome.fetch_windows(contig, starts, rule.length)]
+            match = tokens[:, c] == ref_code[index]
+            if not match.all():  # REF mismatch or gap: the general path says why
+                rest.append(index[~match])
+                index, tokens, starts = index[match], tokens[match], starts[match]
+            self.ref_tokens[index] = tokens
+            tokens[:, c] = alt_code[index]
+            self.alt_tokens[index] = tokens
+            self.site[index] = (k << _SITE_SHIFT) | (starts + (1 << (_SITE_SHIFT - 1)))
+            n_count = np.count_nonzero(self.ref_tokens[index] == N_TOKEN, axis=1)
+            for i, count in zip(
+                index[n_count > 0].tolist(), n_count[n_count > 0].tolist(), strict=True
+            ):
+                self.note(i, f"window has {count} N bases (contig end or assembly gap)")
+        return np.sort(np.concatenate(rest))
+
+    # -- everything else, one variant at a time ---------------------------------------------
+
+    def general(self, i: int) -> None:
+        b, rule = self.batch, self.rule
+        chrom, pos = b.chrom(i), int(b.pos[i])
+        raw_ref, raw_alt = b.ref(i), b.alt(i)
+        problem = _allele_problem(raw_ref, "REF") or _allele_problem(raw_alt, "ALT")
+        ref, alt = raw_ref.upper(), raw_alt.upper()
         if problem is None and ref == alt:
             problem = _SC.REF_EQUALS_ALT, f"REF equals ALT ({ref!r}): nothing to score"
-        contig = None
-        if problem is None:
-            contig = genome.resolve(v.chrom)
-            if contig is None:
-                problem = (
-                    _SC.UNKNOWN_CHROMOSOME,
-                    f"chromosome {v.chrom!r} is not in the reference genome",
-                )
+        k = int(b.contig_index[i])
+        contig = self.contigs[k]
+        if problem is None and contig is None:
+            problem = _SC.UNKNOWN_CHROMOSOME, f"chromosome {chrom!r} is not in the reference genome"
         if problem is None and contig is not None:
-            size = genome.contigs[contig]
+            size = int(self.sizes[k])
             if pos < 1 or pos - 1 + len(ref) > size:
                 problem = (
                     _SC.POSITION_OUT_OF_RANGE,
                     f"position {pos} (REF {ref!r}) is outside {contig} (length {size})",
                 )
-            elif abs(len(ref) - len(alt)) > limit or min(len(ref), len(alt)) > limit:
+            elif abs(len(ref) - len(alt)) > self.limit or min(len(ref), len(alt)) > self.limit:
                 problem = (
                     _SC.INDEL_TOO_LONG,
-                    f"allele change {ref!r}>{alt!r} at {_locus(v.chrom, pos)} is longer than the"
-                    f" {limit} bases the {length}-bp window can show",
+                    f"allele change {ref!r}>{alt!r} at {chrom}:{pos} is longer than the"
+                    f" {self.limit} bases the {rule.length}-bp window can show",
                 )
         if problem is not None or contig is None:
-            status[i], messages[i] = problem if problem else (_SC.UNKNOWN_CHROMOSOME, "")
-            continue
-
-        start = pos - 1 - c
-        seg = genome.fetch(contig, start, start + length + max(0, len(ref) - len(alt)))
-        on_genome = seg[c : c + len(ref)].decode("ascii")
+            code, message = problem if problem else (_SC.UNKNOWN_CHROMOSOME, "")
+            self.status[i] = code
+            if message:
+                self.note(i, message)
+            return
+        genome = self.genome
+        on_genome = genome.fetch(contig, pos - 1, pos - 1 + len(ref)).decode("ascii")
+        notes: list[str] = []
+        where = f"{chrom}:{pos}"
+        if set(on_genome) == {"N"}:
+            self.status[i] = _SC.REFERENCE_GAP
+            self.note(i, f"the genome is N (an assembly gap) under REF {ref!r} at {where}")
+            return
         if on_genome != ref:
-            where = _locus(v.chrom, pos)
-            if ref_policy == _RP.REF_POLICY_WARN:
-                messages[i] = f"REF {ref!r} does not match the genome {on_genome!r} at {where}; "
-                messages[i] += "scored against the genome"
-            elif ref_policy == _RP.REF_POLICY_FLIP and genome.fetch(
+            if self.policy == _RP.REF_POLICY_WARN:
+                notes.append(
+                    f"REF {ref!r} does not match the genome {on_genome!r} at {where}; "
+                    "scored against the genome"
+                )
+                ref = on_genome  # the ref window is the genome's; ALT replaces len(REF) bases
+            elif self.policy == _RP.REF_POLICY_FLIP and genome.fetch(
                 contig, pos - 1, pos - 1 + len(alt)
             ) == alt.encode("ascii"):
+                notes.append(
+                    f"REF {raw_ref!r} does not match the genome at {where} but ALT does; "
+                    f"REF and ALT swapped (scored {alt}>{ref})"
+                )
                 ref, alt = alt, ref
-                seg = genome.fetch(contig, start, start + length + max(0, len(ref) - len(alt)))
-                messages[i] = f"REF {v.ref!r} does not match the genome at {where} but ALT does; "
-                messages[i] += f"REF and ALT swapped (scored {ref}>{alt})"
             else:
-                status[i] = _SC.REF_MISMATCH
-                messages[i] = f"REF {ref!r} does not match the genome {on_genome!r} at {where}"
-                continue
-        ref_seqs[j] = seg[:length]
-        alt_seqs[j] = _alt_window(seg, c, len(ref), alt.encode("ascii"), length)
+                self.status[i] = _SC.REF_MISMATCH
+                self.note(i, f"REF {ref!r} does not match the genome {on_genome!r} at {where}")
+                return
+        ref_b, alt_b = ref.encode("ascii"), alt.encode("ascii")
+        if not self.as_written and (len(ref_b) > 1 or len(alt_b) > 1):
+            new_pos, new_ref, new_alt = normalize_indel(
+                lambda lo, hi: genome.fetch(contig, lo, hi), pos, ref_b, alt_b
+            )
+            if (new_pos, new_ref, new_alt) != (pos, ref_b, alt_b):
+                notes.append(
+                    f"normalised {chrom}:{pos}:{ref}>{alt} to "
+                    f"{chrom}:{new_pos}:{new_ref.decode()}>{new_alt.decode()} (trimmed, "
+                    "left-aligned against the genome)"
+                )
+                pos, ref_b, alt_b = new_pos, new_ref, new_alt
+        start = pos - 1 - rule.center
+        seg = genome.fetch(contig, start, start + rule.span(len(ref_b), len(alt_b)))
+        ref_w = seg[: rule.length]
+        n_count = ref_w.count(b"N")
+        if n_count:
+            notes.append(f"window has {n_count} N bases (contig end or assembly gap)")
+        if notes:
+            self.note(i, "; ".join(notes))
+        self.site[i] = (k << _SITE_SHIFT) | (start + (1 << (_SITE_SHIFT - 1)))
+        self.rows.append(i)
+        self.ref_seqs.append(ref_w)
+        self.alt_seqs.append(rule.alt_window(seg, len(ref_b), alt_b))
 
-    if rest:
-        ref_tokens[rest] = encode_batch(ref_seqs, length)
-        alt_tokens[rest] = encode_batch(alt_seqs, length)
-    return VariantWindows(ref=ref_tokens, alt=alt_tokens, status=status, messages=messages)
-
-
-def _snv_windows(
-    genome: Genome,
-    variants: Sequence[VariantLike],
-    c: int,
-    length: int,
-    ref_tokens: np.ndarray,
-    alt_tokens: np.ndarray,
-) -> list[int]:
-    """Fill the rows of the plain SNVs (one A/C/G/T base each side, different, on a known
-    contig, REF matching the genome) with whole-array operations: one windowed gather per
-    contig, then the alt base written into column c. Returns the indices of every other
-    variant, in order, for the general per-variant path (indels, MNVs, problems, mismatches)."""
-    rest: list[int] = []
-    groups: dict[str, tuple[list[int], list[int], list[int], list[int]]] = {}
-    resolve, contigs = genome.resolve, genome.contigs
-    for i, v in enumerate(variants):
-        ref, alt = v.ref, v.alt
-        if ref in _BASE_CODE and alt in _BASE_CODE and ref.upper() != alt.upper():
-            contig = resolve(v.chrom)
-            pos = int(v.pos)
-            if contig is not None and 1 <= pos <= contigs[contig]:
-                group = groups.get(contig)
-                if group is None:
-                    group = groups[contig] = ([], [], [], [])
-                group[0].append(i)
-                group[1].append(pos)
-                group[2].append(_BASE_CODE[ref])
-                group[3].append(_BASE_CODE[alt])
-                continue
-        rest.append(i)
-    for contig, (rows, positions, refs, alts) in groups.items():
-        index = np.asarray(rows, dtype=np.intp)
-        ascii_windows = genome.fetch_windows(contig, np.asarray(positions) - 1 - c, length)
-        tokens = _TOKENS[ascii_windows]
-        match = tokens[:, c] == np.asarray(refs, dtype=np.uint8)
-        if not match.all():  # REF mismatch: the general path says why (or applies the policy)
-            rest.extend(index[~match].tolist())
-            index, tokens = index[match], tokens[match]
-            alts = [a for a, m in zip(alts, match.tolist(), strict=True) if m]
-        ref_tokens[index] = tokens
-        tokens[:, c] = np.asarray(alts, dtype=np.uint8)
-        alt_tokens[index] = tokens
-    rest.sort()
-    return rest
-
-
-def fit_sequence(seq: str, length: int) -> bytes:
-    """Centre a sequence in L bases: pad with N on both sides, or keep the central L bases."""
-    raw = seq.upper().encode("ascii", "replace")
-    if len(raw) >= length:
-        off = (len(raw) - length) // 2
-        return raw[off : off + length]
-    left = (length - len(raw)) // 2
-    return b"N" * left + raw + b"N" * (length - len(raw) - left)
+    def finish_general(self) -> None:
+        if self.rows:
+            length = self.rule.length
+            self.ref_tokens[self.rows] = encode_batch(self.ref_seqs, length)
+            self.alt_tokens[self.rows] = encode_batch(self.alt_seqs, length)
 
 
 def sequence_windows(pairs: Sequence[tuple[str, str]], length: int) -> VariantWindows:
@@ -256,6 +306,7 @@ def sequence_windows(pairs: Sequence[tuple[str, str]], length: int) -> VariantWi
     n = len(pairs)
     status = np.zeros(n, dtype=np.int32)
     messages = [""] * n
+    noted = []
     blank = b"N" * length
     ref_seqs = [blank] * n
     alt_seqs = [blank] * n
@@ -271,6 +322,7 @@ def sequence_windows(pairs: Sequence[tuple[str, str]], length: int) -> VariantWi
                 break
         if problem:
             status[i], messages[i] = _SC.INVALID_ALLELE, problem
+            noted.append(i)
             continue
         ref_seqs[i] = fit_sequence(ref, length)
         alt_seqs[i] = fit_sequence(alt, length)
@@ -279,4 +331,6 @@ def sequence_windows(pairs: Sequence[tuple[str, str]], length: int) -> VariantWi
         alt=encode_batch(alt_seqs, length),
         status=status,
         messages=messages,
+        site=np.full(n, -1, dtype=np.int64),
+        noted=noted,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pysam
@@ -80,3 +81,18 @@ def server(model_repo: Path, genome_fa: Path) -> Iterator[object]:
     )
     with start_in_thread(config) as running:
         yield running
+
+
+def eventually(read: Any, want: Any, timeout: float = 5.0) -> Any:
+    """``read()`` once it returns ``want`` (or the last value after ``timeout`` seconds).
+
+    Call metrics are recorded when a call is done on the server, just after the client has its
+    answer, so a test that reads them right away polls briefly."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+        value = read()
+    return value

@@ -174,7 +174,7 @@ def test_full_queue_raises_at_once_and_others_finish(runner: ModelRunner) -> Non
     assert metrics.registry.get_sample_value("varfx_queue_capacity", {"model": "m"}) == 8
 
 
-def test_submission_larger_than_the_queue_runs_when_the_queue_is_empty(runner: ModelRunner) -> None:
+def test_submission_larger_than_the_queue_is_refused_with_a_message(runner: ModelRunner) -> None:
     rec = Recorder(runner.predict, gated=True)
     big = tokens(20, 13)
 
@@ -183,12 +183,13 @@ def test_submission_larger_than_the_queue_runs_when_the_queue_is_empty(runner: M
         await wait_for(rec.started)
         queued = asyncio.ensure_future(b.submit(tokens(2, 15)))
         await asyncio.sleep(0)
-        with pytest.raises(QueueFullError, match="more than the queue holds"):
-            await b.submit(big)  # the queue is not empty: refused
+        with pytest.raises(QueueFullError, match="larger than the queue"):
+            await b.submit(big)  # never admitted ahead of everyone
         rec.gate.set()
         await asyncio.gather(held, queued)
-        got = await b.submit(big)  # alone: admitted although 20 > max_queue
-        np.testing.assert_allclose(got, runner.predict(big), atol=1e-6)
+        with pytest.raises(QueueFullError, match=r"20 windows is larger than the queue \(8"):
+            await b.submit(big)  # nor alone: callers split requests that big
+        assert b.queued == 0
 
     run(rec, body, max_batch=4, max_queue=8)
 

@@ -9,15 +9,18 @@ import grpc
 import numpy as np
 import pytest
 
+from tests.conftest import eventually
 from tests.onnx_models import TinyCNN, reference_predict
 
 tg = pytest.importorskip("tritonclient.grpc")
+from tritonclient.grpc import model_config_pb2 as tmc  # noqa: E402
 from tritonclient.grpc import service_pb2 as tpb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as tpb_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from varfx import __version__  # noqa: E402
 from varfx.proto.kserve_v2 import grpc_service_pb2 as kpb  # noqa: E402
+from varfx.proto.kserve_v2 import model_config_pb2 as kmc  # noqa: E402
 from varfx.proto.v1 import varfx_pb2 as pb  # noqa: E402
 from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -68,7 +71,7 @@ def _fields(desc: Any) -> dict[str, tuple[int, int, bool, str]]:
             f.number,
             f.type,
             f.is_repeated,
-            f.message_type.full_name if f.message_type else "",
+            (f.message_type or f.enum_type).full_name if (f.message_type or f.enum_type) else "",
         )
         for f in desc.fields
     }
@@ -87,6 +90,15 @@ def test_proto_matches_tritonclient() -> None:
         for mine in _messages(top):
             theirs = pool.FindMessageTypeByName(mine.full_name)
             assert _fields(mine) == _fields(theirs), mine.full_name
+    # model_config.proto declares a subset of Triton's ModelConfig: same fields, fewer of them
+    for top in kmc.DESCRIPTOR.message_types_by_name.values():
+        ours, theirs = _fields(top), _fields(pool.FindMessageTypeByName(top.full_name))
+        assert ours == {name: theirs[name] for name in ours}, top.full_name
+    ours_enum = kmc.DESCRIPTOR.enum_types_by_name["DataType"]
+    theirs_enum = tmc.DESCRIPTOR.enum_types_by_name["DataType"]
+    assert [(v.name, v.number) for v in ours_enum.values] == [
+        (v.name, v.number) for v in theirs_enum.values
+    ]
     service = kpb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     triton = tpb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert service.full_name == triton.full_name == "inference.GRPCInferenceService"
@@ -140,6 +152,31 @@ def test_model_metadata(client: Any, server: Any) -> None:
         client.get_model_metadata("tok", "7")
     assert err.value.status() == "StatusCode.NOT_FOUND"
     assert "version '7'" in err.value.message()
+
+
+def test_model_config_matches_config_pbtxt(client: Any, server: Any, model_repo: Any) -> None:
+    """ModelConfig reports how this server batches, and the same tensors as the config.pbtxt
+    varfx writes for Triton from the ONNX files."""
+    from google.protobuf import text_format
+
+    from varfx.training.triton_config import triton_config
+
+    config = server.config
+    for name, dims in (("tok", [L]), ("agct", [4, L])):
+        got = client.get_model_config(name).config
+        assert (got.name, got.platform) == (name, "onnxruntime_onnx")
+        assert got.max_batch_size == config.max_batch
+        delay = got.dynamic_batching.max_queue_delay_microseconds
+        assert delay == round(config.max_delay_ms * 1000)
+        assert list(got.input[0].dims) == dims
+        pbtxt = text_format.Parse(triton_config(model_repo / name), tmc.ModelConfig())
+        tensors = [(t.name, t.data_type, list(t.dims)) for t in [*got.input, *got.output]]
+        assert tensors == [
+            (t.name, t.data_type, list(t.dims)) for t in [*pbtxt.input, *pbtxt.output]
+        ]
+    with pytest.raises(InferenceServerException) as err:
+        client.get_model_config("nope")
+    assert err.value.status() == "StatusCode.NOT_FOUND"
 
 
 def test_infer_equals_batcher_and_score_sequences(client: Any, server: Any) -> None:
@@ -341,8 +378,16 @@ def test_metrics_count_model_infer(client: Any, server: Any) -> None:
     _infer(client, "tok", tokens, "UINT8", "tokens")
     with pytest.raises(InferenceServerException):
         _infer(client, "tok", tokens[:, :-1], "UINT8", "tokens")
-    assert sample("varfx_requests_total", method="ModelInfer", code="OK") == ok + 1
-    assert sample("varfx_requests_total", method="ModelInfer", code="INVALID_ARGUMENT") == bad + 1
+    # recorded when each call is done, just after the client has its answer
+    assert (
+        eventually(lambda: sample("varfx_requests_total", method="ModelInfer", code="OK"), ok + 1)
+        == ok + 1
+    )
+    bad_now = eventually(
+        lambda: sample("varfx_requests_total", method="ModelInfer", code="INVALID_ARGUMENT"),
+        bad + 1,
+    )
+    assert bad_now == bad + 1
     assert sample("varfx_sequences_total", model="tok") == windows + 13
     assert sample("varfx_request_duration_seconds_count", method="ModelInfer") >= ok + 2
 
@@ -373,6 +418,7 @@ def test_bearer_tokens_guard_the_protocol(model_repo: Any, tmp_path: Any) -> Non
                 lambda h: client.get_model_metadata("tok", headers=h),
                 lambda h: client.is_model_ready("tok", headers=h),
                 lambda h: client.get_server_metadata(headers=h),
+                lambda h: client.get_model_config("tok", headers=h),
                 lambda h: client.infer("tok", [tensor], headers=h),
             ):
                 for headers in (None, {"authorization": "Bearer wrong"}):

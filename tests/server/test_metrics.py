@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import eventually
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
 from varfx.server import ServerConfig, start_in_thread
@@ -204,8 +205,11 @@ def test_metrics_port_off_still_instruments(model_repo: Path, genome_fa: Path) -
         assert srv.metrics_port is None
         stub = pb_grpc.VariantEffectServiceStub(grpc.insecure_channel(srv.target))
         stub.ListModels(pb.ListModelsRequest())
-        got = registry.get_sample_value(
-            "varfx_requests_total", {"method": "ListModels", "code": "OK"}
+        got = eventually(
+            lambda: registry.get_sample_value(
+                "varfx_requests_total", {"method": "ListModels", "code": "OK"}
+            ),
+            1,
         )
         assert got == 1
         assert registry.get_sample_value("varfx_queue_capacity", {"model": "tok"}) == 8192

@@ -36,7 +36,13 @@ def test_design_vectors_every_row() -> None:
     assert len(rows) >= 8
     for row in rows:
         status, ref_w, alt_w, _ = one(
-            genome, row["chrom"], int(row["pos"]), row["ref"], row["alt"], max_indel=100
+            genome,
+            row["chrom"],
+            int(row["pos"]),
+            row["ref"],
+            row["alt"],
+            max_indel=100,
+            indels_as_written=True,  # the vectors pin the window rule, not normalisation
         )
         assert status == pb.OK, row["case"]
         assert ref_w == row["ref_window"], row["case"]
@@ -52,14 +58,14 @@ def test_design_vectors_every_row() -> None:
         (25, "GTCC", "G", "CCATGTCCGT", "CCATGGTAAT"),  # deletion pulls right flank in
         (1, "T", "A", "NNNNTTTCCT", "NNNNATTCCT"),  # contig start: N padding
         (40, "G", "A", "AGGCGNNNNN", "AGGCANNNNN"),  # contig end
-        (37, "GGCG", "G", "TGTAGGCGNN", "TGTAGNNNNN"),  # deletion at the end
+        (37, "GGCG", "G", "TGTAGGCGNN", "TGTAGNNNNN"),  # deletion at the end (as written)
     ],
 )
 def test_hand_built_windows(
     toy: Genome, pos: int, ref: str, alt: str, ref_w: str, alt_w: str
 ) -> None:
     # expected windows computed by hand from TOY with the L/2-1 convention
-    status, got_ref, got_alt, _ = one(toy, "chrT", pos, ref, alt)
+    status, got_ref, got_alt, _ = one(toy, "chrT", pos, ref, alt, indels_as_written=True)
     assert (status, got_ref, got_alt) == (pb.OK, ref_w, alt_w)
     assert got_ref == (("N" * 10) + TOY + ("N" * 10))[pos - 1 - 4 + 10 : pos - 1 - 4 + 20]
 
@@ -175,3 +181,57 @@ def test_real_flipped_eqtl_snps() -> None:
     )
     assert (flipped.ref == plain.ref).all()
     assert (flipped.alt == plain.alt).all()
+
+
+def test_indels_are_left_aligned_before_windows(toy: Genome) -> None:
+    # chrT 34..40 is GTAGGCG: deleting GCG at 38-40 leaves the same haplotype as deleting GGC
+    # at 37-39, whose left-aligned form anchors at 36 (A): AGGC>A
+    as_written = one(toy, "chrT", 37, "GGCG", "G", indels_as_written=True)
+    normalised = one(toy, "chrT", 37, "GGCG", "G")
+    left = one(toy, "chrT", 36, "AGGC", "A")
+    assert normalised[0] == pb.OK
+    assert normalised[1:3] == left[1:3]  # one haplotype, one pair of windows
+    assert as_written[1:3] != normalised[1:3]
+    assert "normalised chrT:37:GGCG>G to chrT:36:AGGC>A" in normalised[3]
+    assert left[3] == "" or "normalised" not in left[3]  # already left-aligned: no word
+    # trailing shared bases are trimmed: an MNV written with padding is an SNV
+    assert one(toy, "chrT", 19, "AAC", "ACC")[1:3] == one(toy, "chrT", 20, "A", "C")[1:3]
+
+
+def test_real_chr20_indels_every_spelling_one_score() -> None:
+    """vt's normalize test VCF (GRCh37 chr20): left-aligning by hand (independent, base by
+    base against the FASTA) gives the windows varfx builds by default."""
+    fasta = shared_path("data", "real", "hg19_ref_debian", "vt-examples.20.fa.gz")
+    vcf = shared_path(
+        "data", "real", "hg19_ref_debian", "vt-examples.normalize_IN.chr20_indels.vcf.gz"
+    )
+    import gzip
+
+    genome = Genome(fasta)
+    variants = []
+    with gzip.open(vcf, "rt") as fh:
+        for line in fh:
+            if line.startswith("#"):
+                continue
+            f = line.split("\t")
+            for alt in f[4].split(","):
+                variants.append(pb.Variant(chrom=f[0], pos=int(f[1]), ref=f[3], alt=alt))
+    w = build_windows(genome, variants, 200)
+    moved = [i for i, m in enumerate(w.messages) if "normalised" in m]
+    assert len(moved) >= 50  # the issue counts 80 of 194 records not left-aligned
+    contig = genome.resolve("20") or "20"
+    for i in moved[:40]:
+        v = variants[i]
+        pos, ref, alt = v.pos, v.ref.upper(), v.alt.upper()
+        # independent left-align: shift the indel left while the base before equals the last
+        while ref[-1] == alt[-1] and (len(ref) > 1 and len(alt) > 1):
+            ref, alt = ref[:-1], alt[:-1]
+        while ref[-1] == alt[-1]:
+            base = genome.fetch(contig, pos - 2, pos - 1).decode()
+            ref, alt, pos = base + ref[:-1], base + alt[:-1], pos - 1
+        while len(ref) > 1 and len(alt) > 1 and ref[0] == alt[0]:
+            ref, alt, pos = ref[1:], alt[1:], pos + 1
+        again = build_windows(genome, [pb.Variant(chrom=v.chrom, pos=pos, ref=ref, alt=alt)], 200)
+        assert int(again.status[0]) == pb.OK
+        assert decode(again.ref[0]) == decode(w.ref[i]), v
+        assert decode(again.alt[0]) == decode(w.alt[i]), v

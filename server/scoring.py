@@ -1,0 +1,302 @@
+"""The scoring verb: variants in, per-feature score arrays out, with no gRPC in sight.
+
+``score(model, genome, variants, options)`` is what a notebook, an evaluation script or a
+benchmark calls; the gRPC servicer runs the same three steps with the model's dynamic batcher in
+the middle:
+
+1. ``plan_variants`` (or ``plan_sequences``) builds the windows and the token rows to run:
+   the ref window of each distinct site once (a multi-allelic site shares it), every alt window,
+   and their reverse complements when asked;
+2. the rows go through the model (``predict(tokens) -> probabilities``);
+3. ``ScoringPlan.finish(probs)`` averages strands, picks features and computes the scores.
+
+Scores (per variant and feature f, p = the model's probability): ``ref = p(ref window)``,
+``alt = p(alt window)``, ``diff = alt - ref``, ``log2fc = log2 odds(alt) - log2 odds(ref)``
+(p clipped to [1e-6, 1 - 1e-6]), and ``max_abs_diff`` / ``max_index`` over features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from varfx.core.tokens import reverse_complement
+from varfx.core.variants import VariantBatch
+from varfx.proto.v1 import varfx_pb2 as pb
+from varfx.server.errors import InvalidRequestError
+from varfx.server.genome import Genome
+from varfx.server.scores import compute_scores
+from varfx.server.windows import VariantWindows, build_windows, sequence_windows
+
+__all__ = [
+    "ALL_KINDS",
+    "ScoreResult",
+    "ScoringOptions",
+    "ScoringPlan",
+    "plan_sequences",
+    "plan_variants",
+    "score",
+    "windows_per_input",
+]
+
+#: Every score kind, in API order.
+ALL_KINDS: tuple[int, ...] = (
+    pb.SCORE_KIND_REF,
+    pb.SCORE_KIND_ALT,
+    pb.SCORE_KIND_DIFF,
+    pb.SCORE_KIND_LOG2FC,
+)
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How to score (the typed form of ``varfx.v1.ScoreOptions``).
+
+    Attributes:
+        kinds: score kinds wanted (``varfx_pb2.ScoreKind``; all four by default).
+        reverse_complement: average each window's prediction with its reverse complement's.
+        ref_policy: ``varfx_pb2.RefPolicy`` for a REF that does not match the genome.
+        features: return only these features, in this order (empty: all).
+        indels_as_written: build indel windows without normalising them first.
+    """
+
+    kinds: tuple[int, ...] = ALL_KINDS
+    reverse_complement: bool = False
+    ref_policy: int = pb.REF_POLICY_STRICT
+    features: tuple[str, ...] = ()
+    indels_as_written: bool = False
+
+    @classmethod
+    def from_proto(cls, options: pb.ScoreOptions) -> ScoringOptions:
+        kinds = tuple(k for k in ALL_KINDS if k in set(options.scores)) or ALL_KINDS
+        return cls(
+            kinds=kinds,
+            reverse_complement=bool(options.reverse_complement),
+            ref_policy=int(options.ref_policy) or pb.REF_POLICY_STRICT,
+            features=tuple(options.features),
+            indels_as_written=bool(options.indels_as_written),
+        )
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of n inputs over F features, in input order.
+
+    Attributes:
+        features: the F feature names the columns refer to.
+        status: int32 [n] ``varfx_pb2.StatusCode`` (0 = OK).
+        messages: n strings ('' or why not scored / a warning); ``noted``: indices with one.
+        ref, alt, diff, log2fc: float32 [k, F] for the k OK inputs (``ok_index``), in order.
+        max_abs_diff: float32 [k]; max_index: int64 [k] feature index of it.
+        ok_index: int64 [k]: which inputs the score rows belong to.
+    """
+
+    features: tuple[str, ...]
+    status: np.ndarray
+    messages: list[str]
+    noted: list[int]
+    ref: np.ndarray
+    alt: np.ndarray
+    diff: np.ndarray
+    log2fc: np.ndarray
+    max_abs_diff: np.ndarray
+    max_index: np.ndarray
+    ok_index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def array(self, kind: int) -> np.ndarray:
+        """The float32 [k, F] array of a ``varfx_pb2.ScoreKind``."""
+        return {
+            pb.SCORE_KIND_REF: self.ref,
+            pb.SCORE_KIND_ALT: self.alt,
+            pb.SCORE_KIND_DIFF: self.diff,
+            pb.SCORE_KIND_LOG2FC: self.log2fc,
+        }[kind]
+
+    @classmethod
+    def concat(cls, parts: Sequence[ScoreResult]) -> ScoreResult:
+        """The results of consecutive parts of one request, as one (inputs in order)."""
+        if len(parts) == 1:
+            return parts[0]
+        offsets = np.cumsum([0] + [len(p) for p in parts])
+        return cls(
+            features=parts[0].features,
+            status=np.concatenate([p.status for p in parts]),
+            messages=[m for p in parts for m in p.messages],
+            noted=[int(i) + int(o) for p, o in zip(parts, offsets, strict=False) for i in p.noted],
+            ref=np.concatenate([p.ref for p in parts]),
+            alt=np.concatenate([p.alt for p in parts]),
+            diff=np.concatenate([p.diff for p in parts]),
+            log2fc=np.concatenate([p.log2fc for p in parts]),
+            max_abs_diff=np.concatenate([p.max_abs_diff for p in parts]),
+            max_index=np.concatenate([p.max_index for p in parts]),
+            ok_index=np.concatenate([p.ok_index + o for p, o in zip(parts, offsets, strict=False)]),
+        )
+
+    def full(self, kind: int) -> np.ndarray:
+        """float32 [n, F]: the kind's scores over all inputs, NaN rows where not OK."""
+        rows = self.array(kind)
+        out = np.full((len(self), rows.shape[1]), np.nan, dtype=np.float32)
+        out[self.ok_index] = rows
+        return out
+
+
+def windows_per_input(options: ScoringOptions) -> int:
+    """Most model rows one input can need: ref + alt, twice with reverse complements."""
+    return 4 if options.reverse_complement else 2
+
+
+def _feature_index(features: Sequence[str], wanted: Sequence[str], model: str) -> np.ndarray | None:
+    if not wanted:
+        return None
+    lookup = {f: i for i, f in enumerate(features)}
+    missing = [f for f in wanted if f not in lookup]
+    if missing:
+        raise InvalidRequestError(
+            f"unknown feature(s) {missing[:5]} for model {model!r} "
+            f"({len(features)} features; see ListModels)"
+        )
+    return np.array([lookup[f] for f in wanted], dtype=np.intp)
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """The model rows one request needs, and how to turn their predictions into scores.
+
+    Attributes:
+        windows: the inputs' windows and statuses.
+        tokens: uint8 [m, L], the rows to predict: u distinct ref windows, then k alt windows
+            (then, with reverse complements, the same u + k reverse-complemented).
+        ref_rows: int64 [k]: the ref row (0..u-1) of each OK input; u = ``n_refs``.
+    """
+
+    windows: VariantWindows
+    tokens: np.ndarray
+    ok_index: np.ndarray
+    ref_rows: np.ndarray
+    n_refs: int
+    features: tuple[str, ...]
+    select: np.ndarray | None
+    reverse_complement: bool
+
+    def finish(self, probs: np.ndarray) -> ScoreResult:
+        """Scores from the predictions float32 [m, F_model] of ``tokens`` (same order)."""
+        k, u = len(self.ok_index), self.n_refs
+        w = self.windows
+        if len(probs) != len(self.tokens):
+            raise ValueError(f"{len(probs)} predictions for {len(self.tokens)} rows")
+        width = len(self.features)
+        if not k:
+            empty = np.zeros((0, width), dtype=np.float32)
+            return ScoreResult(
+                self.features, w.status, w.messages, w.noted, empty, empty, empty, empty,
+                np.zeros(0, np.float32), np.zeros(0, np.int64), self.ok_index,
+            )  # fmt: skip
+        ref_p, alt_p = probs[:u], probs[u : u + k]
+        if self.reverse_complement:
+            ref_p = (ref_p + probs[u + k : 2 * u + k]) / 2
+            alt_p = (alt_p + probs[2 * u + k :]) / 2
+        ref_p = ref_p[self.ref_rows]
+        if self.select is not None:
+            ref_p, alt_p = ref_p[:, self.select], alt_p[:, self.select]
+        s = compute_scores(ref_p, alt_p)
+        return ScoreResult(
+            self.features, w.status, w.messages, w.noted, s.ref, s.alt, s.diff, s.log2fc,
+            s.max_abs_diff, s.max_index, self.ok_index,
+        )  # fmt: skip
+
+
+def _plan(
+    windows: VariantWindows,
+    model_features: tuple[str, ...],
+    model_name: str,
+    options: ScoringOptions,
+) -> ScoringPlan:
+    select = _feature_index(model_features, options.features, model_name)
+    features = model_features if select is None else tuple(model_features[i] for i in select)
+    ok = np.flatnonzero(windows.ok)
+    site = windows.site[ok] if len(windows.site) else np.full(len(ok), -1, dtype=np.int64)
+    if len(ok) and (site >= 0).all():
+        _, first, ref_rows = np.unique(site, return_index=True, return_inverse=True)
+        refs = windows.ref[ok[first]]
+    else:  # sequence pairs: every ref window is the caller's own
+        refs, ref_rows = windows.ref[ok], np.arange(len(ok))
+    parts = [refs, windows.alt[ok]]
+    if options.reverse_complement:
+        parts += [reverse_complement(parts[0]), reverse_complement(parts[1])]
+    return ScoringPlan(
+        windows=windows,
+        tokens=np.concatenate(parts, axis=0),
+        ok_index=ok.astype(np.int64),
+        ref_rows=np.asarray(ref_rows, dtype=np.int64).reshape(-1),
+        n_refs=len(refs),
+        features=features,
+        select=select,
+        reverse_complement=options.reverse_complement,
+    )
+
+
+def plan_variants(
+    genome: Genome,
+    variants: VariantBatch | Sequence[object],
+    *,
+    length: int,
+    features: tuple[str, ...],
+    model: str,
+    options: ScoringOptions,
+) -> ScoringPlan:
+    """The plan for scoring variants against ``genome`` with a model of window ``length``."""
+    windows = build_windows(
+        genome,
+        variants,
+        length,
+        ref_policy=options.ref_policy,
+        indels_as_written=options.indels_as_written,
+    )
+    return _plan(windows, features, model, options)
+
+
+def plan_sequences(
+    pairs: Sequence[tuple[str, str]],
+    *,
+    length: int,
+    features: tuple[str, ...],
+    model: str,
+    options: ScoringOptions,
+) -> ScoringPlan:
+    """The plan for caller-supplied (ref, alt) sequence pairs."""
+    return _plan(sequence_windows(pairs, length), features, model, options)
+
+
+def score(
+    model: object,
+    genome: Genome,
+    variants: VariantBatch | Sequence[object],
+    options: ScoringOptions | None = None,
+    *,
+    batch_size: int = 256,
+) -> ScoreResult:
+    """Score variants in this process (no server): windows, model runs of ``batch_size`` rows,
+    scores. ``model`` is a ``ModelRunner`` (or anything with ``spec`` and ``predict``)."""
+    spec = model.spec  # type: ignore[attr-defined]
+    plan = plan_variants(
+        genome,
+        variants,
+        length=spec.sequence_length,
+        features=spec.features,
+        model=spec.name,
+        options=options or ScoringOptions(),
+    )
+    predict = model.predict  # type: ignore[attr-defined]
+    rows = plan.tokens
+    parts = [predict(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    probs = (
+        np.concatenate(parts).astype(np.float32, copy=False)
+        if parts
+        else np.zeros((0, len(spec.features)), dtype=np.float32)
+    )
+    return plan.finish(probs)
