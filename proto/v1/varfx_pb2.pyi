@@ -15,6 +15,9 @@ class ScoreKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORE_KIND_ALT: _ClassVar[ScoreKind]
     SCORE_KIND_DIFF: _ClassVar[ScoreKind]
     SCORE_KIND_LOG2FC: _ClassVar[ScoreKind]
+    SCORE_KIND_QUANTILE: _ClassVar[ScoreKind]
+    SCORE_KIND_SIGNED_QUANTILE: _ClassVar[ScoreKind]
+    SCORE_KIND_PVALUE: _ClassVar[ScoreKind]
 
 class RefPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -39,6 +42,9 @@ SCORE_KIND_REF: ScoreKind
 SCORE_KIND_ALT: ScoreKind
 SCORE_KIND_DIFF: ScoreKind
 SCORE_KIND_LOG2FC: ScoreKind
+SCORE_KIND_QUANTILE: ScoreKind
+SCORE_KIND_SIGNED_QUANTILE: ScoreKind
+SCORE_KIND_PVALUE: ScoreKind
 REF_POLICY_UNSPECIFIED: RefPolicy
 REF_POLICY_STRICT: RefPolicy
 REF_POLICY_WARN: RefPolicy
@@ -92,7 +98,7 @@ class Status(_message.Message):
     def __init__(self, code: _Optional[_Union[StatusCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class VariantScore(_message.Message):
-    __slots__ = ("variant", "status", "ref", "alt", "diff", "log2fc", "max_abs_diff", "max_abs_diff_feature", "max_abs_diff_index")
+    __slots__ = ("variant", "status", "ref", "alt", "diff", "log2fc", "max_abs_diff", "max_abs_diff_feature", "max_abs_diff_index", "quantile", "signed_quantile", "pvalue", "max_quantile", "max_quantile_feature", "max_quantile_index")
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +108,12 @@ class VariantScore(_message.Message):
     MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_FEATURE_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    PVALUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUANTILE_FEATURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUANTILE_INDEX_FIELD_NUMBER: _ClassVar[int]
     variant: Variant
     status: Status
     ref: _containers.RepeatedScalarFieldContainer[float]
@@ -111,10 +123,16 @@ class VariantScore(_message.Message):
     max_abs_diff: float
     max_abs_diff_feature: str
     max_abs_diff_index: int
-    def __init__(self, variant: _Optional[_Union[Variant, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., ref: _Optional[_Iterable[float]] = ..., alt: _Optional[_Iterable[float]] = ..., diff: _Optional[_Iterable[float]] = ..., log2fc: _Optional[_Iterable[float]] = ..., max_abs_diff: _Optional[float] = ..., max_abs_diff_feature: _Optional[str] = ..., max_abs_diff_index: _Optional[int] = ...) -> None: ...
+    quantile: _containers.RepeatedScalarFieldContainer[float]
+    signed_quantile: _containers.RepeatedScalarFieldContainer[float]
+    pvalue: _containers.RepeatedScalarFieldContainer[float]
+    max_quantile: float
+    max_quantile_feature: str
+    max_quantile_index: int
+    def __init__(self, variant: _Optional[_Union[Variant, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., ref: _Optional[_Iterable[float]] = ..., alt: _Optional[_Iterable[float]] = ..., diff: _Optional[_Iterable[float]] = ..., log2fc: _Optional[_Iterable[float]] = ..., max_abs_diff: _Optional[float] = ..., max_abs_diff_feature: _Optional[str] = ..., max_abs_diff_index: _Optional[int] = ..., quantile: _Optional[_Iterable[float]] = ..., signed_quantile: _Optional[_Iterable[float]] = ..., pvalue: _Optional[_Iterable[float]] = ..., max_quantile: _Optional[float] = ..., max_quantile_feature: _Optional[str] = ..., max_quantile_index: _Optional[int] = ...) -> None: ...
 
 class PackedScores(_message.Message):
-    __slots__ = ("status", "messages", "ref", "alt", "diff", "log2fc", "max_abs_diff", "max_abs_diff_index")
+    __slots__ = ("status", "messages", "ref", "alt", "diff", "log2fc", "max_abs_diff", "max_abs_diff_index", "quantile", "signed_quantile", "pvalue", "max_quantile", "max_quantile_index")
     class MessagesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +148,11 @@ class PackedScores(_message.Message):
     LOG2FC_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    PVALUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUANTILE_INDEX_FIELD_NUMBER: _ClassVar[int]
     status: _containers.RepeatedScalarFieldContainer[int]
     messages: _containers.ScalarMap[int, str]
     ref: bytes
@@ -138,7 +161,12 @@ class PackedScores(_message.Message):
     log2fc: bytes
     max_abs_diff: bytes
     max_abs_diff_index: bytes
-    def __init__(self, status: _Optional[_Iterable[int]] = ..., messages: _Optional[_Mapping[int, str]] = ..., ref: _Optional[bytes] = ..., alt: _Optional[bytes] = ..., diff: _Optional[bytes] = ..., log2fc: _Optional[bytes] = ..., max_abs_diff: _Optional[bytes] = ..., max_abs_diff_index: _Optional[bytes] = ...) -> None: ...
+    quantile: bytes
+    signed_quantile: bytes
+    pvalue: bytes
+    max_quantile: bytes
+    max_quantile_index: bytes
+    def __init__(self, status: _Optional[_Iterable[int]] = ..., messages: _Optional[_Mapping[int, str]] = ..., ref: _Optional[bytes] = ..., alt: _Optional[bytes] = ..., diff: _Optional[bytes] = ..., log2fc: _Optional[bytes] = ..., max_abs_diff: _Optional[bytes] = ..., max_abs_diff_index: _Optional[bytes] = ..., quantile: _Optional[bytes] = ..., signed_quantile: _Optional[bytes] = ..., pvalue: _Optional[bytes] = ..., max_quantile: _Optional[bytes] = ..., max_quantile_index: _Optional[bytes] = ...) -> None: ...
 
 class PackedVariants(_message.Message):
     __slots__ = ("contigs", "contig_index", "pos", "alleles", "allele_offsets", "ids", "id_offsets")
@@ -189,7 +217,7 @@ class ScoreVariantsResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[_Union[VariantScore, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., packed: _Optional[_Union[PackedScores, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("model", "model_version", "model_sha256", "assembly", "genome_digest", "window_length", "reverse_complement", "ref_policy", "server_version", "genome_mismatch_allowed", "indel_normalization")
+    __slots__ = ("model", "model_version", "model_sha256", "assembly", "genome_digest", "window_length", "reverse_complement", "ref_policy", "server_version", "genome_mismatch_allowed", "indel_normalization", "calibration")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +229,7 @@ class Manifest(_message.Message):
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     GENOME_MISMATCH_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     INDEL_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: int
     model_sha256: str
@@ -212,7 +241,8 @@ class Manifest(_message.Message):
     server_version: str
     genome_mismatch_allowed: bool
     indel_normalization: str
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[int] = ..., model_sha256: _Optional[str] = ..., assembly: _Optional[str] = ..., genome_digest: _Optional[str] = ..., window_length: _Optional[int] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., server_version: _Optional[str] = ..., genome_mismatch_allowed: _Optional[bool] = ..., indel_normalization: _Optional[str] = ...) -> None: ...
+    calibration: str
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[int] = ..., model_sha256: _Optional[str] = ..., assembly: _Optional[str] = ..., genome_digest: _Optional[str] = ..., window_length: _Optional[int] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., server_version: _Optional[str] = ..., genome_mismatch_allowed: _Optional[bool] = ..., indel_normalization: _Optional[str] = ..., calibration: _Optional[str] = ...) -> None: ...
 
 class SequencePair(_message.Message):
     __slots__ = ("id", "ref", "alt")
@@ -299,7 +329,7 @@ class GenomeIdentity(_message.Message):
     def __init__(self, assembly: _Optional[str] = ..., digest: _Optional[str] = ..., contigs: _Optional[_Iterable[_Union[ContigIdentity, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "versions", "features", "sequence_length", "assembly", "device", "input_kind", "output_kind", "alphabet", "is_default", "max_batch", "metadata_json", "sha256", "genome", "genome_mismatch_allowed", "training_genome")
+    __slots__ = ("name", "version", "versions", "features", "sequence_length", "assembly", "device", "input_kind", "output_kind", "alphabet", "is_default", "max_batch", "metadata_json", "sha256", "genome", "genome_mismatch_allowed", "training_genome", "calibration")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +347,7 @@ class ModelInfo(_message.Message):
     GENOME_FIELD_NUMBER: _ClassVar[int]
     GENOME_MISMATCH_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     TRAINING_GENOME_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     versions: _containers.RepeatedScalarFieldContainer[int]
@@ -334,7 +365,70 @@ class ModelInfo(_message.Message):
     genome: GenomeIdentity
     genome_mismatch_allowed: bool
     training_genome: GenomeIdentity
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., features: _Optional[_Iterable[str]] = ..., sequence_length: _Optional[int] = ..., assembly: _Optional[str] = ..., device: _Optional[str] = ..., input_kind: _Optional[str] = ..., output_kind: _Optional[str] = ..., alphabet: _Optional[str] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., metadata_json: _Optional[str] = ..., sha256: _Optional[str] = ..., genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ..., genome_mismatch_allowed: _Optional[bool] = ..., training_genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ...) -> None: ...
+    calibration: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., features: _Optional[_Iterable[str]] = ..., sequence_length: _Optional[int] = ..., assembly: _Optional[str] = ..., device: _Optional[str] = ..., input_kind: _Optional[str] = ..., output_kind: _Optional[str] = ..., alphabet: _Optional[str] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., metadata_json: _Optional[str] = ..., sha256: _Optional[str] = ..., genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ..., genome_mismatch_allowed: _Optional[bool] = ..., training_genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ..., calibration: _Optional[str] = ...) -> None: ...
+
+class ExplainVariantRequest(_message.Message):
+    __slots__ = ("model", "model_version", "variant", "window", "features", "reverse_complement", "ref_policy", "top_motifs", "no_motifs")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_COMPLEMENT_FIELD_NUMBER: _ClassVar[int]
+    REF_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TOP_MOTIFS_FIELD_NUMBER: _ClassVar[int]
+    NO_MOTIFS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: int
+    variant: Variant
+    window: int
+    features: _containers.RepeatedScalarFieldContainer[str]
+    reverse_complement: bool
+    ref_policy: RefPolicy
+    top_motifs: int
+    no_motifs: bool
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[int] = ..., variant: _Optional[_Union[Variant, _Mapping]] = ..., window: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., top_motifs: _Optional[int] = ..., no_motifs: _Optional[bool] = ...) -> None: ...
+
+class MotifCall(_message.Message):
+    __slots__ = ("name", "jaspar_id", "strand", "position", "ref_score", "alt_score")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    JASPAR_ID_FIELD_NUMBER: _ClassVar[int]
+    STRAND_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    REF_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ALT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    jaspar_id: str
+    strand: str
+    position: int
+    ref_score: float
+    alt_score: float
+    def __init__(self, name: _Optional[str] = ..., jaspar_id: _Optional[str] = ..., strand: _Optional[str] = ..., position: _Optional[int] = ..., ref_score: _Optional[float] = ..., alt_score: _Optional[float] = ...) -> None: ...
+
+class ExplainVariantResponse(_message.Message):
+    __slots__ = ("variant", "status", "positions", "bases", "features", "ref_ism", "alt_ism", "motifs", "score", "manifest")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    BASES_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    REF_ISM_FIELD_NUMBER: _ClassVar[int]
+    ALT_ISM_FIELD_NUMBER: _ClassVar[int]
+    MOTIFS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    variant: Variant
+    status: Status
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    bases: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    ref_ism: bytes
+    alt_ism: bytes
+    motifs: _containers.RepeatedCompositeFieldContainer[MotifCall]
+    score: VariantScore
+    manifest: Manifest
+    def __init__(self, variant: _Optional[_Union[Variant, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., positions: _Optional[_Iterable[int]] = ..., bases: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., ref_ism: _Optional[bytes] = ..., alt_ism: _Optional[bytes] = ..., motifs: _Optional[_Iterable[_Union[MotifCall, _Mapping]]] = ..., score: _Optional[_Union[VariantScore, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -55,6 +55,11 @@ class VariantEffectServiceStub:
                 request_serializer=varfx_dot_v1_dot_varfx__pb2.ScoreSequencesRequest.SerializeToString,
                 response_deserializer=varfx_dot_v1_dot_varfx__pb2.ScoreSequencesResponse.FromString,
                 _registered_method=True)
+        self.ExplainVariant = channel.unary_unary(
+                '/varfx.v1.VariantEffectService/ExplainVariant',
+                request_serializer=varfx_dot_v1_dot_varfx__pb2.ExplainVariantRequest.SerializeToString,
+                response_deserializer=varfx_dot_v1_dot_varfx__pb2.ExplainVariantResponse.FromString,
+                _registered_method=True)
 
 
 class VariantEffectServiceServicer:
@@ -88,6 +93,14 @@ class VariantEffectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainVariant(self, request, context):
+        """Explains one variant: in-silico saturation mutagenesis around it on the ref and the alt
+        background, and the JASPAR motifs whose best match it changes most.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VariantEffectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_VariantEffectServiceServicer_to_server(servicer, server):
                     servicer.ScoreSequences,
                     request_deserializer=varfx_dot_v1_dot_varfx__pb2.ScoreSequencesRequest.FromString,
                     response_serializer=varfx_dot_v1_dot_varfx__pb2.ScoreSequencesResponse.SerializeToString,
+            ),
+            'ExplainVariant': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainVariant,
+                    request_deserializer=varfx_dot_v1_dot_varfx__pb2.ExplainVariantRequest.FromString,
+                    response_serializer=varfx_dot_v1_dot_varfx__pb2.ExplainVariantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +238,33 @@ class VariantEffectService:
             '/varfx.v1.VariantEffectService/ScoreSequences',
             varfx_dot_v1_dot_varfx__pb2.ScoreSequencesRequest.SerializeToString,
             varfx_dot_v1_dot_varfx__pb2.ScoreSequencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainVariant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/varfx.v1.VariantEffectService/ExplainVariant',
+            varfx_dot_v1_dot_varfx__pb2.ExplainVariantRequest.SerializeToString,
+            varfx_dot_v1_dot_varfx__pb2.ExplainVariantResponse.FromString,
             options,
             channel_credentials,
             insecure,
