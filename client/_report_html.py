@@ -17,7 +17,7 @@ import numpy as np
 
 from varfx import __version__
 from varfx.client._report_explain import Explanation, explanation_html
-from varfx.client._report_stats import STRONG, Histogram
+from varfx.client._report_stats import SIGNED, STRONG, STRONG_INDEX, Histogram
 from varfx.client._report_svg import (
     bars_table,
     fmt_int,
@@ -50,6 +50,7 @@ KIND_TEXT = {
     "log2fc": "log2 odds ratio alt vs ref",
     "ref": "probability with the REF allele",
     "alt": "probability with the ALT allele",
+    "quantile": "rank of |diff| among background variants, signed as diff",
 }
 CSS = """
 :root{--fg:#1f2933;--muted:#5f6b7a;--line:#e4e7eb;--bg:#f4f6f9;--accent:#2f5f98;--gain:#c0392b;--loss:#2e6db4}
@@ -210,7 +211,7 @@ def _feature_cards(data: ReportData) -> str:
     out: list[str] = []
     for kind in dict.fromkeys(k for k, _, _ in data.details):
         keys = [(f, key) for k, f, key in data.details if k == kind]
-        i_strong = 1 if kind in ("diff", "log2fc") else 0
+        i_strong = STRONG_INDEX[kind]
         note = ""
         if len(keys) > MAX_FEATURE_CARDS:
             keep = set(
@@ -227,7 +228,7 @@ def _feature_cards(data: ReportData) -> str:
         for f, key in keys:
             h = data.hists[key]
             t = h.thresholds[i_strong]
-            if kind in ("diff", "log2fc"):
+            if kind in SIGNED:
                 stats = (
                     f"<span class=gain>▲ {fmt_int(int(h.gain[i_strong]))}</span> ≥ {t:g} · "
                     f"<span class=loss>▼ {fmt_int(int(h.loss[i_strong]))}</span> ≤ −{t:g}"

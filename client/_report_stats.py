@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["KINDS", "STRONG", "THRESHOLDS", "Histogram", "PositionTrack"]
+__all__ = [
+    "KINDS",
+    "SIGNED",
+    "STRONG",
+    "STRONG_INDEX",
+    "THRESHOLDS",
+    "Histogram",
+    "PositionTrack",
+]
 
 
 #: Per-feature score kinds ``varfx score`` can write, and the value range of their histograms.
@@ -16,7 +24,10 @@ KINDS: dict[str, tuple[float, float, int]] = {
     "log2fc": (-40.0, 40.0, 320),
     "ref": (0.0, 1.0, 100),
     "alt": (0.0, 1.0, 100),
+    "quantile": (-1.0, 1.0, 200),  # signed: the |diff| rank in the background, with diff's sign
 }
+#: Kinds whose values have a sign (gains and losses are counted apart).
+SIGNED = ("diff", "log2fc", "quantile")
 #: Thresholds counted exactly per histogram (values >= t and <= -t), by kind.
 THRESHOLDS: dict[str, tuple[float, ...]] = {
     "diff": (0.05, 0.1, 0.2, 0.5),
@@ -26,6 +37,8 @@ THRESHOLDS: dict[str, tuple[float, ...]] = {
     "max_abs_diff": (0.05, 0.1, 0.2, 0.5),
     "quantile": (0.9, 0.99, 0.999),
 }
+#: Which threshold of each kind the page calls a large effect (diff 0.1, log2fc 2, quantile 0.99).
+STRONG_INDEX = {"diff": 1, "log2fc": 1, "ref": 0, "alt": 0, "quantile": 1}
 #: |diff| from which a variant counts as a strong effect in the "top feature" counts.
 STRONG = 0.1
 

@@ -53,7 +53,7 @@ _QUANTILE_KEY = "VARFX_MAX_QUANTILE"
 _SUMMARY_KEYS = ("VARFX_STATUS", "VARFX_MAX_ABS_DIFF", "VARFX_MAX_FEATURE")
 _INFO_ID = re.compile(r"^##INFO=<ID=(VARFX_[A-Za-z0-9_.]+)")
 _CONTIG = re.compile(r"^##contig=<ID=([^,>]+)(?:.*?[<,]length=(\d+))?")
-_DETAIL = re.compile(r"^VARFX_(DIFF|LOG2FC|REF|ALT)_(.+)$")
+_DETAIL = re.compile(r"^VARFX_(DIFF|LOG2FC|REF|ALT|QUANTILE)_(.+)$")
 _CHUNK_LINES = 20_000
 
 
