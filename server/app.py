@@ -238,7 +238,7 @@ async def create_server(
         )
         server = grpc.aio.server(options=_channel_options(config), interceptors=[calls, *auth])
         server.add_generic_rpc_handlers((servicer.handler(),))
-        kserve = KServeServicer(models, servicer)
+        kserve = KServeServicer(models)
         kserve.add_to(server)
         health_servicer = _health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,12 +1,14 @@
 """The KServe Open Inference Protocol v2 (Triton's ``inference.GRPCInferenceService``) on varfx's
-gRPC port, so tritonclient, perf_analyzer and KServe probes can call the served models.
+gRPC port, so tritonclient and KServe probes can call the served models.
 
 Served RPCs: ServerLive, ServerReady, ServerMetadata, ModelReady, ModelMetadata, ModelConfig
 (Triton's configuration fields for batching and tensors, as the running server batches), and
-ModelInfer; the protocol's others answer UNIMPLEMENTED. Every call goes through the same server as varfx's own
-service (same interceptors, so the same auth), is counted in the same metrics
-(``varfx_requests_total{method="ModelInfer",...}``, latency, in-flight) and ModelInfer's windows
-go through the model's DynamicBatcher, batched together with ScoreVariants' windows.
+ModelInfer; the protocol's others answer UNIMPLEMENTED. Handlers raise ``VarfxServerError``s;
+the server's interceptors give every call the same auth (server/auth.py), metrics
+(``varfx_requests_total{method="ModelInfer",...}``, latency, in-flight) and error mapping
+(server/calls.py) as varfx's own service. ModelInfer's windows go through the model's
+DynamicBatcher, batched with ScoreVariants' windows; a request holds at most ``max_batch``
+windows (ModelConfig's ``max_batch_size``, as Triton enforces it).
 
 Tensor contract, per model (ModelMetadata reports it; names are the ONNX graph's):
 
@@ -42,7 +44,7 @@ from varfx.proto.kserve_v2 import grpc_service_pb2_grpc as kpb_grpc
 from varfx.proto.kserve_v2 import model_config_pb2 as mc
 from varfx.server.errors import InvalidRequestError, ModelNotFoundError
 from varfx.server.repository import ModelSpec
-from varfx.server.service import ServedModel, VariantEffectServicer
+from varfx.server.service import ServedModel
 
 __all__ = [
     "KSERVE_SERVICE_NAME",
@@ -167,9 +169,8 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
     ``ready`` is set by the server with its health status (False while warming up and draining).
     """
 
-    def __init__(self, models: dict[str, ServedModel], varfx: VariantEffectServicer) -> None:
+    def __init__(self, models: dict[str, ServedModel]) -> None:
         self._models = models
-        self._varfx = varfx
         self.ready = False
 
     def add_to(self, server: grpc.aio.Server) -> None:
@@ -194,90 +195,72 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(
         self, request: kpb.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> kpb.ServerLiveResponse:
-        async def work() -> kpb.ServerLiveResponse:
-            return kpb.ServerLiveResponse(live=True)
-
-        return await work()
+        return kpb.ServerLiveResponse(live=True)
 
     async def ServerReady(
         self, request: kpb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> kpb.ServerReadyResponse:
-        async def work() -> kpb.ServerReadyResponse:
-            return kpb.ServerReadyResponse(ready=self.ready)
-
-        return await work()
+        return kpb.ServerReadyResponse(ready=self.ready)
 
     async def ServerMetadata(
         self, request: kpb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> kpb.ServerMetadataResponse:
-        async def work() -> kpb.ServerMetadataResponse:
-            return kpb.ServerMetadataResponse(name="varfx", version=__version__, extensions=[])
-
-        return await work()
+        return kpb.ServerMetadataResponse(name="varfx", version=__version__, extensions=[])
 
     async def ModelReady(
         self, request: kpb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> kpb.ModelReadyResponse:
-        async def work() -> kpb.ModelReadyResponse:
-            model = self._models.get(request.name)
-            if model is None:
-                raise ModelNotFoundError(
-                    f"model {request.name!r} not found; served: {sorted(self._models)}"
-                )
-            version_ok = request.version in ("", str(model.spec.version))
-            return kpb.ModelReadyResponse(ready=self.ready and version_ok)
-
-        return await work()
+        model = self._models.get(request.name)
+        if model is None:
+            raise ModelNotFoundError(
+                f"model {request.name!r} not found; served: {sorted(self._models)}"
+            )
+        version_ok = request.version in ("", str(model.spec.version))
+        return kpb.ModelReadyResponse(ready=self.ready and version_ok)
 
     async def ModelMetadata(
         self, request: kpb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> kpb.ModelMetadataResponse:
-        async def work() -> kpb.ModelMetadataResponse:
-            model = self._model(request.name, request.version)
-            inp, out = tensor_specs(model.spec)
-            meta = kpb.ModelMetadataResponse.TensorMetadata
-            return kpb.ModelMetadataResponse(
-                name=model.spec.name,
-                versions=[str(model.spec.version)],
-                platform=PLATFORM,
-                inputs=[meta(name=inp.name, datatype=inp.datatype, shape=inp.shape)],
-                outputs=[meta(name=out.name, datatype=out.datatype, shape=out.shape)],
-            )
-
-        return await work()
+        model = self._model(request.name, request.version)
+        inp, out = tensor_specs(model.spec)
+        meta = kpb.ModelMetadataResponse.TensorMetadata
+        return kpb.ModelMetadataResponse(
+            name=model.spec.name,
+            versions=[str(model.spec.version)],
+            platform=PLATFORM,
+            inputs=[meta(name=inp.name, datatype=inp.datatype, shape=inp.shape)],
+            outputs=[meta(name=out.name, datatype=out.datatype, shape=out.shape)],
+        )
 
     async def ModelConfig(
         self, request: kpb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> kpb.ModelConfigResponse:
-        async def work() -> kpb.ModelConfigResponse:
-            model = self._model(request.name, request.version)
-            inp, out = tensor_specs(model.spec)
-            batcher = model.batcher
-            config = mc.ModelConfig(
-                name=model.spec.name,
-                platform=PLATFORM,
-                max_batch_size=batcher.max_batch,
-                input=[
-                    mc.ModelInput(
-                        name=inp.name,
-                        data_type=mc.DataType.Value(f"TYPE_{inp.datatype}"),
-                        dims=inp.shape[1:],
-                    )
-                ],
-                output=[
-                    mc.ModelOutput(
-                        name=out.name,
-                        data_type=mc.DataType.Value(f"TYPE_{out.datatype}"),
-                        dims=out.shape[1:],
-                    )
-                ],
-                dynamic_batching=mc.ModelDynamicBatching(
-                    max_queue_delay_microseconds=round(batcher.max_delay_s * 1e6)
-                ),
-            )
-            return kpb.ModelConfigResponse(config=config)
-
-        return await work()
+        model = self._model(request.name, request.version)
+        inp, out = tensor_specs(model.spec)
+        batcher = model.batcher
+        config = mc.ModelConfig(
+            name=model.spec.name,
+            platform=PLATFORM,
+            max_batch_size=batcher.max_batch,
+            input=[
+                mc.ModelInput(
+                    name=inp.name,
+                    data_type=mc.DataType.Value(f"TYPE_{inp.datatype}"),
+                    dims=inp.shape[1:],
+                )
+            ],
+            output=[
+                mc.ModelOutput(
+                    name=out.name,
+                    data_type=mc.DataType.Value(f"TYPE_{out.datatype}"),
+                    dims=out.shape[1:],
+                )
+            ],
+            dynamic_batching=mc.ModelDynamicBatching(
+                max_queue_delay_microseconds=round(batcher.max_delay_s * 1e6)
+            ),
+        )
+        return kpb.ModelConfigResponse(config=config)
 
     # -- inference -------------------------------------------------------------------------
 
@@ -307,6 +290,11 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
                 )
         raw = request.raw_input_contents[0] if raw_count else None
         data = _tensor_data(request.inputs[0], raw, want)
+        if len(data) > model.batcher.max_batch:
+            raise InvalidRequestError(
+                f"input {want.name!r}: {len(data)} windows in one request; max_batch_size is"
+                f" {model.batcher.max_batch} (ModelConfig): send them in several requests"
+            )
         if spec.input_kind == "onehot":
             return decode_one_hot(data, spec.alphabet, spec.n_value, want.name)
         if data.size and int(data.max()) > N_TOKEN:
@@ -320,24 +308,21 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: kpb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> kpb.ModelInferResponse:
-        async def work() -> kpb.ModelInferResponse:
-            model = self._model(request.model_name, request.model_version)
-            tokens = self._tokens(model, request)
-            _, out = tensor_specs(model.spec)
-            features = len(model.spec.features)
-            if len(tokens):
-                probs = await model.batcher.submit(tokens)
-            else:
-                probs = np.zeros((0, features), dtype=np.float32)
-            tensor = kpb.ModelInferResponse.InferOutputTensor(
-                name=out.name, datatype=out.datatype, shape=[len(tokens), features]
-            )
-            return kpb.ModelInferResponse(
-                model_name=model.spec.name,
-                model_version=str(model.spec.version),
-                id=request.id,
-                outputs=[tensor],
-                raw_output_contents=[np.ascontiguousarray(probs, dtype="<f4").tobytes()],
-            )
-
-        return await work()
+        model = self._model(request.model_name, request.model_version)
+        tokens = self._tokens(model, request)
+        _, out = tensor_specs(model.spec)
+        features = len(model.spec.features)
+        if len(tokens):
+            probs = await model.batcher.submit(tokens)
+        else:
+            probs = np.zeros((0, features), dtype=np.float32)
+        tensor = kpb.ModelInferResponse.InferOutputTensor(
+            name=out.name, datatype=out.datatype, shape=[len(tokens), features]
+        )
+        return kpb.ModelInferResponse(
+            model_name=model.spec.name,
+            model_version=str(model.spec.version),
+            id=request.id,
+            outputs=[tensor],
+            raw_output_contents=[np.ascontiguousarray(probs, dtype="<f4").tobytes()],
+        )

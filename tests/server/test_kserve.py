@@ -431,3 +431,16 @@ def test_bearer_tokens_guard_the_protocol(model_repo: Any, tmp_path: Any) -> Non
             np.testing.assert_allclose(probs, reference_predict(NET, tokens), atol=1e-5)
         finally:
             client.close()
+
+
+def test_infer_batch_limit(client: Any, server: Any) -> None:
+    """A request holds at most max_batch_size windows (what ModelConfig reports)."""
+    limit = client.get_model_config("tok").config.max_batch_size
+    assert limit == server.config.max_batch
+    tokens = np.random.default_rng(12).integers(0, 4, size=(limit + 1, L), dtype=np.uint8)
+    with pytest.raises(InferenceServerException) as err:
+        _infer(client, "tok", tokens, "UINT8", "tokens")
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert f"{limit + 1} windows in one request; max_batch_size is {limit}" in err.value.message()
+    probs = _infer(client, "tok", tokens[:limit], "UINT8", "tokens")
+    np.testing.assert_allclose(probs, reference_predict(NET, tokens[:limit]), atol=1e-5)
