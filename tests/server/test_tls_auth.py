@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,6 +163,27 @@ def test_tls_client_to_plaintext_server_fails_fast(
     )
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "speaks plaintext (no TLS) and this client TLS" in str(err)
+
+
+def test_varfx_score_tls_against_plaintext_fails_fast(
+    server: Any, tmp_path: Path, variant: list[Any]
+) -> None:
+    """The CLI's ~minute of retries is for servers that are down, not for a wrong --tls."""
+    chrom, pos, ref, alt = variant[0]
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text(
+        f"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n{chrom}\t{pos}\t.\t{ref}\t{alt}\n"
+    )
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "varfx", "score", str(vcf), "--server", server.target, "--tls",
+         "-o", str(tmp_path / "out.tsv"), "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert time.monotonic() - start < 30  # python start-up included; the call itself ~ms
+    assert result.returncode == 1
+    assert "speaks plaintext (no TLS) and this client TLS" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_async_client_mismatch_fails_fast(tls_server: Any) -> None:
