@@ -100,6 +100,30 @@ def packed_variants(batch: VariantBatch) -> pb.PackedVariants:
     )
 
 
+def _slices(data: bytes, offsets: np.ndarray, encoding: str) -> list[str]:
+    """``data[offsets[i]:offsets[i+1]]`` decoded, for every i (one decode of the buffer when
+    every character is one byte)."""
+    text = data.decode(encoding, "replace")
+    off = offsets.tolist()
+    if len(text) != len(data):  # multi-byte characters: offsets count bytes, not characters
+        return [data[a:b].decode(encoding, "replace") for a, b in itertools.pairwise(off)]
+    return [text[a:b] for a, b in itertools.pairwise(off)]
+
+
+def string_columns(
+    batch: VariantBatch,
+) -> tuple[list[str], list[int], list[str], list[str], list[str]]:
+    """``(chroms, pos, refs, alts, ids)`` of a batch as Python lists (ids "" without ids)."""
+    alleles = _slices(batch.alleles, batch.allele_offsets, "ascii")
+    ids = (
+        _slices(batch.ids, batch.id_offsets, "utf-8")
+        if batch.id_offsets is not None
+        else [""] * len(batch)
+    )
+    chroms = [batch.contigs[i] for i in batch.contig_index.tolist()]
+    return chroms, batch.pos.tolist(), alleles[0::2], alleles[1::2], ids
+
+
 def variant_request(
     variants: VariantBatch | Sequence[Variant],
     model: str,
@@ -116,7 +140,8 @@ def variant_request(
         request.packed_variants.CopyFrom(packed_variants(batch))
     else:
         request.variants.extend(
-            pb.Variant(id=i, chrom=c, pos=p, ref=r, alt=a) for c, p, r, a, i in batch.rows()
+            pb.Variant(id=i, chrom=c, pos=p, ref=r, alt=a)
+            for c, p, r, a, i in zip(*string_columns(batch), strict=True)
         )
     return request
 

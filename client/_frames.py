@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from varfx.client._convert import string_columns
 from varfx.client.types import Status
 
 if TYPE_CHECKING:
@@ -32,26 +33,16 @@ def _import(module: str, extra: str) -> Any:
         ) from None
 
 
-def _slices(data: bytes, starts: np.ndarray, stops: np.ndarray, encoding: str) -> list[str]:
-    text = data.decode(encoding, "replace")
-    if len(text) != len(data):  # multi-byte characters: offsets are bytes, not characters
-        return [data[a:b].decode(encoding, "replace") for a, b in zip(starts, stops, strict=True)]
-    return [text[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
-
-
 def _variant_columns(pd: Any, batch: VariantBatch) -> dict[str, Any]:
-    off = batch.allele_offsets
-    if batch.id_offsets is not None:
-        ids = _slices(batch.ids, batch.id_offsets[:-1], batch.id_offsets[1:], "utf-8")
-    else:
-        ids = [""] * len(batch)
+    chroms, _, refs, alts, ids = string_columns(batch)
+    unique = len(set(batch.contigs)) == len(batch.contigs)
     return {
         "chrom": pd.Categorical.from_codes(batch.contig_index, categories=list(batch.contigs))
-        if len(set(batch.contigs)) == len(batch.contigs)
-        else np.asarray(batch.chroms, dtype=object),
+        if unique
+        else chroms,
         "pos": batch.pos.astype(np.int64, copy=False),
-        "ref": _slices(batch.alleles, off[0:-1:2], off[1::2], "ascii"),
-        "alt": _slices(batch.alleles, off[1::2], off[2::2], "ascii"),
+        "ref": refs,
+        "alt": alts,
         "id": ids,
     }
 
@@ -81,12 +72,13 @@ def input_columns(pd: Any, table: ScoreTable) -> dict[str, Any]:
 def wide_frame(table: ScoreTable) -> Any:
     """One row per input; see ``ScoreTable.to_pandas``."""
     pd = _import("pandas", "pandas")
-    cols = input_columns(pd, table)
-    for kind in table.kinds:
-        arr = table.array(kind)
-        for j, name in enumerate(table.features):
-            cols[f"{kind}_{name}"] = arr[:, j]
-    return pd.DataFrame(cols, index=pd.RangeIndex(len(table)))
+    index = pd.RangeIndex(len(table))
+    inputs = pd.DataFrame(input_columns(pd, table), index=index)
+    if not table.kinds:
+        return inputs
+    names = [f"{kind}_{name}" for kind in table.kinds for name in table.features]
+    values = np.hstack([table.array(kind) for kind in table.kinds])  # one float32 block
+    return pd.concat([inputs, pd.DataFrame(values, columns=names, index=index)], axis=1)
 
 
 def long_frame(table: ScoreTable) -> Any:
