@@ -61,8 +61,9 @@ class ServerConfig:
         tls_client_ca: PEM CA bundle; set: mutual TLS, every client must present a certificate
             signed by one of these CAs (needs tls_cert/tls_key).
         auth_tokens_file: file of bearer tokens, one per line (blank lines and ``#`` comments
-            ignored); set: every call except grpc.health.v1 needs ``authorization: Bearer
-            <token>`` with one of them. Re-read on SIGHUP and when its mtime changes.
+            ignored); set: every call except health checks (grpc.health.v1, KServe
+            ServerLive/ServerReady) needs ``authorization: Bearer <token>`` with one of them.
+            Re-read on SIGHUP and when its mtime, size or inode change.
         health_port: a second, plaintext port on ``host`` serving grpc.health.v1 only, for
             probes that cannot speak TLS (Kubernetes' gRPC probes); -1 (default) = off,
             0 = any free port.
