@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -130,11 +131,13 @@ def write_model(
     assembly: str = "test",
     features: list[str] | None = None,
     seed: int = 0,
+    genome: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<repo>/<name>/<version>/model.onnx`` and return its path.
 
     Metadata goes into the ONNX ``metadata_props["varfx"]``, or into a ``model.json`` sidecar when
-    ``sidecar`` is true.
+    ``sidecar`` is true; ``genome`` is its training genome record (e.g. ``{"assembly":
+    "varfx-sim", "family": "varfx-sim"}`` for any simulated genome).
     """
     net = net or TinyCNN.random(n_features, seed=seed)
     f = net.dense_w.shape[1]
@@ -154,6 +157,8 @@ def write_model(
         "output": output,
         "assembly": assembly,
     }
+    if genome is not None:  # training genome record (varfx.core.genomes.GenomeIdentity.to_json)
+        meta["genome"] = genome
     path = Path(repo) / name / str(version) / "model.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     if sidecar:

@@ -18,7 +18,8 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
 
     repo = tmp_path / "models"
     repo.mkdir()
-    write_model(repo, name="sim-chromatin", net=TinyCNN.random(10, seed=1), length=100)
+    sim = {"assembly": "varfx-sim", "family": "varfx-sim"}  # served on any simulated genome
+    write_model(repo, name="sim-chromatin", net=TinyCNN.random(10, seed=1), length=100, genome=sim)
     out = tmp_path / "demo-out"
     run = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out),
