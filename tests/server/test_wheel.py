@@ -86,6 +86,7 @@ def test_wheel_installs_with_base_extra_only(tmp_path: Path) -> None:
     help_text = run([str(varfx), "--help"], tmp_path).stdout
     assert "serve" in help_text
     run([str(py), "-c", "import varfx.client, varfx.proto.v1.varfx_pb2"], tmp_path)
+    run([str(py), "-c", "import varfx.proto.kserve_v2.grpc_service_pb2_grpc"], tmp_path)
     missing = run(
         [str(py), "-c", "import importlib.util as u; print([m for m in "
          "('onnxruntime', 'torch', 'prometheus_client') if u.find_spec(m)])"],
@@ -106,4 +107,6 @@ def test_wheel_installs_with_base_extra_only(tmp_path: Path) -> None:
     # the proto source ships with the wheel
     listing = run([str(py), "-m", "zipfile", "-l", str(wheel)], tmp_path).stdout
     assert "varfx/proto/varfx/v1/varfx.proto" in listing
+    assert "varfx/proto/kserve/v2/grpc_service.proto" in listing
+    assert "varfx/proto/kserve/v2/model_config.proto" in listing
     assert "varfx/server/py.typed" in listing
