@@ -165,6 +165,30 @@ def test_parallel_streams_spread_and_resume(server: Any, genome_seqs: dict[str, 
         proxy.stop()
 
 
+def test_async_parallel_streams_resume_and_keep_order(
+    server: Any, genome_seqs: dict[str, str]
+) -> None:
+    variants = snvs(genome_seqs, 160)
+    with Client(server.target) as client:
+        expected = client.score_variants(variants)
+    proxy = FaultyProxy(server.target, break_stream_after=1, breaks=3)
+
+    async def run() -> list[ScoreTable]:
+        async with AsyncClient(proxy.target, retry=FAST) as ac:
+            return [
+                t async for t in ac.iter_chunks(variants, batch_size=8, max_in_flight=2, parallel=4)
+            ]
+
+    try:
+        tables = asyncio.run(run())
+        assert [len(t) for t in tables] == [8] * 20
+        assert_same(ScoreTable.concat(tables), expected)
+        assert proxy.streams == 7  # four streams, three of them resumed once
+        assert proxy.max_unanswered <= 2
+    finally:
+        proxy.stop()
+
+
 def test_parallel_bad_input_after_the_tables_before_it(
     server: Any, genome_seqs: dict[str, str]
 ) -> None:
