@@ -17,7 +17,7 @@ import numpy as np
 
 from varfx import __version__
 from varfx.client._report_explain import Explanation, explanation_html
-from varfx.client._report_stats import SIGNED, STRONG, STRONG_INDEX, Histogram
+from varfx.client._report_stats import SIGNED, STRONG, STRONG_INDEX, Histogram, nice_extent
 from varfx.client._report_svg import (
     bars_table,
     fmt_int,
@@ -87,7 +87,7 @@ code{font:12px/1.4 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;back
 .scroll{overflow-x:auto}
 table.top td,table.top th{padding:4px 6px;font-size:12.5px;white-space:nowrap}
 table.top th.f{writing-mode:vertical-rl;transform:rotate(180deg);padding:6px 2px;font-weight:500}
-table.top td.h{text-align:center;min-width:40px;font-variant-numeric:tabular-nums;font-size:12px}
+table.top td.h{text-align:center;min-width:36px;padding:4px 3px;font-variant-numeric:tabular-nums;font-size:11.5px}
 table.top th[data-k]{cursor:pointer}
 table.top tbody tr:hover{background:#f7f9fc}
 details summary{cursor:pointer;color:var(--accent);margin:8px 0}
@@ -144,7 +144,13 @@ def _top_table(data: ReportData, links: dict[tuple[str, int, str, str], str]) ->
         head.append("<th data-k=n class=num>quantile</th>")
     head += [f"<th data-k=s>{escape(k.removeprefix('VARFX_'))}</th>" for k in data.extra_keys]
     head += [f"<th data-k=n class=f>{escape(f)}</th>" for f, _ in cols]
-    scale = 8.0 if kind == "log2fc" else 1.0
+    peak = max(
+        [abs(t.values[key]) for t in data.top for _, key in cols if math.isfinite(t.values[key])]
+        + [0.0]
+    )
+    natural = 40.0 if kind == "log2fc" else 1.0
+    scale = nice_extent(peak, natural) if peak > 0 else natural
+    digits = 2 if scale >= 0.2 else 3
     body = []
     for rank, t in enumerate(data.top, 1):
         where = f"{t.chrom}:{t.pos:,} {_allele(t.ref)}>{_allele(t.alt)}"
@@ -170,7 +176,8 @@ def _top_table(data: ReportData, links: dict[tuple[str, int, str, str], str]) ->
         cells += [f"<td>{escape(t.extras.get(k, '·'))}</td>" for k in data.extra_keys]
         for _, key in cols:
             v = t.values[key]
-            shown = "0" if abs(v) < 0.005 * scale else f"{v:+.2f}".replace("-", "−")
+            shown = f"{v:+.{digits}f}".replace("-", "−")
+            shown = "0" if abs(v) < 0.5 * 10**-digits else shown
             cells.append(
                 f'<td class=h data-v="{v!r}" style="{heat_style(v, scale)}" title="{v:.4g}">'
                 f"{shown if math.isfinite(v) else '·'}</td>"
@@ -179,7 +186,7 @@ def _top_table(data: ReportData, links: dict[tuple[str, int, str, str], str]) ->
     legend = (
         f"Cells: {KIND_TEXT.get(kind, kind)} per feature; "
         "<span class=gain>red</span>: the ALT raises the feature, <span class=loss>blue</span>: "
-        "it lowers it. Click a column header to sort." + note
+        f"it lowers it (full colour at ±{scale:g}). Click a column header to sort." + note
     )
     if not cols:
         legend = (
@@ -224,6 +231,10 @@ def _feature_cards(data: ReportData) -> str:
                 "large effects are not drawn.</p>"
             )
             keys = [(f, k) for f, k in keys if k in keep]
+        extent = None
+        if kind in ("diff", "log2fc"):
+            reach = max(max(abs(data.hists[k].min), abs(data.hists[k].max)) for _, k in keys)
+            extent = nice_extent(reach, data.hists[keys[0][1]].hi) if math.isfinite(reach) else None
         cards = []
         for f, key in keys:
             h = data.hists[key]
@@ -238,7 +249,9 @@ def _feature_cards(data: ReportData) -> str:
             cards.append(
                 f"<div class=fcard><h3>{escape(f)}</h3><div class=d>{stats} · n {fmt_int(h.n)}"
                 "</div>"
-                + histogram_svg(h, width=300, height=120, color="#2f5f98", x_label=kind)
+                + histogram_svg(
+                    h, width=300, height=120, color="#2f5f98", x_label=kind, extent=extent
+                )
                 + "</div>"
             )
         block = f"<div class=grid>{''.join(cards)}</div>{note}"
@@ -252,7 +265,7 @@ def _feature_cards(data: ReportData) -> str:
 
 def _manifest(data: ReportData) -> str:
     m = data.manifest
-    rows = [("input", f"<code>{escape(data.source)}</code>")]
+    rows = [("file", f"<code>{escape(data.source)}</code>")]
     if "model" in m:
         version = f" (version {escape(m['model_version'])})" if m.get("model_version") else ""
         rows.append(("model", f"<b>{escape(m['model'])}</b>{version}"))
@@ -344,10 +357,16 @@ def render(data: ReportData, *, title: str = "", explanations: Sequence[Explanat
         f"<td class=num>{fmt_pct(int(n), data.scored)}</td></tr>"
         for t, n in zip(mad.thresholds, mad.gain, strict=True)
     )
-    strong = [(f, n, "#2f5f98", "") for f, n in data.strong_feature.most_common(15)] or [
-        ("none", 0, "#2f5f98", f"no scored variant reaches max |diff| {STRONG:g}")
+    counted = data.strong_feature or data.max_feature
+    strong = [(f, n, "#2f5f98", "") for f, n in counted.most_common(15)] or [
+        ("none", 0, "#2f5f98", "no scored variant")
     ]
-    n_strong = sum(data.strong_feature.values())
+    n_strong = sum(counted.values())
+    which = (
+        f"the {fmt_int(n_strong)} variant-ALTs with max |diff| ≥ {STRONG:g}"
+        if data.strong_feature
+        else f"all {fmt_int(n_strong)} scored variant-ALTs (none reaches {STRONG:g})"
+    )
     quant = ""
     if "VARFX_MAX_QUANTILE" in data.hists:
         quant = (
@@ -377,10 +396,15 @@ def render(data: ReportData, *, title: str = "", explanations: Sequence[Explanat
         "feature's probability between the REF and ALT sequence (0 = no effect, 1 = "
         "switches a feature fully on or off).</p><div class=two><div>"
         + histogram_svg(
-            mad, width=520, height=170, color="#2f5f98", x_label="max |diff| (count, log scale)"
+            mad,
+            width=520,
+            height=170,
+            color="#2f5f98",
+            x_label="max |diff| (count, log scale)",
+            extent=nice_extent(mad.max, 1.0) if mad.n else None,
         )
         + f"<table>{thr}</table></div><div><h3 style='margin-top:0'>Feature with the largest "
-        f"effect, for the {fmt_int(n_strong)} variant-ALTs with max |diff| ≥ {STRONG:g}</h3>"
+        f"effect, for {which}</h3>"
         + bars_table(strong, n_strong)
         + f"</div></div>{quant}</section>",
         "<section><h2>Along the genome</h2><p class=lead>The largest max |diff| in each stretch "

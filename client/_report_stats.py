@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "EXTENTS",
     "KINDS",
     "SIGNED",
     "STRONG",
@@ -15,17 +16,30 @@ __all__ = [
     "THRESHOLDS",
     "Histogram",
     "PositionTrack",
+    "nice_extent",
 ]
 
 
 #: Per-feature score kinds ``varfx score`` can write, and the value range of their histograms.
 KINDS: dict[str, tuple[float, float, int]] = {
-    "diff": (-1.0, 1.0, 200),
-    "log2fc": (-40.0, 40.0, 320),
+    "diff": (-1.0, 1.0, 2000),  # 0.001 wide: the page zooms in on small effects
+    "log2fc": (-40.0, 40.0, 3200),
     "ref": (0.0, 1.0, 100),
     "alt": (0.0, 1.0, 100),
     "quantile": (-1.0, 1.0, 200),  # signed: the |diff| rank in the background, with diff's sign
 }
+#: Axis extents the page zooms to (the smallest that holds every value), for |value| scales.
+EXTENTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
+
+
+def nice_extent(value: float, natural: float) -> float:
+    """The smallest of EXTENTS >= ``value`` (a little headroom), at most ``natural``."""
+    for e in EXTENTS:
+        if e >= value * 1.02 and e <= natural:
+            return e
+    return natural
+
+
 #: Kinds whose values have a sign (gains and losses are counted apart).
 SIGNED = ("diff", "log2fc", "quantile")
 #: Thresholds counted exactly per histogram (values >= t and <= -t), by kind.

@@ -8,7 +8,7 @@ from html import escape
 
 import numpy as np
 
-from varfx.client._report_stats import STRONG, Histogram, PositionTrack
+from varfx.client._report_stats import STRONG, Histogram, PositionTrack, nice_extent
 
 __all__ = [
     "MAX_CONTIGS",
@@ -51,16 +51,38 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def histogram_svg(h: Histogram, *, width: int, height: int, color: str, x_label: str) -> str:
-    """Bars of ``h`` with a log10(1 + count) y axis; x trimmed to the data for wide ranges."""
-    lo, hi = h.lo, h.hi
-    counts = h.counts
-    if h.n and hi - lo > 2.5:  # log2fc: show the data's range, symmetric, to whole bins
-        edge = max(abs(h.min), abs(h.max), 1.0)
-        bw = (h.hi - h.lo) / h.bins
-        k = min(h.bins // 2, math.ceil(edge * 1.05 / bw))
-        mid = h.bins // 2
-        counts, lo, hi = counts[mid - k : mid + k], -k * bw, k * bw
+def _tick_text(t: float, step: float) -> str:
+    """A tick value with the decimals its step needs (0.025 -> 3), minus sign typeset."""
+    decimals = 0
+    while decimals < 6 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
+        decimals += 1
+    return f"{t:.{decimals}f}".replace("-", "−")
+
+
+def histogram_svg(
+    h: Histogram,
+    *,
+    width: int,
+    height: int,
+    color: str,
+    x_label: str,
+    extent: float | None = None,
+    max_bars: int = 100,
+) -> str:
+    """Bars of ``h`` with a log10(1 + count) y axis. ``extent``: show only [-extent, extent]
+    (signed ranges) or [lo, extent], which must hold every value; bins are merged to at most
+    ``max_bars`` bars."""
+    lo, hi, counts = h.lo, h.hi, h.counts
+    bw = (h.hi - h.lo) / h.bins
+    if extent is not None and extent < h.hi:
+        first = 0 if h.lo >= 0 else round((-extent - h.lo) / bw)
+        last = round((extent - h.lo) / bw)
+        counts, lo, hi = counts[first:last], h.lo + first * bw, h.lo + last * bw
+    group = max(1, math.ceil(len(counts) / max_bars))
+    if group > 1:
+        pad = (-len(counts)) % group
+        counts = np.concatenate([counts, np.zeros(pad, counts.dtype)]).reshape(-1, group).sum(1)
+        hi = lo + len(counts) * group * bw
     ml, mr, mt, mb = 38, 16, 6, 30
     pw, ph = width - ml - mr, height - mt - mb
     top = max(int(counts.max()) if len(counts) else 0, 1)
@@ -86,12 +108,14 @@ def histogram_svg(h: Histogram, *, width: int, height: int, color: str, x_label:
             f'height="{bh:.2f}" fill="{color}"><title>{fmt_num(edges[i])} to {fmt_num(edges[i + 1])}: '
             f"{fmt_int(c)}</title></rect>"
         )
-    for t in _ticks(lo, hi):
+    ticks = _ticks(lo, hi)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else hi - lo
+    for t in ticks:
         x = ml + pw * (t - lo) / (hi - lo)
         out.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt + ph}" y2="{mt + ph + 4}" stroke="#5f6b7a"/>'
             f'<text x="{x:.1f}" y="{mt + ph + 14}" font-size="9.5" text-anchor="middle" '
-            f'fill="#5f6b7a">{fmt_num(t, 2 if abs(t) < 5 else 0)}</text>'
+            f'fill="#5f6b7a">{_tick_text(t, step)}</text>'
         )
     if lo < 0 < hi:
         x = ml + pw * (0 - lo) / (hi - lo)
@@ -135,6 +159,10 @@ def track_svg(
         keep = set(sorted(names, key=lambda c: -int(tracks[c].counts.sum()))[:MAX_CONTIGS])
         note = f"{len(names) - MAX_CONTIGS} contigs with fewer scored variants are not shown. "
         names = [c for c in names if c in keep]
+    peak = max([float(np.nanmax(tracks[c].maxima)) for c in names] + [0.0])
+    ymax = nice_extent(peak, 1.0)
+    if ymax < 1.0:
+        note += f"The axis is zoomed to 0–{ymax:g}. "
     ml, mr, mt, mb, gap = 52, 6, 10, 42, 4
     pw, ph = width - ml - mr - gap * max(len(names) - 1, 0), height - mt - mb
     spans = [tracks[c].span for c in names]
@@ -148,13 +176,14 @@ def track_svg(
         out.append(
             f'<line x1="{ml}" x2="{width - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#edf0f3"/>'
             f'<text x="{ml - 5}" y="{y + 3:.1f}" font-size="10" text-anchor="end" '
-            f'fill="#5f6b7a">{t:.2f}</text>'
+            f'fill="#5f6b7a">{_tick_text(t * ymax, ymax / 4)}</text>'
         )
-    y = mt + ph * (1 - STRONG)
-    out.append(
-        f'<line x1="{ml}" x2="{width - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c0392b" '
-        f'stroke-dasharray="4,3" opacity=".6"><title>max |diff| = {STRONG}</title></line>'
-    )
+    if ymax > STRONG:
+        y = mt + ph * (1 - STRONG / ymax)
+        out.append(
+            f'<line x1="{ml}" x2="{width - mr}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c0392b" '
+            f'stroke-dasharray="4,3" opacity=".6"><title>max |diff| = {STRONG}</title></line>'
+        )
     x0 = float(ml)
     for k, (name, w) in enumerate(zip(names, widths, strict=True)):
         tr: PositionTrack = tracks[name]
@@ -174,7 +203,7 @@ def track_svg(
         for g in np.flatnonzero(np.isfinite(best)).tolist():
             v = float(best[g])
             cx = x0 + (g + 0.5) * w / cols
-            cy = mt + ph * (1 - min(max(v, 0.0), 1.0))
+            cy = mt + ph * (1 - min(max(v / ymax, 0.0), 1.0))
             start = int(g * tr.span / cols) + 1
             end = int((g + 1) * tr.span / cols)
             fill = "#c0392b" if v >= 0.5 else color

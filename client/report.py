@@ -196,7 +196,7 @@ class _Collector:
             self.name, manifest, {k: v for k, v in lengths.items() if v}, details, extras
         )
         data.top_n = self.top
-        data.hists["VARFX_MAX_ABS_DIFF"] = Histogram(0.0, 1.0, 100, THRESHOLDS["max_abs_diff"])
+        data.hists["VARFX_MAX_ABS_DIFF"] = Histogram(0.0, 1.0, 1000, THRESHOLDS["max_abs_diff"])
         if _QUANTILE_KEY in declared:
             data.hists[_QUANTILE_KEY] = Histogram(0.0, 1.0, 100, THRESHOLDS["quantile"])
         for kind, _, key in details:

@@ -270,7 +270,7 @@ def test_cli_plain_bgzipped_and_stdin_agree(scored: Path, plain: Path, tmp_path:
         run = run_report(src, "-o", str(out), "--title", "t", stdin=stdin)
         assert run.returncode == 0, run.stderr.decode()
         page = out.read_text()
-        pages.append(re.sub(r"<dt>input</dt><dd>.*?</dd>", "", page))
+        pages.append(re.sub(r"<dt>file</dt><dd>.*?</dd>", "", page))
     # a pipe that delivers gzip's two magic bytes in separate writes
     proc = subprocess.Popen(
         [*VARFX, "report", "-", "-o", str(tmp_path / "pipe.html"), "--title", "t"],
@@ -284,7 +284,7 @@ def test_cli_plain_bgzipped_and_stdin_agree(scored: Path, plain: Path, tmp_path:
     proc.stdin.write(data[1:])
     proc.stdin.close()
     assert proc.wait(120) == 0
-    pages.append(re.sub(r"<dt>input</dt><dd>.*?</dd>", "", (tmp_path / "pipe.html").read_text()))
+    pages.append(re.sub(r"<dt>file</dt><dd>.*?</dd>", "", (tmp_path / "pipe.html").read_text()))
     assert pages[0] == pages[1] == pages[2] == pages[3]
     run = run_report(str(plain), "-o", "-")
     assert run.returncode == 0
