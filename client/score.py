@@ -1,41 +1,62 @@
 """``varfx score``: annotate a VCF with variant-effect scores from a varfx server.
 
-Records stream from the input (``VcfReader``), multi-allelic records split into one Variant per
-ALT, through ``Client.iter_chunks`` (bounded in flight, retried, resumed after a server restart),
-and are written back in input order. Output goes to ``OUT.partial`` as plain text with only
-complete records flushed; at the end it is bgzipped + tabix-indexed (``.gz``) or renamed.
-``resume=True`` counts the records in ``OUT.partial``, skips that many input records and goes on,
-so nothing is scored twice and the final file equals an uninterrupted run's byte for byte.
+The input is read in blocks of records (``VcfBlocks``: arrays over the block's bytes), each
+block cut on record boundaries into batches bounded in variants and in allele bytes, scored
+through ``Client.stream_batches`` (bounded in flight, retried, resumed after a server restart,
+``parallel`` streams merged back in order) and written back a whole block at a time, in input
+order. A regular output file is written as ``OUT.partial`` (plain text, complete records only)
+and moved into place at the end: bgzipped + tabix-indexed when the name ends in ``.gz``. A pipe,
+device, symlink or ``-`` (standard output) is written directly, never replaced.
+``resume=True`` checks ``OUT.partial``'s header (the manifest, the input's content identity),
+skips the records it holds and goes on, so the final file equals an uninterrupted run's byte
+for byte.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shlex
+import stat
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
-import pysam
+import numpy as np
 
-from varfx.client._client import Client
-from varfx.client._convert import parse_kinds
-from varfx.client._output import ChunkText, OutputSpec, TsvWriter, VcfWriter, make_writer
+from varfx.client._blocks import VcfBlock, VcfBlocks
+from varfx.client._output import FORMATS, BlockScores, OutputSpec, make_writer
+from varfx.client._score_errors import ScoreError, ScoreUsageError
+from varfx.client._target import open_target
+from varfx.client.genome_check import check_genome
 from varfx.client.progress import Progress
-from varfx.client.types import ModelInfo, RefPolicy, Variant
-from varfx.client.vcf import VcfReader, VcfRecord, count_records
+from varfx.client.types import ModelInfo, RefPolicy, ScoreTable, Status
+from varfx.core.variants import VariantBatch
 
-__all__ = ["ScoreError", "ScoreSummary", "choose_model", "output_format", "score_vcf"]
+__all__ = [
+    "DEFAULT_MAX_UNSCORED",
+    "ScoreError",
+    "ScoreSummary",
+    "ScoreUsageError",
+    "choose_model",
+    "chunk_bounds",
+    "input_identity",
+    "output_format",
+    "score_vcf",
+]
 
 log = logging.getLogger(__name__)
 
-
-class ScoreError(Exception):
-    """A ``varfx score`` job cannot run (bad option, unknown model, mismatched resume file)."""
+#: Default --max-unscored: a run where more than half of the ALTs could not be scored is
+#: almost always the wrong genome build or model, and a pipeline should stop there.
+DEFAULT_MAX_UNSCORED = 0.5
+#: Default bound on the REF + ALT bytes of one request (well under any message limit).
+DEFAULT_BATCH_BYTES = 1 << 20
 
 
 @dataclass
@@ -43,7 +64,7 @@ class ScoreSummary:
     """What a run did: records and variants written (this run and resumed), counts per status,
     seconds, output path and whether it was tabix-indexed."""
 
-    output: Path
+    output: str
     records: int = 0
     variants: int = 0
     resumed_records: int = 0
@@ -55,6 +76,13 @@ class ScoreSummary:
     def variants_per_s(self) -> float:
         return self.variants / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def unscored_fraction(self) -> float:
+        """Fraction of this run's ALTs not scored (0 when there were none)."""
+        if not self.variants:
+            return 0.0
+        return 1.0 - self.statuses.get("OK", 0) / self.variants
+
     def lines(self) -> list[str]:
         out = [
             f"wrote {self.output}: {self.records} records this run "
@@ -65,119 +93,125 @@ class ScoreSummary:
         return out
 
 
-def output_format(path: Path, fmt: str | None) -> str:
-    """``vcf`` or ``tsv``: the given one, else from the file name (``.tsv[.gz]`` -> tsv)."""
+def output_format(path: str, fmt: str | None) -> str:
+    """``vcf``, ``tsv`` or ``parquet``: the given one, else from the file name; ``-`` and
+    names without a known extension (``/dev/stdout``, a FIFO) are VCF unless ``fmt`` says.
+    A known-looking but unsupported extension (``.csv``, ``.bcf``) is a ScoreUsageError."""
+    listing = ", ".join(f"{k} ({' '.join(v)})" for k, v in FORMATS.items())
     if fmt:
-        if fmt not in ("vcf", "tsv"):
-            raise ScoreError(f"unknown --format {fmt!r}; expected vcf or tsv")
+        if fmt not in FORMATS:
+            raise ScoreUsageError(f"unknown --format {fmt!r}; formats: {listing}")
         return fmt
-    name = path.name.lower().removesuffix(".gz").removesuffix(".bgz")
-    return "tsv" if name.endswith((".tsv", ".txt")) else "vcf"
+    name = Path(path).name.lower()
+    for kind, suffixes in FORMATS.items():
+        if name.endswith(suffixes):
+            return kind
+    if path == "-" or "." not in name or _is_special(path):
+        return "vcf"
+    raise ScoreUsageError(
+        f"cannot tell the output format of {path!r} from its extension; formats: {listing} "
+        "(or give --format)"
+    )
+
+
+def _is_special(path: str) -> bool:
+    try:
+        return os.path.islink(path) or not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def choose_model(models: Sequence[ModelInfo], name: str) -> ModelInfo:
-    """The named model, or the server's default when ``name`` is empty."""
+    """The server's rule: the named model; else the configured default; else the only one.
+    Several models and no default is a ScoreUsageError listing them."""
+    served = [m.name for m in models]
     if not models:
         raise ScoreError("the server holds no models")
     if name:
         for m in models:
             if m.name == name:
                 return m
-        raise ScoreError(f"model {name!r} not on the server; it has {[m.name for m in models]}")
-    for m in models:
-        if m.is_default:
-            return m
-    return models[0]
+        raise ScoreUsageError(f"model {name!r} is not served; the server has {served}")
+    defaults = [m for m in models if m.is_default]
+    if len(defaults) == 1:
+        return defaults[0]
+    if len(models) == 1:
+        return models[0]
+    raise ScoreUsageError(
+        f"the server holds several models and no default: {served}; name one with --model"
+    )
 
 
-def _canonical_command(
+def input_identity(path: str) -> str:
+    """The input's content identity: size and SHA-256 over its first and last MiB (the same
+    file however it is spelled); "" for a pipe or standard input."""
+    if path == "-" or _is_special(path):
+        return ""
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(size - (1 << 20))
+        h.update(fh.read(1 << 20))
+    return f"size={size};sha256_ends={h.hexdigest()[:32]}"
+
+
+def _manifest(
+    info: ModelInfo,
+    policy: str,
+    reverse_complement: bool,
+    indels_as_written: bool,
+    genome_check: str,
+    identity: str,
+) -> tuple[tuple[str, str], ...]:
+    from varfx import __version__
+
+    genome = getattr(info, "genome", None)
+    out = [
+        ("model", info.name),
+        ("model_version", str(info.version)),
+        ("model_sha256", str(getattr(info, "sha256", "") or "")),
+        (
+            "assembly",
+            (getattr(genome, "assembly", "") or info.assembly) if genome else info.assembly,
+        ),
+        ("genome_digest", str(getattr(genome, "digest", "") or "")),
+        ("window_length", str(info.sequence_length)),
+        ("reverse_complement", str(reverse_complement).lower()),
+        ("ref_policy", policy),
+        ("indels", "as-written" if indels_as_written else "left-align"),
+        ("genome_check", genome_check),
+        ("version", __version__),
+    ]
+    if identity:
+        out.append(("input", identity))
+    return tuple(out)
+
+
+def _command(
     input_path: str,
     model: str,
     fmt: str,
-    spec_features: Sequence[str] | None,
+    features: Sequence[str] | None,
     kinds: Sequence[str],
-    ref_policy: str,
+    policy: str,
     reverse_complement: bool,
 ) -> str:
-    parts = ["varfx", "score", input_path, "--model", model, "--format", fmt]
-    if spec_features:
-        parts += ["--features", ",".join(spec_features)]
-    parts += ["--scores", ",".join(kinds), "--ref-policy", ref_policy]
+    """The command that reproduces the run (the input by its name only: resume compares the
+    input by content, not by spelling)."""
+    name = "-" if input_path == "-" else Path(input_path).name
+    parts = ["varfx", "score", name, "--model", model, "--format", fmt]
+    if features:
+        parts += ["--features", ",".join(features)]
+    parts += ["--scores", ",".join(kinds), "--ref-policy", policy]
     if reverse_complement:
         parts.append("--reverse-complement")
     return shlex.join(parts)
 
 
-def _prepare_partial(
-    partial: Path,
-    header_lines: list[str],
-    writer_cls: type[VcfWriter] | type[TsvWriter],
-    alts_of: Callable[[int], int],
-) -> int | None:
-    """Check an existing partial file's header and cut it back to its last complete record;
-    returns the number of input records it holds, or None when it holds less than a header
-    (killed while starting: begin again). ``alts_of(i)``: ALT count of input record i (TSV
-    writes one line per ALT, so the last record may have only some of its lines)."""
-    data = partial.read_bytes()
-    cut = data.rfind(b"\n") + 1
-    lines = data[:cut].decode("utf-8").split("\n")[:-1]
-    if len(lines) < len(header_lines) and lines == header_lines[: len(lines)]:
-        return None
-    head = lines[: len(header_lines)]
-    if head != header_lines:
-        for i, (a, b) in enumerate(
-            zip(head + [""] * len(header_lines), header_lines, strict=False)
-        ):
-            if a != b:
-                raise ScoreError(
-                    f"{partial} was written with other settings (header line {i + 1} is "
-                    f"{a[:100]!r}, this run writes {b[:100]!r}); remove it or run without --resume"
-                )
-    body = lines[len(header_lines) :]
-    done = int(writer_cls.count_done(body))
-    if writer_cls is TsvWriter and done:
-        n_alts = alts_of(done - 1)
-        tail = [line for line in body[-n_alts:] if line.startswith(f"{done}\t")]
-        if len(tail) < n_alts:  # the last record lost some of its ALT lines
-            cut -= sum(len(line.encode("utf-8")) + 1 for line in tail)
-            done -= 1
-    if cut < len(data):
-        with open(partial, "r+b") as fh:
-            fh.truncate(cut)
-    return done
-
-
-def _alts_of(path: str | os.PathLike[str]) -> Callable[[int], int]:
-    def alts(index: int) -> int:
-        with VcfReader(path) as reader:
-            for rec in reader:
-                if rec.index == index:
-                    return len(rec.alts)
-        raise ScoreError(f"the partial output has more records than {path}; is it the same input?")
-
-    return alts
-
-
-def _finish(partial: Path, output: Path, fmt: str) -> bool:
-    """Move the finished text into place: bgzip (+ tabix for VCF) when the name ends in .gz.
-    The partial file goes last, so an interruption here is finished by ``--resume``."""
-    if not output.name.endswith((".gz", ".bgz")):
-        os.replace(partial, output)
-        return False
-    indexed = False
-    pysam.tabix_compress(str(partial), str(output), force=True)
-    if fmt == "vcf":
-        try:
-            pysam.tabix_index(str(output), preset="vcf", force=True)
-            indexed = True
-        except Exception as exc:  # unsorted input: keep the file, say why there is no index
-            log.warning("%s not indexed (%s); sort it to index it", output, exc)
-    partial.unlink()
-    return indexed
-
-
 def score_vcf(
-    client: Client,
+    client: Any,
     input_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
@@ -187,150 +221,279 @@ def score_vcf(
     scores: Sequence[str] | str | None = None,
     ref_policy: str = "strict",
     reverse_complement: bool = False,
+    indels_as_written: bool = False,
     resume: bool = False,
     batch_size: int = 500,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
     max_in_flight: int = 4,
+    parallel: int = 1,
+    skip_genome_check: bool = False,
+    tsv_comments: bool = False,
     progress: bool | None = None,
+    block_bytes: int | None = None,
 ) -> ScoreSummary:
-    """Score every record of ``input_path`` and write ``output`` (see the module docstring).
+    """Score every record of ``input_path`` (``-``: standard input) and write ``output``
+    (``-``: standard output); see the module docstring.
 
-    ``scores``: kinds written per feature (TSV: default all four; VCF: default diff, and only
-    with ``features``). Raises ScoreError, VcfFormatError (naming the line) or VarfxError.
+    ``scores``: kinds written per feature (TSV/Parquet: default all four; VCF: default diff,
+    and only with ``features``). Raises ScoreUsageError, ScoreError, VcfFormatError (naming
+    ``FILE:LINE``) or VarfxError.
     """
+    from varfx.client._convert import parse_kinds
+
     start = time.perf_counter()
-    out_path = Path(output)
+    in_path, out_path = str(input_path), str(output)
     fmt = output_format(out_path, fmt)
+    if batch_size < 1 or batch_bytes < 1 or max_in_flight < 1 or parallel < 1:
+        raise ScoreUsageError("--batch-size, --max-in-flight and --parallel must be >= 1")
     policy = RefPolicy.parse(ref_policy).name.lower()
     info = choose_model(client.list_models(), model)
     if features:
         unknown = [f for f in features if f not in info.features]
         if unknown:
-            raise ScoreError(
+            raise ScoreUsageError(
                 f"unknown feature(s) {unknown}; model {info.name} has {list(info.features)}"
             )
     chosen = tuple(features) if features else info.features
-    if fmt == "vcf":
-        kinds = parse_kinds(scores or "diff") if features else ()
-    else:
-        kinds = parse_kinds(scores)
-    spec = OutputSpec(
-        model=info,
-        features=chosen,
-        detail_kinds=kinds,
-        ref_policy=policy,
-        reverse_complement=reverse_complement,
-        command=_canonical_command(
-            str(input_path),
-            info.name,
-            fmt,
-            features,
-            kinds or ("diff",),
-            policy,
-            reverse_complement,
-        ),
+    kinds = (
+        (parse_kinds(scores or "diff") if features else ()) if fmt == "vcf" else parse_kinds(scores)
     )
-    partial = out_path.with_name(out_path.name + ".partial")
-    if resume and not partial.exists() and out_path.exists():
-        log.info("%s is complete already; nothing to resume", out_path)
-        return ScoreSummary(output=out_path, seconds=time.perf_counter() - start)
-    summary = ScoreSummary(output=out_path)
-    show = progress if progress is not None else sys.stderr.isatty()
-    # the counting pass reads the whole input once more: only for a bar someone sees
-    total_records, total_variants = count_records(input_path) if show else (0, 0)
-    with VcfReader(input_path) as reader:
-        records = iter(reader)
-        first = next(records, None)
-        n_columns = len(first.fields) if first is not None else 8
-        writer = make_writer(fmt, None, spec)
-        header_lines = writer.header_lines(reader.header, n_columns)
-        done = None
-        if resume and partial.exists():
-            done = _prepare_partial(partial, header_lines, type(writer), _alts_of(input_path))
-        with open(partial, "w" if done is None else "a", encoding="utf-8", newline="\n") as out:
-            writer.out = out
-            if done is None:
-                done = 0
-                out.write("\n".join(header_lines) + "\n")
-                out.flush()
-            else:
-                log.info("resuming after %d complete records in %s", done, partial)
+    if resume and (in_path == "-" or _is_special(in_path)):
+        raise ScoreUsageError("--resume needs the input as a regular file (not - or a pipe)")
+    blocks_kw = {"block_bytes": block_bytes} if block_bytes else {}
+    with VcfBlocks(in_path, **blocks_kw) as reader:
+        if reader.empty and not reader.header.meta and reader.header.columns is None:
+            raise ScoreError(f"{reader.path}: empty input (no header and no records)")
+        genome_check = check_genome(reader.header, info, reader.path, skip=skip_genome_check)
+        spec = OutputSpec(
+            model=info,
+            features=chosen,
+            detail_kinds=kinds,
+            ref_policy=policy,
+            reverse_complement=reverse_complement,
+            command=_command(
+                in_path, info.name, fmt, features, kinds or ("diff",), policy, reverse_complement
+            ),
+            manifest=_manifest(
+                info,
+                policy,
+                reverse_complement,
+                indels_as_written,
+                genome_check,
+                input_identity(in_path),
+            ),
+            notes=policy != "strict",
+            tsv_comments=tsv_comments,
+        )
+        summary = ScoreSummary(output=out_path)
+        target = open_target(out_path, fmt, spec, resume=resume)
+        if target is None:  # --resume of a finished output
+            summary.seconds = time.perf_counter() - start
+            return summary
+        if reader.empty:
+            log.warning("%s has no records; writing the header only", reader.path)
+        try:
+            n_columns = 8
+            first = reader.peek_columns()
+            if first:
+                n_columns = first
+            writer = make_writer(fmt, spec) if fmt != "parquet" else target.table_writer()
+            done = target.begin(writer.header_lines(reader.header, n_columns))
             summary.resumed_records = done
-            bar = Progress(total_variants, total_records, done, enabled=show)
-            _run(client, info, spec, writer, _chain(first, records), done, summary,
-                 batch_size, max_in_flight, policy, reverse_complement, bar)  # fmt: skip
-    summary.indexed = _finish(partial, out_path, fmt)
+            show = progress if progress is not None else sys.stderr.isatty()
+            totals = (
+                _count(in_path) if show and in_path != "-" and not _is_special(in_path) else (0, 0)
+            )
+            with Progress(totals[1], totals[0], done, enabled=show) as bar:
+                _run(
+                    client,
+                    info,
+                    spec,
+                    writer,
+                    target.out,
+                    reader.blocks(skip=done),
+                    summary,
+                    batch_size,
+                    batch_bytes,
+                    max_in_flight,
+                    parallel,
+                    policy,
+                    reverse_complement,
+                    indels_as_written,
+                    bar,
+                )
+        except BaseException:
+            target.abort()
+            raise
+    summary.indexed = target.finish()
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _chain(first: VcfRecord | None, rest: Iterator[VcfRecord]) -> Iterator[VcfRecord]:
-    if first is not None:
-        yield first
-    yield from rest
+def _count(path: str) -> tuple[int, int]:
+    records = variants = 0
+    with VcfBlocks(path) as reader:
+        for block in reader.blocks():
+            records += block.n_records
+            variants += len(block.batch)
+    return records, variants
+
+
+def chunk_bounds(block: VcfBlock, batch_size: int, batch_bytes: int) -> list[tuple[int, int]]:
+    """Record ranges [lo, hi) of ``block`` that each hold at most ``batch_size`` variants and
+    ``batch_bytes`` REF + ALT bytes (a record over either bound goes alone): chunks are cut on
+    record boundaries, so a record's ALTs are scored in one request. One Python step per chunk."""
+    n_alts = block.n_alts
+    off = block.batch.allele_offsets
+    var_bytes = off[2::2] - off[0:-1:2] + 16  # REF + ALT + per-variant overhead
+    rec_bytes = np.bincount(block.record_of, weights=var_bytes, minlength=block.n_records)
+    cum_v = np.concatenate(([0], np.cumsum(n_alts)))
+    cum_b = np.concatenate(([0.0], np.cumsum(rec_bytes)))
+    out = []
+    lo, r = 0, block.n_records
+    while lo < r:
+        hi_v = int(np.searchsorted(cum_v, cum_v[lo] + batch_size, side="right")) - 1
+        hi_b = int(np.searchsorted(cum_b, cum_b[lo] + batch_bytes, side="right")) - 1
+        hi = max(min(hi_v, hi_b, r), lo + 1)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def _batches(
+    blocks: Iterator[VcfBlock], pending: deque[VcfBlock], batch_size: int, batch_bytes: int
+) -> Iterator[VariantBatch]:
+    """One batch per chunk of each block; the chunk goes in ``pending`` before its batch goes
+    out, so each table finds its records."""
+    for block in blocks:
+        for lo, hi in chunk_bounds(block, batch_size, batch_bytes):
+            part = block.slice(lo, hi)
+            pending.append(part)
+            yield part.batch
+
+
+def _stream(
+    client: Any,
+    batches: Iterator[VariantBatch],
+    info: ModelInfo,
+    kinds: Sequence[str],
+    features: Sequence[str],
+    policy: str,
+    reverse_complement: bool,
+    indels_as_written: bool,
+    max_in_flight: int,
+    parallel: int,
+) -> Iterator[ScoreTable]:
+    kwargs: dict[str, Any] = {
+        "model_version": info.version,  # pinned: a server restarted with another version fails
+        "scores": kinds,
+        "features": features,
+        "ref_policy": policy,
+        "reverse_complement": reverse_complement,
+        "max_in_flight": max_in_flight,
+    }
+    if indels_as_written:
+        kwargs["indels_as_written"] = True
+    if hasattr(client, "stream_batches"):
+        yield from client.stream_batches(batches, info.name, parallel=parallel, **kwargs)
+        return
+    if parallel != 1:
+        raise ScoreUsageError("this client has no stream_batches: --parallel needs it")
+    yield from _per_batch_tables(client, batches, info.name, kwargs)
+
+
+def _per_batch_tables(
+    client: Any, batches: Iterator[VariantBatch], model: str, kwargs: dict[str, Any]
+) -> Iterator[ScoreTable]:
+    """A client without ``stream_batches``: its ``iter_chunks`` over the batches' variants,
+    the tables cut back into one per batch (per-variant Python; a fallback)."""
+    from varfx.client.types import Variant
+
+    sizes: deque[int] = deque()
+
+    def variants() -> Iterator[Variant]:
+        for batch in batches:
+            sizes.append(len(batch))
+            for chrom, pos, ref, alt, vid in batch.rows():
+                yield Variant(chrom, pos, ref, alt, vid)
+
+    have: list[ScoreTable] = []
+    n_have = 0
+    size = max(1, kwargs.pop("batch_size", 500))
+    for table in client.iter_chunks(variants(), model, batch_size=size, **kwargs):
+        have.append(table)
+        n_have += len(table)
+        while sizes and n_have >= sizes[0]:
+            want = sizes.popleft()
+            merged = ScoreTable.concat(have) if len(have) > 1 else have[0]
+            yield _slice(merged, 0, want)
+            rest = _slice(merged, want, len(merged))
+            have, n_have = ([rest] if len(rest) else []), len(rest)
+
+
+def _slice(t: ScoreTable, lo: int, hi: int) -> ScoreTable:
+    def cut(a: np.ndarray | None) -> np.ndarray | None:
+        return a[lo:hi] if a is not None else None
+
+    return ScoreTable(
+        model=t.model,
+        model_version=t.model_version,
+        features=t.features,
+        items=t.items[lo:hi],
+        status=t.status[lo:hi],
+        messages=t.messages[lo:hi],
+        max_abs_diff=t.max_abs_diff[lo:hi],
+        max_index=t.max_index[lo:hi],
+        ref=cut(t.ref),
+        alt=cut(t.alt),
+        diff=cut(t.diff),
+        log2fc=cut(t.log2fc),
+    )
 
 
 def _run(
-    client: Client,
+    client: Any,
     info: ModelInfo,
     spec: OutputSpec,
-    writer: VcfWriter | TsvWriter,
-    records: Iterator[VcfRecord],
-    skip: int,
+    writer: Any,
+    out: IO[bytes],
+    blocks: Iterator[VcfBlock],
     summary: ScoreSummary,
     batch_size: int,
+    batch_bytes: int,
     max_in_flight: int,
+    parallel: int,
     policy: str,
     reverse_complement: bool,
+    indels_as_written: bool,
     bar: Progress,
 ) -> None:
-    queue: deque[VcfRecord] = deque()
-
-    def variants() -> Iterator[Variant]:
-        for rec in records:
-            if rec.index < skip:
-                bar.skip(rec.n_alts)
-                continue
-            queue.append(rec)  # before its variants go out: results find their record
-            yield from rec.variants()
-
-    write = writer.write_record
-    out = writer.out
-    carry: list[tuple[ChunkText, int]] = []  # rows of a record split across chunks
-    with bar:
-        for table in client.iter_chunks(
-            variants(),
-            info.name,
-            model_version=info.version,  # pinned: a server restarted with another version fails
-            scores=spec.detail_kinds or ("diff",),
-            features=spec.features,
-            ref_policy=policy,
-            reverse_complement=reverse_complement,
-            batch_size=batch_size,
-            max_in_flight=max_in_flight,
-        ):
-            text = writer.chunk_text(table)
-            summary.statuses.update(text.status)
-            summary.variants += len(table)
-            i, n = 0, len(table)
-            written = 0
-            while queue:
-                rec = queue[0]
-                k = rec.n_alts - len(carry)
-                if i + k > n:
-                    carry.extend((text, r) for r in range(i, n))
-                    break
-                if carry:
-                    parts = [(t, slice(r, r + 1)) for t, r in carry]
-                    merged = ChunkText.concat([*parts, (text, slice(i, i + k))])
-                    write(rec, merged, slice(0, rec.n_alts))
-                    carry = []
-                else:
-                    write(rec, text, slice(i, i + k))
-                queue.popleft()
-                i += k
-                written += 1
-            out.flush()
-            summary.records += written
-            bar.update(len(table), written)
-    if queue or carry:
-        raise RuntimeError(f"{len(queue)} records left without scores")  # a bug, not input
+    pending: deque[VcfBlock] = deque()
+    kinds = spec.detail_kinds or ("diff",)
+    names = np.array([s.name for s in sorted(Status)])
+    tables = _stream(
+        client,
+        _batches(blocks, pending, batch_size, batch_bytes),
+        info,
+        kinds,
+        spec.features,
+        policy,
+        reverse_complement,
+        indels_as_written,
+        max_in_flight,
+        parallel,
+    )
+    for table in tables:
+        block = pending.popleft()
+        scores = BlockScores.from_tables([table], spec.detail_kinds)
+        if len(scores.status) != len(block.batch):
+            raise RuntimeError(f"{len(block.batch)} variants sent, {len(scores.status)} scored")
+        out.write(writer.block(block, scores))
+        out.flush()
+        counts = np.bincount(scores.status.astype(np.int64), minlength=len(names))
+        summary.statuses.update({str(names[i]): int(c) for i, c in enumerate(counts) if c})
+        summary.variants += len(block.batch)
+        summary.records += block.n_records
+        bar.update(len(block.batch), block.n_records)
+    if pending:
+        raise RuntimeError(f"{len(pending)} chunks left without scores")  # a bug, not input

@@ -1,40 +1,33 @@
-"""A forgiving VCF reader: plain or (b)gzipped text, streamed line by line.
+"""A forgiving VCF reader: plain or (b)gzipped text, record by record (for people and tests).
 
-It reads what pysam/htslib refuse and real files contain: no ``#CHROM`` line, data rows with
-fewer columns than the header, a header with stray spaces, ``.`` alleles, REF == ALT, Windows
-line ends, no final newline. A row that cannot be read (fewer than 5 columns, POS not an
-integer) raises VcfFormatError naming the file and line number. Each record keeps its raw
-columns so that writers can copy it through unchanged; ``variants()`` splits multi-allelic
-records into one Variant per ALT.
+``VcfReader`` yields one ``VcfRecord`` per data line, built from the columnar blocks of
+``varfx.client._blocks.VcfBlocks`` (one copy of the reading rules: what pysam/htslib refuse and
+real files contain is read, e.g. no ``#CHROM`` line, data rows with fewer columns than the
+header, a header with stray spaces, ``.`` alleles, REF == ALT, Windows line ends, a BOM, no final
+newline; a row that cannot be read raises VcfFormatError naming ``FILE:LINE``). Each record keeps
+its raw columns; ``variants()`` splits multi-allelic records into one Variant per ALT.
+``varfx score`` works on the blocks themselves, not on records.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
-from varfx.client.errors import VcfFormatError
+from varfx.client._blocks import VcfBlocks, VcfHeader, open_binary
+from varfx.client._output import VCF_COLUMNS
 from varfx.client.types import Variant
 
 __all__ = ["VCF_COLUMNS", "VcfHeader", "VcfReader", "VcfRecord", "count_records", "open_text"]
 
-#: The eight fixed VCF columns.
-VCF_COLUMNS: tuple[str, ...] = ("#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
-
 
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
-    """Open a VCF for reading as text; gzip/bgzip detected from the magic bytes."""
-    p = Path(path)
-    with open(p, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", newline="")
-    return open(p, encoding="utf-8", newline="")
+    """Open a VCF for reading as text (``-``: standard input); gzip/bgzip detected from the
+    magic bytes; a pipe is opened once."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
 
 
 @dataclass(frozen=True)
@@ -70,37 +63,6 @@ class VcfRecord:
         return [Variant(chrom, pos, ref, alt, vid) for alt in self.alts]
 
 
-@dataclass(frozen=True)
-class VcfHeader:
-    """``meta``: the ``##`` lines (without line ends); ``columns``: the ``#CHROM`` line split
-    into names (None when the file has none)."""
-
-    meta: tuple[str, ...]
-    columns: tuple[str, ...] | None
-
-    @property
-    def fileformat(self) -> str | None:
-        for line in self.meta:
-            if line.startswith("##fileformat="):
-                return line.split("=", 1)[1]
-        return None
-
-
-def _split(line: str, path: str, line_number: int) -> tuple[str, ...]:
-    fields = line.split("\t")
-    if len(fields) < 5:
-        fields = line.split()
-    if len(fields) < 5:
-        raise VcfFormatError(
-            path, line_number, f"a data line needs at least 5 tab-separated columns: {line[:80]!r}"
-        )
-    if not fields[1].lstrip("-").isdigit():
-        raise VcfFormatError(path, line_number, f"POS {fields[1]!r} is not an integer")
-    if not fields[0] or not fields[3] or not fields[4]:
-        raise VcfFormatError(path, line_number, f"empty CHROM, REF or ALT in {line[:80]!r}")
-    return tuple(fields)
-
-
 class VcfReader:
     """Iterate a VCF's records in file order: ``for rec in VcfReader(path): ...``.
 
@@ -108,46 +70,18 @@ class VcfReader:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = str(path)
-        self._fh = open_text(path)
-        self._line_number = 0
-        meta: list[str] = []
-        columns: tuple[str, ...] | None = None
-        self._first: str | None = None
-        for raw in self._fh:
-            self._line_number += 1
-            line = raw.rstrip("\r\n")
-            if line.startswith("##"):
-                meta.append(line)
-            elif line.startswith("#"):
-                columns = tuple(line.split())
-            elif line.strip():
-                self._first = line
-                break
-        self.header = VcfHeader(tuple(meta), columns)
+        self._blocks = VcfBlocks(path)
+        self.path = self._blocks.path
+        self.header = self._blocks.header
 
     def __iter__(self) -> Iterator[VcfRecord]:
-        index = 0
-        if self._first is not None:
-            yield VcfRecord(
-                index, self._line_number, _split(self._first, self.path, self._line_number)
-            )
-            index += 1
-            self._first = None
-        for raw in self._fh:
-            self._line_number += 1
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if line.startswith("#"):
-                raise VcfFormatError(
-                    self.path, self._line_number, "header line after the first data line"
-                )
-            yield VcfRecord(index, self._line_number, _split(line, self.path, self._line_number))
-            index += 1
+        for block in self._blocks.blocks():
+            for i in range(block.n_records):
+                fields = tuple(block.line(i).decode("utf-8").split("\t"))
+                yield VcfRecord(block.first_index + i, int(block.line_number[i]), fields)
 
     def close(self) -> None:
-        self._fh.close()
+        self._blocks.close()
 
     def __enter__(self) -> VcfReader:
         return self
@@ -157,13 +91,10 @@ class VcfReader:
 
 
 def count_records(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(records, variants) in a VCF: data lines, and ALT alleles over them (for progress)."""
+    """(records, variants) in a VCF: data lines, and ALT alleles over them."""
     records = variants = 0
-    with open_text(path) as fh:
-        for line in fh:
-            if line.startswith("#") or not line.strip():
-                continue
-            records += 1
-            parts = line.split("\t", 5)
-            variants += parts[4].count(",") + 1 if len(parts) > 4 else 1
+    with VcfBlocks(path) as reader:
+        for block in reader.blocks():
+            records += block.n_records
+            variants += len(block.batch)
     return records, variants

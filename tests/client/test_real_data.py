@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import REAL
 from varfx.client import Client
+from varfx.client._score_errors import GenomeMismatchError
+from varfx.client.genome_check import header_genome
 from varfx.client.score import score_vcf
 from varfx.client.vcf import VcfReader
 
@@ -22,13 +24,13 @@ HG38 = REAL / "hg38_chr1_1mb"
 pytestmark = pytest.mark.skipif(not REAL.exists(), reason=f"shared data not present: {REAL}")
 
 
-def start(genome: Path, tmp: Path) -> Any:
+def start(genome: Path, tmp: Path, assembly: str = "test") -> Any:
     from tests.onnx_models import TinyCNN, write_model
     from varfx.server import ServerConfig, start_in_thread
 
     repo = tmp / "models"
     repo.mkdir()
-    write_model(repo, name="tok", net=TinyCNN.random(4, seed=7), length=20)
+    write_model(repo, name="tok", net=TinyCNN.random(4, seed=7), length=20, assembly=assembly)
     return start_in_thread(
         ServerConfig(
             model_repo=repo,
@@ -45,7 +47,7 @@ def start(genome: Path, tmp: Path) -> Any:
 def hg38(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not (HG38 / "hg38_1m.fa.gz").exists():
         pytest.skip("hg38_chr1_1mb not present")
-    with start(HG38 / "hg38_1m.fa.gz", tmp_path_factory.mktemp("hg38")) as srv:
+    with start(HG38 / "hg38_1m.fa.gz", tmp_path_factory.mktemp("hg38"), "GRCh38") as srv:
         yield srv
 
 
@@ -139,7 +141,18 @@ def test_hg19_variants_on_a_hg38_fragment(hg38: Any, tmp_path: Path, name: str) 
     vcf = REAL / "hg19_variants" / name
     if not vcf.exists():
         pytest.skip(f"{vcf} not present")
-    statuses, out = run(hg38, vcf, tmp_path)
+    with Client(hg38.target) as client:
+        served = getattr(client.list_models()[0], "genome", None)
+    if served is not None and header_genome(VcfReader(vcf).header).contigs:  # hg19: refused
+        with Client(hg38.target) as client, pytest.raises(GenomeMismatchError) as info:
+            score_vcf(client, vcf, tmp_path / "refused.vcf")
+        assert "GRCh37" in str(info.value) or "contig '1'" in str(info.value), info.value
+        assert not (tmp_path / "refused.vcf").exists()
+        assert not (tmp_path / "refused.vcf.partial").exists()
+        statuses, out = run(hg38, vcf, tmp_path, skip_genome_check=True)
+        assert "##varfx_genome_check=skipped" in out.read_text()
+    else:
+        statuses, out = run(hg38, vcf, tmp_path)
     chr1 = sum(1 for r in VcfReader(vcf) for _ in r.alts if r.chrom in ("chr1", "1"))
     assert Counter(statuses) == {
         k: v
@@ -161,7 +174,7 @@ def test_real_chr20_indels_are_scored(tmp_path: Path) -> None:
     )
     if not (vcf.exists() and fasta.exists()):
         pytest.skip("hg19_ref_debian not present")
-    with start(fasta, tmp_path) as srv:
+    with start(fasta, tmp_path, assembly="GRCh37") as srv:
         statuses, _out = run(srv, vcf, tmp_path)
     counts = Counter(statuses)
     assert "REF_MISMATCH" not in counts
