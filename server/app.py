@@ -28,7 +28,7 @@ from varfx.server.calls import CallInterceptor
 from varfx.server.config import ServerConfig
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import pair_models, served_genome
-from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer
+from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer, reflection_pool
 from varfx.server.metrics import Metrics, start_metrics_server
 from varfx.server.probes import HealthPort, start_health_port
 from varfx.server.repository import scan_repository
@@ -242,14 +242,13 @@ async def create_server(
         kserve.add_to(server)
         health_servicer = _health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
+        reflected = (
+            SERVICE_NAME,
+            KSERVE_SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
         )
+        reflection.enable_server_reflection(reflected, server, pool=reflection_pool(reflected))
         address = f"{config.host}:{config.port}"
         if credentials is not None:
             port = server.add_secure_port(address, credentials)

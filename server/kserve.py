@@ -30,15 +30,17 @@ datatype, shape, size or value at fault; an unknown model or version with NOT_FO
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import descriptor_pool
 
 from varfx import __version__
 from varfx.core.tokens import N_TOKEN
+from varfx.proto.kserve_v2 import POOL as KSERVE_POOL
 from varfx.proto.kserve_v2 import grpc_service_pb2 as kpb
 from varfx.proto.kserve_v2 import grpc_service_pb2_grpc as kpb_grpc
 from varfx.proto.kserve_v2 import model_config_pb2 as mc
@@ -52,6 +54,7 @@ __all__ = [
     "KServeServicer",
     "TensorSpec",
     "decode_one_hot",
+    "reflection_pool",
     "tensor_specs",
 ]
 
@@ -82,6 +85,28 @@ def tensor_specs(spec: ModelSpec) -> tuple[TensorSpec, TensorSpec]:
     else:
         inp = TensorSpec(spec.input_name, "FP32", (-1, 4, length))
     return inp, TensorSpec(spec.output_name, "FP32", (-1, len(spec.features)))
+
+
+def reflection_pool(service_names: Iterable[str]) -> descriptor_pool.DescriptorPool:
+    """A descriptor pool for gRPC reflection holding the files that define ``service_names``
+    (and their imports), looked up in the default pool or, for KServe v2, in its private one
+    (see scripts/gen_proto.py), so that grpcurl and other reflection clients see every service.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file: Any) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependencies:
+            add(dependency)
+        pool.AddSerializedFile(file.serialized_pb)
+        added.add(file.name)
+
+    for name in service_names:
+        source = KSERVE_POOL if name == KSERVE_SERVICE_NAME else descriptor_pool.Default()
+        add(source.FindServiceByName(name).file)
+    return pool
 
 
 def decode_one_hot(x: np.ndarray, alphabet: str, n_value: float, name: str) -> np.ndarray:

@@ -444,3 +444,31 @@ def test_infer_batch_limit(client: Any, server: Any) -> None:
     assert f"{limit + 1} windows in one request; max_batch_size is {limit}" in err.value.message()
     probs = _infer(client, "tok", tokens[:limit], "UINT8", "tokens")
     np.testing.assert_allclose(probs, reference_predict(NET, tokens[:limit]), atol=1e-5)
+
+
+def test_reflection_describes_every_service(server: Any) -> None:
+    """grpcurl-style reflection lists the KServe service next to varfx's and can describe its
+    messages (they live in a private descriptor pool)."""
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    def ask(**request: str) -> Any:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            (reply,) = stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(**request)])
+            )
+        return reply
+
+    names = {s.name for s in ask(list_services="").list_services_response.service}
+    assert {"varfx.v1.VariantEffectService", "inference.GRPCInferenceService"} <= names
+    for symbol, file_name in (
+        ("inference.ModelInferRequest", "kserve/v2/grpc_service.proto"),
+        ("inference.ModelConfig", "kserve/v2/model_config.proto"),
+        ("varfx.v1.ScoreVariantsRequest", "varfx/v1/varfx.proto"),
+    ):
+        reply = ask(file_containing_symbol=symbol)
+        protos = reply.file_descriptor_response.file_descriptor_proto
+        files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in protos]
+        assert files, reply
+        assert files[0].name == file_name
