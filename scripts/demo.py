@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -199,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         wait_serving(f"{host}:{port}", proc, log, args.timeout)
         print(f"SERVING (log: {log})", flush=True)
+        for line in log.read_text(errors="replace").splitlines():  # which genome each model got
+            found = re.search(r"varfx\.server\.app: (model \S+: (?:no )?genome .*)", line)
+            if found:
+                print(f"  {found.group(1)}", flush=True)
         scored = out / "scored.vcf.gz"
         step(f"scoring {out / 'sim' / 'variants.vcf.gz'}")
         run([*VARFX, "score", str(out / "sim" / "variants.vcf.gz"), "--server", f"{host}:{port}",

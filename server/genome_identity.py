@@ -269,21 +269,13 @@ def pair_models(
             continue
         refused += 1
         refusals.append(why)
-        log.warning(
-            "model %s is served without a genome (sequences only): %s; give its genome with "
-            "--genomes %s=FASTA%s",
-            name,
-            why,
-            spec.assembly or "ASSEMBLY",
-            hint,
-        )
         pairings[name] = GenomePairing(
             sha,
             training,
             None,
             mismatch=why,
-            unpaired_reason=f"model {name!r} is served without a genome: {why}; the server "
-            f"needs --genomes {spec.assembly or 'ASSEMBLY'}=FASTA",
+            unpaired_reason=f"{why}; start the server with --genomes "
+            f"{spec.assembly or 'ASSEMBLY'}=FASTA (or --allow-genome-mismatch)",
         )
     if default is not None and offered and refused == offered:
         problems.append(
