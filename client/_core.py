@@ -42,8 +42,8 @@ __all__ = [
 PathOrBytes = bytes | str | os.PathLike[str]
 
 #: Whether requests carry ``packed_variants`` by default (columnar) or one ``Variant`` message
-#: per variant (every server version reads those).
-PACKED_VARIANTS_DEFAULT = False
+#: per variant (what servers before PackedVariants read: ``packed_variants=False``).
+PACKED_VARIANTS_DEFAULT = True
 
 
 class ClientOptions:
@@ -175,6 +175,13 @@ class ScoreCall:
         return _convert.sequence_request(pairs, self.model, self.options, self.model_version)
 
     def table(self, response: Any, inputs: VariantBatch | Sequence[SequencePair]) -> ScoreTable:
+        if self.packed and isinstance(inputs, VariantBatch) and len(inputs):
+            answered = len(response.packed.status) + len(response.scores)
+            if answered == 0:  # a server from before PackedVariants saw an empty request
+                raise VarfxError(
+                    f"the server answered no scores for {len(inputs)} variants sent as "
+                    "packed_variants: it predates them; use packed_variants=False"
+                )
         return _convert.table_from_response(response, inputs, self.kinds)
 
 
@@ -213,7 +220,8 @@ class BaseClient:
     at most 5 attempts; streams: resumed by the client, all ``max_attempts``);
     ``max_in_flight``: chunks a stream may have unanswered; ``batch_size``: variants per
     request; ``load_balancing``: "auto"|"round_robin"|"pick_first"; ``packed_variants``: send
-    variants as PackedVariants arrays (True) or one message each (False; None = the default);
+    variants as PackedVariants arrays (True, the default) or one message each (False, for
+    servers from before PackedVariants);
     ``channel``: use this channel instead (its options are the caller's).
     Every gRPC failure is raised as ``VarfxError``.
     """
