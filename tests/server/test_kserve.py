@@ -58,11 +58,18 @@ def _one_hot(tokens: np.ndarray, alphabet: str, n_value: float = 0.25) -> np.nda
     return out
 
 
-def _infer(client: Any, model: str, data: np.ndarray, datatype: str, name: str) -> np.ndarray:
+def _infer(
+    client: Any,
+    model: str,
+    data: np.ndarray,
+    datatype: str,
+    name: str,
+    output: str = "probabilities",
+) -> np.ndarray:
     tensor = tg.InferInput(name, list(data.shape), datatype)
     tensor.set_data_from_numpy(data)
-    result = client.infer(model, [tensor], outputs=[tg.InferRequestedOutput("probabilities")])
-    return result.as_numpy("probabilities")
+    result = client.infer(model, [tensor], outputs=[tg.InferRequestedOutput(output)])
+    return result.as_numpy(output)
 
 
 def _fields(desc: Any) -> dict[str, tuple[int, int, bool, str]]:
@@ -472,3 +479,45 @@ def test_reflection_describes_every_service(server: Any) -> None:
         files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in protos]
         assert files, reply
         assert files[0].name == file_name
+
+
+def test_decode_one_hot_alphabet_and_n_value() -> None:
+    from varfx.server.errors import InvalidRequestError
+    from varfx.server.kserve import decode_one_hot
+
+    tokens = _tokens(4, seed=5)
+    for alphabet, n_value in (("ACGT", 0.25), ("TGCA", 0.0), ("AGCT", 1 / 3)):
+        x = _one_hot(tokens, alphabet, n_value)
+        np.testing.assert_array_equal(decode_one_hot(x, alphabet, n_value, "x"), tokens)
+    x = _one_hot(tokens, "ACGT", 0.0)
+    x[2, :, 7] = [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(
+        InvalidRequestError, match=r"window 2, position 7 is \[1.0, 1.0, 0.0, 0.0\]"
+    ):
+        decode_one_hot(x, "ACGT", 0.0, "x")
+    x[2, :, 7] = [np.nan, 0.0, 0.0, 0.0]
+    with pytest.raises(InvalidRequestError, match="window 2, position 7"):
+        decode_one_hot(x, "ACGT", 0.0, "x")
+
+
+def test_logits_model_answers_probabilities(tmp_path: Any) -> None:
+    """A model exported with output "logits" answers probabilities over the protocol too."""
+    from tests.onnx_models import write_model
+    from varfx.server import ServerConfig, start_in_thread
+
+    write_model(tmp_path, name="lg", net=NET, length=L, output="logits")
+    config = ServerConfig(
+        model_repo=tmp_path, host="127.0.0.1", port=0, metrics_port=-1, warmup_batch_sizes=(1,)
+    )
+    tokens = _tokens(5, seed=6)
+    with start_in_thread(config) as running:
+        client = tg.InferenceServerClient(running.target)
+        try:
+            (output,) = client.get_model_metadata("lg").outputs
+            assert output.name == "logits_out"  # the graph's name; the values are probabilities
+            probs = _infer(client, "lg", tokens, "UINT8", "tokens", output.name)
+        finally:
+            client.close()
+    np.testing.assert_allclose(probs, reference_predict(NET, tokens), atol=1e-5)
+    assert probs.min() >= 0
+    assert probs.max() <= 1
