@@ -21,6 +21,7 @@ import pysam
 import pytest
 
 from tests.client.test_score import make_vcf
+from tests.conftest import REAL
 from varfx.client import Client
 from varfx.client import report as report_mod
 from varfx.client.report import PositionTrack, ReportError, TopVariant, collect, write_report
@@ -334,6 +335,45 @@ def test_header_only_vcf_renders(plain: Path, tmp_path: Path) -> None:
     summary = write_report(path, tmp_path / "e.html")
     assert "0 records" in summary
     assert "No variant was scored" in (tmp_path / "e.html").read_text()
+
+
+def test_real_brain_model_on_real_chr20_indels(tmp_path: Path) -> None:
+    """The committed brain-hg19 model scoring vt's 194 real indels on real GRCh37 chr20."""
+    folder = REAL / "hg19_ref_debian"
+    vcf = folder / "vt-examples.normalize_IN.chr20_indels.vcf.gz"
+    fasta = folder / "vt-examples.20.fa.gz"
+    if not (vcf.exists() and fasta.exists()):
+        pytest.skip("hg19_ref_debian not present")
+    from varfx.server import ServerConfig, start_in_thread
+
+    repo = tmp_path / "models"
+    repo.mkdir()
+    (repo / "brain-hg19").symlink_to(REPO / "models" / "brain-hg19")
+    config = ServerConfig(
+        model_repo=repo, genome=fasta, host="127.0.0.1", port=0, metrics_port=0,
+        metrics_host="127.0.0.1", default_model="brain-hg19",
+    )  # fmt: skip
+    out = tmp_path / "scored.vcf.gz"
+    with start_in_thread(config) as running, Client(running.target) as client:
+        features = list(client.list_models()[0].features)
+        score_vcf(client, vcf, out, features=features)
+    status, records, _, ranked = expected(out)
+    data = collect(out, top=10)
+    assert (data.records, dict(data.status)) == (records, dict(status))
+    assert records == 194
+    assert data.manifest["model"] == "brain-hg19"
+    assert len(data.details) == len(features) == 12
+    assert data.contig_lengths["20"] == 63_025_520  # from the input's ##contig lines
+    assert set(data.tracks) == {"20"}
+    assert data.tracks["20"].width == -(-63_025_520 // 1024)
+    assert [t.vid for t in data.top] == [vid for _, vid in ranked[:10]]
+    write_report(out, tmp_path / "real.html", top=10)
+    page = (tmp_path / "real.html").read_text()
+    top_value = ranked[0][0]
+    assert ("The axis is zoomed to 0–" in page) == (top_value * 1.02 <= 0.5)
+    assert [float(r[3]) for r in top_rows(page)] == pytest.approx(
+        [m for m, _ in ranked[:10]], abs=6e-4
+    )
 
 
 def test_unannotated_records_and_bad_input(plain: Path, tmp_path: Path) -> None:
