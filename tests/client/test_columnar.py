@@ -503,3 +503,34 @@ def test_a_call_cut_by_a_draining_replica_is_retried_on_the_other() -> None:
         for server in (a, b):
             server.release.set()
             server.server.stop(0)
+
+
+class OldServer(pb_grpc.VariantEffectServiceServicer):
+    """A real gRPC server that reads only per-message variants, as servers before
+    PackedVariants did (a packed request looks empty to it)."""
+
+    def ScoreVariants(self, request: Any, context: Any) -> Any:
+        scores = [
+            pb.VariantScore(variant=v, status=pb.Status(code=pb.OK)) for v in request.variants
+        ]
+        return pb.ScoreVariantsResponse(model="old", features=["f"], scores=scores)
+
+
+def test_a_server_without_packed_variants_is_named() -> None:
+    server = grpc.server(ThreadPoolExecutor(2))
+    pb_grpc.add_VariantEffectServiceServicer_to_server(OldServer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    variants = [("chr1", 5, "A", "C"), ("chr1", 6, "A", "G")]
+    try:
+        with Client(f"127.0.0.1:{port}") as client, pytest.raises(VarfxError, match="predates"):
+            client.score_variants(variants)
+        with Client(f"127.0.0.1:{port}", packed_variants=False) as client:
+            table = client.score_variants(variants, scores="diff")
+        assert table.model == "old"
+        assert table.ok.tolist() == [True, True]
+        assert table.diff is not None
+        assert table.diff.tolist() == [[0.25], [0.25]]
+        assert table.items[1] == Variant("chr1", 6, "A", "G")
+    finally:
+        server.stop(0)
