@@ -511,7 +511,8 @@ class OldServer(pb_grpc.VariantEffectServiceServicer):
 
     def ScoreVariants(self, request: Any, context: Any) -> Any:
         scores = [
-            pb.VariantScore(variant=v, status=pb.Status(code=pb.OK)) for v in request.variants
+            pb.VariantScore(variant=v, status=pb.Status(code=pb.OK), diff=[0.25], max_abs_diff=0.25)
+            for v in request.variants
         ]
         return pb.ScoreVariantsResponse(model="old", features=["f"], scores=scores)
 
