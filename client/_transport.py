@@ -264,8 +264,14 @@ class TransportCheck:
         if _code(exc) is not grpc.StatusCode.UNAVAILABLE:
             return None
         details = _details(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in details or "not in peer certificate" in details:
-            reason = details.rsplit("OPENSSL_internal:", 1)[-1].split(": OK")[0].strip()
+        reason = details.rsplit("OPENSSL_internal:", 1)[-1].split(": OK")[0].strip()
+        code = reason.split(":", 1)[0] if "OPENSSL_internal:" in details else ""
+        if "ALERT" in code and ("CERTIFICATE" in code or "UNKNOWN_CA" in code):
+            return (
+                f"{self.target} refused this client's certificate ({reason}): with mutual "
+                "TLS it must be signed by a CA in the server's tls_client_ca"
+            )
+        if "not in peer certificate" in details or "CERTIFICATE" in code or "SIGNATURE" in code:
             return (
                 f"the TLS certificate of {self.target} is not accepted by this client "
                 f"({reason}): pass the CA that signed it (root_certificates / --ca-cert), "
@@ -284,6 +290,12 @@ class TransportCheck:
             return (
                 f"{self.target} speaks plaintext (no TLS) and this client TLS: connect without "
                 "TLS (no --tls/--ca-cert), or start the server with --tls-cert/--tls-key"
+            )
+        if seen.tls and seen.client_certificate_required and self.client_certificate:
+            return (
+                f"{self.target} requires a client certificate (mutual TLS) and ended the TLS "
+                "session with this client's: is it signed by a CA in the server's "
+                "tls_client_ca, and still valid?"
             )
         if seen.tls and seen.client_certificate_required and not self.client_certificate:
             return (

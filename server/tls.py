@@ -6,19 +6,38 @@ certificate signed by one of those CAs and refuses the handshake without one (mu
 gRPC itself only says "failed to add port" for a bad certificate, so the files are parsed with
 the standard library first: an unreadable file, a file that is not PEM, or a key that does not
 belong to the certificate is a ``TLSConfigError`` naming the file.
+
+The files are watched: before a new connection's handshake gRPC asks for the certificate to
+use, and when the files' mtime, size or inode changed (looked at, at most once per second) they
+are read and checked again (a rotated certificate, e.g. a Kubernetes Secret that cert-manager
+renewed, is used without a restart; connections already open keep theirs). Files that fail
+the checks then are logged and the certificate in force stays.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import ssl
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
 from varfx.server.config import ServerConfig
 
-__all__ = ["TLSConfigError", "is_loopback_host", "security_warnings", "server_credentials"]
+__all__ = [
+    "CertificateFiles",
+    "TLSConfigError",
+    "is_loopback_host",
+    "security_warnings",
+    "server_credentials",
+]
+
+
+log = logging.getLogger(__name__)
 
 
 class TLSConfigError(ValueError):
@@ -72,19 +91,84 @@ def _check_ca(path: Path) -> None:
         ) from exc
 
 
+def _load(cert: Path, key: Path, ca: Path | None) -> grpc.ServerCertificateConfiguration:
+    chain = _read("tls_cert", cert)
+    private_key = _read("tls_key", key)
+    _check_pair(cert, key)
+    roots = None
+    if ca is not None:
+        roots = _read("tls_client_ca", ca)
+        _check_ca(ca)
+    return grpc.ssl_server_certificate_configuration(
+        [(private_key, chain)], root_certificates=roots
+    )
+
+
+def _states(paths: tuple[Path, ...]) -> tuple[tuple[int, int, int] | None, ...]:
+    out: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+class CertificateFiles:
+    """The configured PEM files and the gRPC fetcher that re-reads them when they change."""
+
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        ca: Path | None,
+        *,
+        check_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cert, self.key, self.ca = cert, key, ca
+        self.paths = (cert, key) if ca is None else (cert, key, ca)
+        self.check_interval_s = check_interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = _states(self.paths)
+        self.initial = _load(cert, key, ca)  # TLSConfigError at start-up
+        self._next_check = clock() + check_interval_s
+        self.reloads = 0
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """For gRPC, before each new handshake: a new configuration when the files changed
+        and pass the checks, else None (keep the one in force). Never raises."""
+        try:
+            with self._lock:
+                now = self._clock()
+                if now < self._next_check:
+                    return None
+                self._next_check = now + self.check_interval_s
+                state = _states(self.paths)
+                if state == self._state:
+                    return None
+                self._state = state
+                config = _load(self.cert, self.key, self.ca)
+                self.reloads += 1
+            log.info("TLS certificate reloaded from %s", self.paths[0])
+            return config
+        except Exception as exc:  # a bad rotation must not take the port down
+            log.error("TLS files not reloaded, the certificate in force stays: %s", exc)
+            return None
+
+
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     """TLS credentials for the gRPC port, or None for plaintext (see the module docstring)."""
     if config.tls_cert is None or config.tls_key is None:
         return None
-    chain = _read("tls_cert", config.tls_cert)
-    key = _read("tls_key", config.tls_key)
-    _check_pair(config.tls_cert, config.tls_key)
-    ca = None
-    if config.tls_client_ca is not None:
-        ca = _read("tls_client_ca", config.tls_client_ca)
-        _check_ca(config.tls_client_ca)
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
+    files = CertificateFiles(config.tls_cert, config.tls_key, config.tls_client_ca)
+    return grpc.dynamic_ssl_server_credentials(
+        files.initial,
+        files.fetch,  # type: ignore[arg-type]  # gRPC takes None as "no change"; the stub does not
+        require_client_authentication=files.ca is not None,
     )
 
 

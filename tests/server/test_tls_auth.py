@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from varfx.server.tls import TLSConfigError, server_credentials
 #: the CLI's policy: 12 attempts, 0.25 s doubling to 10 s (about a minute of retries)
 PATIENT = RetryPolicy(max_attempts=12, initial_backoff=0.25, max_backoff=10.0)
 FAST_ENOUGH_S = 5.0
+ONCE = RetryPolicy(max_attempts=1)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +211,7 @@ def test_untrusted_server_certificate_fails_fast(tls_server: Any, pki: PKI) -> N
     assert "CERTIFICATE_VERIFY_FAILED" in str(err)
 
 
-def test_mutual_tls(mtls_server: Any, pki: PKI, variant: list[Any]) -> None:
+def test_mutual_tls(mtls_server: Any, pki: PKI, variant: list[Any], tmp_path: Path) -> None:
     with Client(
         mtls_server.target,
         root_certificates=pki.ca,
@@ -223,6 +225,19 @@ def test_mutual_tls(mtls_server: Any, pki: PKI, variant: list[Any]) -> None:
     )
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "without a client certificate (mutual TLS)" in str(err)
+    stranger = make_pki(tmp_path / "stranger")  # a client certificate from another CA
+    err = _fails_fast(
+        lambda: Client(
+            mtls_server.target,
+            root_certificates=pki.ca,
+            client_certificate=stranger.client_cert,
+            client_key=stranger.client_key,
+            retry=PATIENT,
+        ),
+        Client.list_models,
+    )
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "ended the TLS session with this client's" in str(err)
     # and a raw gRPC client without a certificate gets no answer either
     channel = grpc.secure_channel(
         mtls_server.target, grpc.ssl_channel_credentials(pki.ca.read_bytes())
@@ -230,6 +245,36 @@ def test_mutual_tls(mtls_server: Any, pki: PKI, variant: list[Any]) -> None:
     with channel, pytest.raises(grpc.RpcError) as info:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_rotated_certificate_is_used_for_new_connections(
+    model_repo: Path, genome_fa: Path, tmp_path: Path, pki: PKI
+) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+
+    def models(ca: Path) -> list[Any]:
+        with Client(f"localhost:{running.port}", root_certificates=ca, retry=ONCE) as client:
+            return client.list_models()
+
+    with start_in_thread(_config(model_repo, genome_fa, tls_cert=cert, tls_key=key)) as running:
+        assert models(pki.ca)
+        new = make_pki(tmp_path / "new")
+        shutil.copy(new.server_cert, cert)  # half a rotation: the key does not match yet
+        time.sleep(1.2)
+        assert models(pki.ca)  # refused, logged; the certificate in force stays
+        shutil.copy(new.server_key, key)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert models(new.ca)
+                break
+            except VarfxError:
+                assert time.monotonic() < deadline, "rotated certificate not picked up"
+                time.sleep(0.3)
+        with pytest.raises(VarfxError, match="is not accepted by this client"):
+            models(pki.ca)
 
 
 def test_tls_files_are_checked_with_their_names(tmp_path: Path, pki: PKI) -> None:
