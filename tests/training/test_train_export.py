@@ -235,3 +235,47 @@ def test_early_stopping_on_validation_auprc(tmp_path: Path) -> None:
     assert result.best_epoch == 1
     assert result.epochs_run == 2
     assert [int(r["epoch"]) for r in _rows(tmp_path / "stop")] == [1, 2]
+
+
+def test_export_records_the_training_genome_and_the_server_checks_it(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import grpc
+    import pysam
+
+    from tests.conftest import write_fasta
+    from varfx.proto.v1 import varfx_pb2 as pb
+    from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
+    from varfx.server import ServerConfig, start_in_thread
+    from varfx.server.genome_identity import GenomePairingError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    r = export_run(run_dir, tmp_path / "repo", "tiny")
+    (fasta,) = json.loads((run_dir / "config.json").read_text())["genome"]
+    with pysam.FastaFile(fasta) as fa:
+        want = [
+            [n, len(s), hashlib.md5(s.upper().encode()).hexdigest()]
+            for n, s in ((n, fa.fetch(n)) for n in fa.references)
+        ]
+    assert r.metadata["genome"] == {"assembly": "tiny1", "contigs": want}
+    m = onnx.load(str(r.path))
+    embedded = json.loads({p.key: p.value for p in m.metadata_props}["varfx"])
+    assert embedded["genome"] == r.metadata["genome"]
+
+    def config(genome: Path | str) -> ServerConfig:
+        return ServerConfig(
+            model_repo=tmp_path / "repo", genome=Path(genome), host="127.0.0.1", port=0,
+            metrics_port=-1, warmup_batch_sizes=(2,),
+        )  # fmt: skip
+
+    with start_in_thread(config(fasta)) as srv:
+        stub = pb_grpc.VariantEffectServiceStub(grpc.insecure_channel(srv.target))
+        (info,) = stub.ListModels(pb.ListModelsRequest()).models
+    assert [[c.name, c.length, c.md5] for c in info.training_genome.contigs] == want
+    assert info.genome.digest == info.training_genome.digest
+    assert not info.genome_mismatch_allowed
+    other = write_fasta(tmp_path / "other.fa", {want[0][0]: "ACGT" * 100})
+    with pytest.raises(GenomePairingError, match=f"contig '{want[0][0]}' is 400 bp"):
+        start_in_thread(config(other))
