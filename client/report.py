@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import heapq
 import io
+import math
 import os
 import re
 import sys
@@ -260,10 +261,15 @@ class _Collector:
         pos = np.array(positions, dtype=np.int64)
         contig = np.array(chroms, dtype=object)
         scored = np.flatnonzero(np.isfinite(mad))
-        for name in dict.fromkeys(contig[scored].tolist()):
-            sel = scored[contig[scored] == name]
+        names, first, inverse = np.unique(contig[scored], return_index=True, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")  # scored rows grouped by contig
+        bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+        for k in np.argsort(first).tolist():  # contigs in order of appearance
+            name = str(names[k])
+            sel = scored[order[bounds[k] : bounds[k + 1]]]
             if name not in data.tracks:
-                data.tracks[name] = PositionTrack(data.contig_lengths.get(name))
+                length = data.contig_lengths.get(name)
+                data.tracks[name] = PositionTrack(length, _track_bins(data, length))
             data.tracks[name].add(pos[sel], mad[sel])
         self._top(data, rows, values, mad, feats, row_of, alt_of)
 
@@ -344,6 +350,19 @@ class _Collector:
     def finish(self, data: ReportData) -> ReportData:
         data.top = [v for _, _, v in sorted(self._heap, key=lambda t: (-t[0], -t[1]))]
         return data
+
+
+def _track_bins(data: ReportData, length: int | None) -> int:
+    """Bins for a new contig's track: 1,024 for the first 64 contigs with scored variants; after
+    that (a VCF over thousands of scaffolds) about two per pixel of the contig's share of the
+    header's genome length, 8 to 256 (a power of two), 16 where the length is unknown."""
+    if len(data.tracks) < 64:
+        return 1024
+    genome = sum(data.contig_lengths.values())
+    if length and genome:
+        want = max(8, min(256, math.ceil(2400 * length / genome)))
+        return 1 << (want - 1).bit_length()
+    return 16
 
 
 def collect(path: str | os.PathLike[str], *, top: int = 50) -> ReportData:

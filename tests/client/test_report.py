@@ -258,6 +258,32 @@ def test_position_track_keeps_the_maxima() -> None:
     assert track.counts.sum() == len(pos)
 
 
+def test_many_contigs_stay_small(tmp_path: Path) -> None:
+    """A VCF over 300 scaffolds (varfx score's layout): the first 64 contigs get full tracks,
+    the rest a few bins each; the page draws the 40 with the most scored variants."""
+    lines = ["##fileformat=VCFv4.3", "##varfx_model=m"]
+    lines += [f"##contig=<ID=s{i},length={10_000 + i}>" for i in range(300)]
+    lines.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO")
+    for i in range(300):
+        for j in range(1 + i % 3):
+            lines.append(
+                f"s{i}\t{100 + j}\tv{i}_{j}\tA\tC\t.\tPASS\tVARFX_STATUS=OK;"
+                f"VARFX_MAX_ABS_DIFF={(i % 97) / 100};VARFX_MAX_FEATURE=f"
+            )
+    path = tmp_path / "scaffolds.vcf"
+    path.write_text("\n".join(lines) + "\n")
+    data = collect(path)
+    assert list(data.tracks) == [f"s{i}" for i in range(300)]
+    bins = [t.n_bins for t in data.tracks.values()]
+    assert bins[:64] == [1024] * 64
+    assert set(bins[64:]) <= {8, 16}  # ~2 per pixel of a 1/300 share of the page's width
+    assert sum(int(t.counts.sum()) for t in data.tracks.values()) == data.scored == 600
+    write_report(path, tmp_path / "s.html")
+    assert (
+        "260 contigs with fewer scored variants are not shown" in (tmp_path / "s.html").read_text()
+    )
+
+
 def run_report(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [*VARFX, "report", *args], input=stdin, capture_output=True, timeout=120, cwd=REPO
