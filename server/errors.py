@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 __all__ = [
+    "CalibrationUnavailableError",
     "GenomeUnavailableError",
     "InferenceError",
     "InvalidRequestError",
@@ -39,12 +40,17 @@ class InferenceError(VarfxServerError):
     """ONNX Runtime failed on a batch."""
 
 
+class CalibrationUnavailableError(VarfxServerError):
+    """Calibrated score kinds were asked of a model without a (current) calibration."""
+
+
 _CODES: dict[type[VarfxServerError], grpc.StatusCode] = {
     ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     GenomeUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     InferenceError: grpc.StatusCode.INTERNAL,
+    CalibrationUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

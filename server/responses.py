@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.scoring import ALL_KINDS, ScoreResult
+from varfx.server.scoring import ALL_KINDS, CALIBRATED_KINDS, ScoreResult
 
 __all__ = ["fill_messages", "fill_packed", "response_bytes"]
 
@@ -22,14 +22,18 @@ _FIELDS = {
     pb.SCORE_KIND_ALT: "alt",
     pb.SCORE_KIND_DIFF: "diff",
     pb.SCORE_KIND_LOG2FC: "log2fc",
+    pb.SCORE_KIND_QUANTILE: "quantile",
+    pb.SCORE_KIND_SIGNED_QUANTILE: "signed_quantile",
+    pb.SCORE_KIND_PVALUE: "pvalue",
 }
+_KINDS = ALL_KINDS + CALIBRATED_KINDS
 _LE_F32 = np.dtype("<f4")
 _LE_I32 = np.dtype("<i4")
 
 
 def fill_messages(messages: Sequence[Any], result: ScoreResult, kinds: Sequence[int]) -> None:
     """Write status and score arrays into the per-input response messages (one per input)."""
-    wanted = [(_FIELDS[k], result.array(k).tolist()) for k in ALL_KINDS if k in kinds]
+    wanted = [(_FIELDS[k], result.array(k).tolist()) for k in _KINDS if k in kinds]
     max_abs = result.max_abs_diff.tolist()
     max_index = result.max_index.tolist()
     features = result.features
@@ -45,6 +49,15 @@ def fill_messages(messages: Sequence[Any], result: ScoreResult, kinds: Sequence[
         msg.max_abs_diff = max_abs[row]
         msg.max_abs_diff_index = max_index[row]
         msg.max_abs_diff_feature = features[max_index[row]] if features else ""
+    if pb.SCORE_KIND_QUANTILE in kinds and result.max_quantile is not None:
+        max_q = result.max_quantile.tolist()
+        q_index = (result.max_quantile_index if features else np.zeros(0, np.int64)).tolist()
+        for row, i in enumerate(result.ok_index.tolist()):
+            msg = messages[i]
+            msg.max_quantile = max_q[row]
+            if features:
+                msg.max_quantile_index = q_index[row]
+                msg.max_quantile_feature = features[q_index[row]]
 
 
 def _expand(result: ScoreResult, rows: np.ndarray, fill: float | int, dtype: np.dtype) -> bytes:
@@ -63,11 +76,15 @@ def fill_packed(packed: Any, result: ScoreResult, kinds: Sequence[int]) -> None:
     packed.status.extend(result.status.tolist())
     for i in result.noted:
         packed.messages[i] = result.messages[i]
-    for kind in ALL_KINDS:
+    for kind in _KINDS:
         if kind in kinds:
             setattr(packed, _FIELDS[kind], _expand(result, result.array(kind), np.nan, _LE_F32))
     packed.max_abs_diff = _expand(result, result.max_abs_diff, np.nan, _LE_F32)
     packed.max_abs_diff_index = _expand(result, result.max_index, -1, _LE_I32)
+    if pb.SCORE_KIND_QUANTILE in kinds and result.max_quantile is not None:
+        packed.max_quantile = _expand(result, result.max_quantile, np.nan, _LE_F32)
+        index = result.max_quantile_index
+        packed.max_quantile_index = _expand(result, index, -1, _LE_I32)
 
 
 def response_bytes(

@@ -18,20 +18,22 @@ Scores (per variant and feature f, p = the model's probability): ``ref = p(ref w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from varfx.core.tokens import reverse_complement
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.errors import InvalidRequestError
+from varfx.server.calibration import Calibration
+from varfx.server.errors import CalibrationUnavailableError, InvalidRequestError
 from varfx.server.genome import Genome
 from varfx.server.scores import compute_scores
 from varfx.server.windows import VariantWindows, build_windows, sequence_windows
 
 __all__ = [
     "ALL_KINDS",
+    "CALIBRATED_KINDS",
     "ScoreResult",
     "ScoringOptions",
     "ScoringPlan",
@@ -47,6 +49,12 @@ ALL_KINDS: tuple[int, ...] = (
     pb.SCORE_KIND_ALT,
     pb.SCORE_KIND_DIFF,
     pb.SCORE_KIND_LOG2FC,
+)
+#: The kinds ranked against the model's calibration background (server/calibration.py).
+CALIBRATED_KINDS: tuple[int, ...] = (
+    pb.SCORE_KIND_QUANTILE,
+    pb.SCORE_KIND_SIGNED_QUANTILE,
+    pb.SCORE_KIND_PVALUE,
 )
 
 
@@ -70,7 +78,8 @@ class ScoringOptions:
 
     @classmethod
     def from_proto(cls, options: pb.ScoreOptions) -> ScoringOptions:
-        kinds = tuple(k for k in ALL_KINDS if k in set(options.scores)) or ALL_KINDS
+        asked = set(options.scores)
+        kinds = tuple(k for k in ALL_KINDS + CALIBRATED_KINDS if k in asked) or ALL_KINDS
         return cls(
             kinds=kinds,
             reverse_complement=bool(options.reverse_complement),
@@ -78,6 +87,11 @@ class ScoringOptions:
             features=tuple(options.features),
             indels_as_written=bool(options.indels_as_written),
         )
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether any calibrated kind (QUANTILE, SIGNED_QUANTILE, PVALUE) is asked for."""
+        return any(k in CALIBRATED_KINDS for k in self.kinds)
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,9 @@ class ScoreResult:
         ref, alt, diff, log2fc: float32 [k, F] for the k OK inputs (``ok_index``), in order.
         max_abs_diff: float32 [k]; max_index: int64 [k] feature index of it.
         ok_index: int64 [k]: which inputs the score rows belong to.
+        quantile, signed_quantile, pvalue: float32 [k, F] calibrated kinds, or None when not
+            computed (``with_calibration``); max_quantile: float32 [k], max_quantile_index:
+            int64 [k] the max over features of the quantile and its feature index.
     """
 
     features: tuple[str, ...]
@@ -104,18 +121,49 @@ class ScoreResult:
     max_abs_diff: np.ndarray
     max_index: np.ndarray
     ok_index: np.ndarray
+    quantile: np.ndarray | None = None
+    signed_quantile: np.ndarray | None = None
+    pvalue: np.ndarray | None = None
+    max_quantile: np.ndarray | None = None
+    max_quantile_index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.status)
 
     def array(self, kind: int) -> np.ndarray:
-        """The float32 [k, F] array of a ``varfx_pb2.ScoreKind``."""
-        return {
+        """The float32 [k, F] array of a ``varfx_pb2.ScoreKind`` (a calibrated kind only after
+        ``with_calibration``)."""
+        value = {
             pb.SCORE_KIND_REF: self.ref,
             pb.SCORE_KIND_ALT: self.alt,
             pb.SCORE_KIND_DIFF: self.diff,
             pb.SCORE_KIND_LOG2FC: self.log2fc,
+            pb.SCORE_KIND_QUANTILE: self.quantile,
+            pb.SCORE_KIND_SIGNED_QUANTILE: self.signed_quantile,
+            pb.SCORE_KIND_PVALUE: self.pvalue,
         }[kind]
+        if value is None:
+            raise ValueError(f"score kind {kind} was not computed (no calibration applied)")
+        return value
+
+    def with_calibration(self, calibration: Calibration) -> ScoreResult:
+        """These scores with the calibrated kinds added, ranked against ``calibration``."""
+        columns = calibration.columns(self.features)
+        quantile = calibration.quantile(self.diff, columns)
+        if quantile.shape[1]:
+            max_index = quantile.argmax(axis=1).astype(np.int64)
+            max_quantile = quantile[np.arange(len(quantile)), max_index]
+        else:
+            max_index = np.zeros(len(quantile), dtype=np.int64)
+            max_quantile = np.zeros(len(quantile), dtype=np.float32)
+        return replace(
+            self,
+            quantile=quantile,
+            signed_quantile=calibration.signed_quantile(self.diff, columns),
+            pvalue=calibration.pvalue(self.diff, columns),
+            max_quantile=max_quantile.astype(np.float32),
+            max_quantile_index=max_index,
+        )
 
     @classmethod
     def concat(cls, parts: Sequence[ScoreResult]) -> ScoreResult:
@@ -123,6 +171,11 @@ class ScoreResult:
         if len(parts) == 1:
             return parts[0]
         offsets = np.cumsum([0] + [len(p) for p in parts])
+
+        def cat(name: str) -> np.ndarray | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+
         return cls(
             features=parts[0].features,
             status=np.concatenate([p.status for p in parts]),
@@ -135,6 +188,11 @@ class ScoreResult:
             max_abs_diff=np.concatenate([p.max_abs_diff for p in parts]),
             max_index=np.concatenate([p.max_index for p in parts]),
             ok_index=np.concatenate([p.ok_index + o for p, o in zip(parts, offsets, strict=False)]),
+            quantile=cat("quantile"),
+            signed_quantile=cat("signed_quantile"),
+            pvalue=cat("pvalue"),
+            max_quantile=cat("max_quantile"),
+            max_quantile_index=cat("max_quantile_index"),
         )
 
     def full(self, kind: int) -> np.ndarray:
@@ -279,17 +337,25 @@ def score(
     options: ScoringOptions | None = None,
     *,
     batch_size: int = 256,
+    calibration: Calibration | None = None,
 ) -> ScoreResult:
     """Score variants in this process (no server): windows, model runs of ``batch_size`` rows,
-    scores. ``model`` is a ``ModelRunner`` (or anything with ``spec`` and ``predict``)."""
+    scores. ``model`` is a ``ModelRunner`` (or anything with ``spec`` and ``predict``); the
+    calibrated kinds need the model's ``calibration`` (``calibration.load_calibration``)."""
     spec = model.spec  # type: ignore[attr-defined]
+    options = options or ScoringOptions()
+    if options.calibrated and calibration is None:
+        raise CalibrationUnavailableError(
+            f"model {spec.name!r} has no calibration: calibrated score kinds need one "
+            "(run `varfx calibrate`)"
+        )
     plan = plan_variants(
         genome,
         variants,
         length=spec.sequence_length,
         features=spec.features,
         model=spec.name,
-        options=options or ScoringOptions(),
+        options=options,
     )
     predict = model.predict  # type: ignore[attr-defined]
     rows = plan.tokens
@@ -299,4 +365,5 @@ def score(
         if parts
         else np.zeros((0, len(spec.features)), dtype=np.float32)
     )
-    return plan.finish(probs)
+    result = plan.finish(probs)
+    return result.with_calibration(calibration) if options.calibrated and calibration else result

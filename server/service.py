@@ -29,9 +29,15 @@ from varfx import __version__
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.server.batching import DynamicBatcher
-from varfx.server.errors import GenomeUnavailableError, InvalidRequestError, ModelNotFoundError
+from varfx.server.calibration import Calibration, CalibrationFileError, load_calibration
+from varfx.server.errors import (
+    CalibrationUnavailableError,
+    GenomeUnavailableError,
+    InvalidRequestError,
+    ModelNotFoundError,
+)
 from varfx.server.genome import Genome
-from varfx.server.genome_identity import GenomePairing, model_info
+from varfx.server.genome_identity import GenomePairing, model_info, pairing_of
 from varfx.server.metrics import Metrics
 from varfx.server.repository import ModelSpec
 from varfx.server.requests import decode_message, variants_of
@@ -73,6 +79,9 @@ class ServedModel:
     genome: Genome | None = None  # the reference of the model's assembly
     # genome identity, ONNX SHA-256 and why there is no genome (server/genome_identity.py)
     pairing: GenomePairing | None = None
+    # the calibration beside the model (server/calibration.py), or why there is none
+    calibration: Calibration | None = None
+    calibration_problem: str = ""
 
     @property
     def spec(self) -> ModelSpec:
@@ -105,6 +114,9 @@ class VariantEffectServicer:
         if default_model and default_model not in models:
             raise ModelNotFoundError(f"default model {default_model!r} not in {sorted(models)}")
         self._default = default_model or (next(iter(models)) if len(models) == 1 else "")
+        for model in models.values():
+            if model.calibration is None and not model.calibration_problem:
+                _load_calibration(model)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -161,9 +173,29 @@ class VariantEffectServicer:
                 "(options.features)"
             )
 
+    @staticmethod
+    def _require_calibration(model: ServedModel, options: ScoringOptions) -> None:
+        """Refuse calibrated kinds for a model without a current calibration (before any work)."""
+        if options.calibrated and model.calibration is None:
+            raise CalibrationUnavailableError(
+                f"model {model.spec.name!r} v{model.spec.version} has no calibration "
+                f"({model.calibration_problem or 'no calibration.json beside model.onnx'}): "
+                "QUANTILE, SIGNED_QUANTILE and PVALUE need one; run `varfx calibrate "
+                f"REPO/{model.spec.name}/{model.spec.version} --genome FASTA` and restart"
+            )
+
+    @staticmethod
+    def _calibrated(
+        model: ServedModel, result: ScoreResult, options: ScoringOptions
+    ) -> ScoreResult:
+        if options.calibrated and model.calibration is not None:
+            return result.with_calibration(model.calibration)
+        return result
+
     def _manifest(self, model: ServedModel, options: ScoringOptions, genome: bool) -> pb.Manifest:
         spec = model.spec
         return pb.Manifest(
+            calibration=model.calibration.description if model.calibration else "",
             model=spec.name,
             model_version=spec.version,
             assembly=spec.assembly if genome else "",
@@ -210,6 +242,7 @@ class VariantEffectServicer:
         batch = variants_of(request, self._max_variants)
         options = ScoringOptions.from_proto(request.options)
         spec = model.spec
+        self._require_calibration(model, options)
         self._check_size(spec, len(batch), options)
         genome = model.genome or self._genome
         if genome is None:
@@ -230,7 +263,7 @@ class VariantEffectServicer:
 
         parts = [planner(batch.take(a, b) if len(bounds) > 1 else batch) for a, b in bounds]
         results = await self._run(model, parts, [b - a for a, b in bounds], per, wait)
-        result = ScoreResult.concat(results)
+        result = self._calibrated(model, ScoreResult.concat(results), options)
         response = pb.ScoreVariantsResponse(
             model=spec.name,
             model_version=spec.version,
@@ -324,6 +357,7 @@ class VariantEffectServicer:
                 )
         options = ScoringOptions.from_proto(request.options)
         spec = model.spec
+        self._require_calibration(model, options)
         self._check_size(spec, n, options)
         per = windows_per_input(options)
         step = self._part_size(model, per, wait=False)
@@ -337,8 +371,12 @@ class VariantEffectServicer:
             )  # fmt: skip
 
         parts = [planner(a, b) for a, b in bounds]
-        result = ScoreResult.concat(
-            await self._run(model, parts, [b - a for a, b in bounds], per, wait=False)
+        result = self._calibrated(
+            model,
+            ScoreResult.concat(
+                await self._run(model, parts, [b - a for a, b in bounds], per, wait=False)
+            ),
+            options,
         )
         response = pb.ScoreSequencesResponse(
             model=spec.name,
@@ -362,7 +400,9 @@ class VariantEffectServicer:
     ) -> pb.ListModelsResponse:
         response = pb.ListModelsResponse()
         for name, model in self._models.items():  # identity and public metadata: genome_identity
-            response.models.append(model_info(model, is_default=name == self._default))
+            info = model_info(model, is_default=name == self._default)
+            info.calibration = model.calibration.description if model.calibration else ""
+            response.models.append(info)
         return response
 
     # -- registration -----------------------------------------------------------------------
@@ -385,4 +425,23 @@ class VariantEffectServicer:
                 ),
                 "ScoreSequences": grpc.unary_unary_rpc_method_handler(self.ScoreSequences, **raw),
             },
+        )
+
+
+def _load_calibration(model: ServedModel) -> None:
+    """Load the calibration beside a served model. A stale (other SHA-256) or malformed one is
+    not used: the model is served without calibration, the problem is logged and named in the
+    FAILED_PRECONDITION answer to calibrated kinds."""
+    spec = model.spec
+    try:
+        model.calibration = load_calibration(
+            spec.path.parent, model_sha256=pairing_of(model).model_sha256, features=spec.features
+        )
+    except CalibrationFileError as exc:
+        model.calibration_problem = str(exc)
+        log.warning("model %s v%d: calibration not used: %s", spec.name, spec.version, exc)
+        return
+    if model.calibration is not None:
+        log.info(
+            "model %s v%d: calibration %s", spec.name, spec.version, model.calibration.description
         )

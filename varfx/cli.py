@@ -16,7 +16,12 @@ from collections.abc import Sequence
 from varfx import __version__
 
 # Subcommand registries, in --help order: module path of each `_cli` with a `register()`.
-_CLI_MODULES = ("varfx.server._cli", "varfx.client._cli", "varfx.training._cli")
+_CLI_MODULES = (
+    "varfx.server._cli",
+    "varfx.server._calibrate_cli",
+    "varfx.client._cli",
+    "varfx.training._cli",
+)
 
 # Top-level module of a missing dependency -> the extra that installs it.
 _EXTRA_FOR_MODULE = {

@@ -1,0 +1,261 @@
+"""Calibration backgrounds and the calibration run (``varfx calibrate``, ``varfx export``).
+
+Two backgrounds:
+
+- ``random_snvs``: random SNV sites drawn uniformly over the genome (contigs weighted by length)
+  whose whole model window (length L, the variant at index L/2 - 1) lies inside the contig and
+  holds only A/C/G/T; at each site all three alternative bases are taken (so a site's ref window
+  is predicted once for three variants);
+- ``vcf_variants``: every ALT of every record of a VCF (e.g. gnomAD common SNVs); records the
+  scorer cannot score (status not OK: REF mismatch, unknown contig, ...) are left out and counted.
+
+``calibrate`` scores a background with the in-process scoring verb (``scoring.score``) in chunks
+and builds the ``Calibration`` (server/calibration.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from varfx import __version__
+from varfx.core.variants import VariantBatch
+from varfx.core.windows import WindowRule
+from varfx.proto.v1 import varfx_pb2 as pb
+from varfx.server.calibration import Calibration, build_calibration
+from varfx.server.genome import Genome
+from varfx.server.scoring import ScoringOptions, score
+
+__all__ = [
+    "Background",
+    "BackgroundError",
+    "calibrate",
+    "calibrate_model",
+    "random_snvs",
+    "vcf_variants",
+]
+
+log = logging.getLogger(__name__)
+
+_ACGT = np.zeros(256, dtype=bool)
+_ACGT[list(b"ACGT")] = True
+_BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
+
+
+class BackgroundError(ValueError):
+    """A background cannot be built; the message names the file or value."""
+
+
+@dataclass(frozen=True)
+class Background:
+    """Variants to calibrate on and what they are.
+
+    Attributes:
+        variants: the background variants.
+        description: one line, e.g. "99999 random N-free SNVs (3 alleles at 33333 sites) on
+            GRCh37 (seed 0)".
+        info: JSON-ready details (kind, seed, source file name and SHA-256, ...).
+    """
+
+    variants: VariantBatch
+    description: str
+    info: dict[str, Any]
+
+
+def random_snvs(
+    genome: Genome, n: int, length: int, *, seed: int = 0, assembly: str = ""
+) -> Background:
+    """About ``n`` random SNVs (``ceil(n / 3)`` sites, all three ALTs each; see the module
+    docstring) whose window of ``length`` bases is inside the contig and N-free."""
+    if n < 1:
+        raise BackgroundError(f"background size must be at least 1, got {n}")
+    rule = WindowRule(length)
+    c = rule.center
+    names = [k for k, size in genome.contigs.items() if size >= length]
+    if not names:
+        raise BackgroundError(f"{genome.path}: no contig is as long as the model window ({length})")
+    room = np.array([genome.contigs[k] - length + 1 for k in names], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    sites = -(-n // 3)
+    picked: dict[int, set[int]] = {}
+    have = 0
+    for _ in range(1000):  # draws in blocks until enough N-free, distinct sites
+        want = max(1024, int((sites - have) * 1.5))
+        contig = rng.choice(len(names), size=want, p=room / room.sum())
+        offset = (rng.random(want) * room[contig]).astype(np.int64)  # window start, 0-based
+        for k in np.unique(contig).tolist():
+            starts = offset[contig == k]
+            windows = genome.fetch_windows(names[k], starts, length)
+            good = starts[_ACGT[windows].all(axis=1)]
+            chosen = picked.setdefault(k, set())
+            for s in good.tolist():
+                if have >= sites:
+                    break
+                if s not in chosen:
+                    chosen.add(s)
+                    have += 1
+        if have >= sites:
+            break
+    else:
+        raise BackgroundError(f"{genome.path}: found only {have} N-free windows of {length} bases")
+    chroms: list[str] = []
+    pos: list[int] = []
+    refs: list[bytes] = []
+    alts: list[bytes] = []
+    for k in sorted(picked):
+        starts = np.array(sorted(picked[k]), dtype=np.int64)
+        ref = genome.fetch_windows(names[k], starts + c, 1)[:, 0]  # the variant's base
+        alt = np.stack([_BASES[(np.searchsorted(_BASES, ref) + j) % 4] for j in (1, 2, 3)], 1)
+        p = (starts + c + 1).tolist()  # 1-based
+        for i in range(len(starts)):
+            for a in alt[i].tolist():
+                chroms.append(names[k])
+                pos.append(p[i])
+                refs.append(bytes([ref[i]]))
+                alts.append(bytes([a]))
+    count = len(pos)
+    label = assembly or Path(genome.path).name
+    return Background(
+        VariantBatch.from_columns(chroms, pos, refs, alts),
+        f"{count} random N-free SNVs (3 alleles at {have} sites) on {label} (seed {seed})",
+        {
+            "kind": "random-snvs",
+            "seed": seed,
+            "sites": have,
+            "genome": Path(genome.path).name,
+            "assembly": assembly,
+        },
+    )
+
+
+def vcf_variants(path: str | Path, *, limit: int = 0) -> Background:
+    """Every ALT of every record of a VCF (plain or bgzipped), up to ``limit`` (0: all)."""
+    import pysam
+
+    from varfx.server.genome_identity import file_sha256
+
+    path = Path(path)
+    if not path.is_file():
+        raise BackgroundError(f"{path}: no such VCF file")
+    chroms: list[str] = []
+    pos: list[int] = []
+    refs: list[str] = []
+    alts: list[str] = []
+    try:
+        with pysam.VariantFile(str(path)) as vcf:
+            for rec in vcf:
+                for alt in rec.alts or ():
+                    chroms.append(rec.chrom)
+                    pos.append(rec.pos)
+                    refs.append(rec.ref or "")
+                    alts.append(alt)
+                if limit and len(pos) >= limit:
+                    break
+    except (OSError, ValueError) as exc:
+        raise BackgroundError(f"{path}: cannot read as VCF ({exc})") from None
+    if not pos:
+        raise BackgroundError(f"{path}: no variants")
+    sha = file_sha256(path)
+    return Background(
+        VariantBatch.from_columns(chroms, pos, refs, alts),
+        f"{len(pos)} variants of {path.name} (SHA-256 {sha[:12]})",
+        {"kind": "vcf", "file": path.name, "file_sha256": sha, "records_read": len(pos)},
+    )
+
+
+def calibrate(
+    runner: Any,
+    genome: Genome,
+    background: Background,
+    *,
+    model_sha256: str,
+    chunk: int = 8192,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> Calibration:
+    """Score ``background`` with ``runner`` (a ``ModelRunner``) on ``genome`` and build the
+    calibration; variants that do not score OK are left out (counted in ``info``)."""
+    spec = runner.spec
+    options = ScoringOptions(kinds=(pb.SCORE_KIND_DIFF, pb.SCORE_KIND_LOG2FC))
+    batch = background.variants
+    diffs, log2fcs = [], []
+    skipped = 0
+    start = time.monotonic()
+    for lo in range(0, len(batch), chunk):
+        part = batch.take(lo, min(lo + chunk, len(batch)))
+        result = score(runner, genome, part, options, batch_size=batch_size)
+        diffs.append(result.diff)
+        log2fcs.append(result.log2fc)
+        skipped += len(part) - len(result.ok_index)
+        if progress is not None:
+            progress(min(lo + chunk, len(batch)), len(batch))
+    diff = np.concatenate(diffs)
+    if not len(diff):
+        raise BackgroundError(f"none of the {len(batch)} background variants could be scored")
+    info = dict(
+        background.info,
+        not_scored=skipped,
+        model=spec.name,
+        model_version=spec.version,
+        window_length=spec.sequence_length,
+        reverse_complement=False,
+        varfx_version=__version__,
+        seconds=round(time.monotonic() - start, 1),
+    )
+    description = background.description
+    if skipped:
+        description += f"; {skipped} not scorable left out"
+    return build_calibration(
+        spec.features,
+        diff,
+        np.concatenate(log2fcs),
+        model_sha256=model_sha256,
+        description=description,
+        info=info,
+    )
+
+
+def calibrate_model(
+    model_dir: str | Path,
+    genome_path: str | Path,
+    *,
+    n: int = 100_000,
+    background_vcf: str | Path | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Calibration, tuple[Path, Path]]:
+    """Calibrate the model in ``model_dir`` (``<repo>/<name>/<version>``) and save the result
+    beside it; returns the calibration and the two files written."""
+    from varfx.server.calibration import save_calibration
+    from varfx.server.genome_identity import file_sha256
+    from varfx.server.repository import ModelEntry, ModelRepositoryError
+    from varfx.server.runtime import ModelRunner
+
+    model_dir = Path(model_dir)
+    onnx = model_dir / "model.onnx"
+    if not onnx.is_file() or not model_dir.name.isdigit():
+        raise ModelRepositoryError(
+            f"{model_dir}: expected a model version directory <repo>/<name>/<version> "
+            "holding model.onnx"
+        )
+    version = int(model_dir.name)
+    entry = ModelEntry(model_dir.parent.name, version, (version,), onnx)
+    runner = ModelRunner(entry, "cpu", intra_op_threads=threads)
+    with Genome(genome_path) as genome:
+        if background_vcf is not None:
+            background = vcf_variants(background_vcf, limit=0)
+        else:
+            background = random_snvs(
+                genome, n, runner.spec.sequence_length, seed=seed, assembly=runner.spec.assembly
+            )
+        calibration = calibrate(
+            runner, genome, background, model_sha256=file_sha256(onnx), progress=progress
+        )
+    return calibration, save_calibration(calibration, model_dir)
