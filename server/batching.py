@@ -16,7 +16,6 @@ the next one forms, so a busy server runs full batches back to back.
 - A submission larger than the whole queue is refused with a message (callers split big
   requests: see ``server/service.py``), never admitted ahead of everyone.
 - A cancelled submit (deadline expired, client gone) takes its not-yet-run windows out of the queue.
-- Identical windows within a run are computed once (multi-allelic sites share their ref window).
 - An exception in a run is isolated: the run is retried caller by caller, so only the callers
   whose own windows fail get an InferenceError; the others in that run still get their results.
 """
@@ -37,24 +36,9 @@ import numpy as np
 from varfx.server.errors import InferenceError, QueueFullError
 from varfx.server.metrics import Metrics
 
-__all__ = ["BatchResult", "DynamicBatcher", "Reservation", "dedupe_rows"]
+__all__ = ["BatchResult", "DynamicBatcher", "Reservation"]
 
 log = logging.getLogger(__name__)
-
-
-def dedupe_rows(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique rows of uint8 [n, L] and the inverse index: ``unique[inverse] == tokens``."""
-    seen: dict[bytes, int] = {}
-    inverse = np.fromiter(
-        (seen.setdefault(row, len(seen)) for row in map(bytes, tokens)),
-        dtype=np.intp,
-        count=len(tokens),
-    )
-    if len(seen) == len(tokens):
-        return tokens, inverse
-    first = np.zeros(len(seen), dtype=np.intp)
-    first[inverse[::-1]] = np.arange(len(tokens) - 1, -1, -1)
-    return tokens[first], inverse
 
 
 class Reservation:
@@ -345,23 +329,20 @@ class DynamicBatcher:
             if not segments:
                 slots.release()
                 continue
-            tokens = np.concatenate(
-                [s.work.tokens[s.start : s.start + s.count] for s in segments], axis=0
-            )
+            views = [s.work.tokens[s.start : s.start + s.count] for s in segments]
+            tokens = views[0] if len(views) == 1 else np.concatenate(views, axis=0)
             sizes = [s.count for s in segments]
             fut = loop.run_in_executor(self._executor, self._run, tokens, sizes)
             self._running.add(fut)
             fut.add_done_callback(functools.partial(self._deliver, segments=segments))
 
     def _compute(self, tokens: np.ndarray) -> tuple[np.ndarray, int, float]:
-        """In a worker thread: dedupe, run the model, expand back -> (probs, unique, seconds)."""
-        unique, inverse = dedupe_rows(tokens)
+        """In a worker thread: run the model -> (probs, rows, seconds). (Windows shared within
+        a request, such as the ref window of a multi-allelic site, are removed by the scoring
+        plan before they get here.)"""
         t0 = time.perf_counter()
-        probs = np.asarray(self._predict(unique), dtype=np.float32)
-        seconds = time.perf_counter() - t0
-        if len(unique) != len(tokens):
-            probs = probs[inverse]
-        return probs, len(unique), seconds
+        probs = np.asarray(self._predict(tokens), dtype=np.float32)
+        return probs, len(tokens), time.perf_counter() - t0
 
     def _run(self, tokens: np.ndarray, sizes: list[int]) -> BatchResult:
         """In a worker thread: run the batch; if it fails, retry segment by segment so that

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import threading
@@ -12,10 +13,11 @@ import numpy as np
 import pysam
 
 from varfx.core.contigs import ContigResolver
+from varfx.core.tokens import TOKEN_TABLE
 
 __all__ = ["Genome"]
 
-_SPAN = 1 << 16  # bases per fetch when gathering windows from a bgzipped FASTA
+_SPAN = 1 << 20  # most bases read in one span when gathering windows
 
 
 def _open_problem(path: str) -> str:
@@ -82,31 +84,44 @@ class Genome:
         seq = self._handle().fetch(contig, lo, hi).upper().encode("ascii") if hi > lo else b""
         return _n_padded(seq, start, end, lo)
 
-    def fetch_windows(self, contig: str, starts: np.ndarray, length: int) -> np.ndarray:
-        """Bases [s, s + length) of ``contig`` for every start s (0-based): uppercase ASCII
-        uint8 [k, length], ``N`` outside the contig; the same bases as ``fetch``.
+    def fetch_windows(
+        self, contig: str, starts: np.ndarray, length: int, *, tokens: bool = False
+    ) -> np.ndarray:
+        """Bases [s, s + length) of ``contig`` for every start s (0-based): uint8 [k, length],
+        uppercase ASCII (``N`` outside the contig; the same bases as ``fetch``), or with
+        ``tokens`` the varfx tokens (A0 C1 G2 T3, N and anything else 4).
 
-        A plain (uncompressed) FASTA is read through a read-only memory map and its ``.fai``
-        (one slice and one ``bytes.translate`` per window, no pysam call); a bgzipped one with
-        one fetch per 64 kb cluster of nearby windows."""
+        Nearby windows are read as one span (a slice of the memory-mapped file for a plain
+        FASTA, one pysam fetch for a bgzipped one) and cut out of it with one gather, so the
+        cost per window is a row copy, not a Python call."""
         starts = np.asarray(starts, dtype=np.int64)
-        fmap = self._map if self._map is not None or not self._plain else self._remap()
-        if fmap is not None:
-            return fmap.windows(contig, starts, length)
-        # bgzip: every fetch decompresses a block, so fetch once per cluster of nearby windows
         out = np.empty((len(starts), length), dtype=np.uint8)
+        if not len(starts):
+            return out
+        fmap = self._map if self._map is not None or not self._plain else self._remap()
         order = np.argsort(starts, kind="stable")
-        ordered = starts[order].tolist()
-        i = 0
-        while i < len(ordered):
-            j = i + 1
-            while j < len(ordered) and ordered[j] + length - ordered[i] <= _SPAN:
-                j += 1
-            lo = ordered[i]
-            seg = np.frombuffer(self.fetch(contig, lo, ordered[j - 1] + length), dtype=np.uint8)
-            offsets = np.asarray(ordered[i:j], dtype=np.int64) - lo
-            out[order[i:j]] = seg[offsets[:, None] + np.arange(length)]
-            i = j
+        ordered = starts[order]
+        # a new span where the gap to the previous window is large, or the span would be long
+        gaps = np.flatnonzero(np.diff(ordered) > max(4 * length, 4096)) + 1
+        bounds = [0, *gaps.tolist(), len(ordered)]
+        for first, stop in itertools.pairwise(bounds):
+            i = first
+            while i < stop:
+                lo = int(ordered[i])
+                j = int(np.searchsorted(ordered[i:stop], lo + _SPAN - length, side="right")) + i
+                j = max(j, i + 1)
+                hi = int(ordered[j - 1]) + length
+                if fmap is not None:
+                    seg = fmap.span(contig, lo, hi, tokens)
+                else:
+                    seg = self.fetch(contig, lo, hi)
+                    if tokens:
+                        seg = seg.translate(_TOKEN_BYTES)
+                rows = np.lib.stride_tricks.sliding_window_view(
+                    np.frombuffer(seg, dtype=np.uint8), length
+                )
+                out[order[i:j]] = rows[ordered[i:j] - lo]
+                i = j
         return out
 
     def _remap(self) -> _PlainFastaMap | None:
@@ -139,14 +154,15 @@ class Genome:
         self.close()
 
 
-def _n_padded(seq: bytes, start: int, end: int, lo: int) -> bytes:
+def _n_padded(seq: bytes, start: int, end: int, lo: int, pad: bytes = b"N") -> bytes:
     """``seq``, the bases from ``lo`` on that lie inside the contig, padded with ``N`` to the
     ``end - start`` bases of [start, end) (``lo = max(start, 0)``; ``seq`` may be empty)."""
     left = min(lo - start, end - start)
     right = end - start - left - len(seq)
-    return b"N" * left + seq + b"N" * right if left or right else seq
+    return pad * left + seq + pad * right if left or right else seq
 
 
+_TOKEN_BYTES = TOKEN_TABLE.tobytes()  # bytes.translate table: any byte -> its varfx token
 # bytes.translate table: ASCII upper case (a C loop); with ``delete=b"\r\n"`` it also drops line ends
 _UPPER = bytes(b - 32 if ord("a") <= b <= ord("z") else b for b in range(256))
 
@@ -181,23 +197,20 @@ class _PlainFastaMap:
             return None
         return cls(data, rows)
 
-    def windows(self, contig: str, starts: np.ndarray, length: int) -> np.ndarray:
+    def span(self, contig: str, start: int, end: int, tokens: bool) -> bytes:
+        """Bases [start, end) of ``contig``: uppercase ASCII (N-padded outside the contig), or
+        varfx tokens (padded with the N token); one slice and one ``bytes.translate``."""
         size, offset, bases, width = self._rows[contig]
-        data = self._data
-        out = []
-        for s in starts.tolist():
-            lo, hi = max(s, 0), min(s + length, size)
-            seq = b""
-            if hi > lo:
-                a = offset + (lo // bases) * width + lo % bases
-                last = hi - 1
-                b = offset + (last // bases) * width + last % bases + 1
-                seq = data[a:b].translate(_UPPER, b"\r\n")
-            out.append(_n_padded(seq, s, s + length, lo))
-        joined = b"".join(out)
-        if len(joined) != len(out) * length:  # the file does not match its .fai
-            raise OSError(f"{contig}: the FASTA does not match its .fai index")
-        return np.frombuffer(joined, dtype=np.uint8).reshape(len(out), length).copy()
+        lo, hi = max(start, 0), min(end, size)
+        seq = b""
+        if hi > lo:
+            a = offset + (lo // bases) * width + lo % bases
+            last = hi - 1
+            b = offset + (last // bases) * width + last % bases + 1
+            seq = self._data[a:b].translate(_TOKEN_BYTES if tokens else _UPPER, b"\r\n")
+            if len(seq) != hi - lo:  # the file does not match its .fai
+                raise OSError(f"{contig}: the FASTA does not match its .fai index")
+        return _n_padded(seq, start, end, lo, b"\x04" if tokens else b"N")
 
     def close(self) -> None:
         self._data.close()

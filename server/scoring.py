@@ -277,18 +277,27 @@ def _plan(
     select = _feature_index(model_features, options.features, model_name)
     features = model_features if select is None else tuple(model_features[i] for i in select)
     ok = np.flatnonzero(windows.ok)
-    site = windows.site[ok] if len(windows.site) else np.full(len(ok), -1, dtype=np.int64)
-    if len(ok) and (site >= 0).all():
-        _, first, ref_rows = np.unique(site, return_index=True, return_inverse=True)
-        refs = windows.ref[ok[first]]
-    else:  # sequence pairs: every ref window is the caller's own
-        refs, ref_rows = windows.ref[ok], np.arange(len(ok))
-    parts = [refs, windows.alt[ok]]
-    if options.reverse_complement:
-        parts += [reverse_complement(parts[0]), reverse_complement(parts[1])]
+    n, k = len(windows.status), len(ok)
+    site = windows.site[ok] if len(windows.site) else np.full(k, -1, dtype=np.int64)
+    unique = None
+    if k and (site >= 0).all():
+        _, first, inverse = np.unique(site, return_index=True, return_inverse=True)
+        if len(first) < k:  # shared sites (multi-allelic records): each ref window once
+            unique = first
+    if unique is not None:
+        refs, ref_rows = windows.ref[ok[unique]], inverse
+    else:
+        refs, ref_rows = (windows.ref if k == n else windows.ref[ok]), np.arange(k)
+    if unique is None and k == n and windows.both is not None and not options.reverse_complement:
+        tokens = windows.both  # ref rows then alt rows, already in place: no copy
+    else:
+        parts = [refs, windows.alt if k == n else windows.alt[ok]]
+        if options.reverse_complement:
+            parts += [reverse_complement(parts[0]), reverse_complement(parts[1])]
+        tokens = np.concatenate(parts, axis=0)
     return ScoringPlan(
         windows=windows,
-        tokens=np.concatenate(parts, axis=0),
+        tokens=tokens,
         ok_index=ok.astype(np.int64),
         ref_rows=np.asarray(ref_rows, dtype=np.int64).reshape(-1),
         n_refs=len(refs),

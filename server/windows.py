@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from varfx.core.tokens import N_TOKEN, TOKEN_TABLE, encode_batch, first_invalid
+from varfx.core.tokens import N_TOKEN, encode_batch, first_invalid
 from varfx.core.variants import VariantBatch
 from varfx.core.windows import WindowRule, fit_sequence, normalize_indel
 from varfx.proto.v1 import varfx_pb2
@@ -46,6 +46,8 @@ class VariantWindows:
         site: int64 [n]: equal for variants whose ref windows are the same genome span
             (contig and start), -1 where not OK or not from the genome.
         noted: indices of the inputs that have a message, ascending.
+        both: uint8 [2n, L] holding ``ref`` then ``alt`` (they are views of it), so that a
+            plan whose rows are exactly these needs no copy; None for sequence pairs.
     """
 
     ref: np.ndarray
@@ -54,6 +56,7 @@ class VariantWindows:
     messages: list[str]
     site: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     noted: list[int] = field(default_factory=list)
+    both: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -117,6 +120,10 @@ def build_windows(
     for i in rest.tolist():
         out.general(i)
     out.finish_general()
+    unwritten = ~out.written
+    if unwritten.any():
+        out.ref_tokens[unwritten] = N_TOKEN
+        out.alt_tokens[unwritten] = N_TOKEN
     return VariantWindows(
         ref=out.ref_tokens,
         alt=out.alt_tokens,
@@ -124,6 +131,7 @@ def build_windows(
         messages=out.messages,
         site=np.where(out.status == _SC.OK, out.site, -1) if n else out.site,
         noted=sorted(out.noted),
+        both=out.both,
     )
 
 
@@ -147,8 +155,9 @@ class _Builder:
         self.messages = [""] * n
         self.noted: set[int] = set()
         self.site = np.full(n, -1, dtype=np.int64)
-        self.ref_tokens = np.full((n, rule.length), N_TOKEN, dtype=np.uint8)
-        self.alt_tokens = np.full((n, rule.length), N_TOKEN, dtype=np.uint8)
+        self.both = np.empty((2 * n, rule.length), dtype=np.uint8)
+        self.ref_tokens, self.alt_tokens = self.both[:n], self.both[n:]
+        self.written = np.zeros(n, dtype=bool)
         # each batch contig -> (genome contig or None, its length, its row number)
         self.contigs = [genome.resolve(name) for name in batch.contigs]
         self.sizes = np.array(
@@ -190,7 +199,7 @@ class _Builder:
             starts = rule.starts(b.pos[index])
             contig = self.contigs[k]
             assert contig is not None  # fast rows are on known contigs
-            tokens = TOKEN_TABLE[self.genome.fetch_windows(contig, starts, rule.length)]
+            tokens = self.genome.fetch_windows(contig, starts, rule.length, tokens=True)
             match = tokens[:, c] == ref_code[index]
             if not match.all():  # REF mismatch or gap: the general path says why
                 rest.append(index[~match])
@@ -198,12 +207,12 @@ class _Builder:
             self.ref_tokens[index] = tokens
             tokens[:, c] = alt_code[index]
             self.alt_tokens[index] = tokens
+            self.written[index] = True
             self.site[index] = (k << _SITE_SHIFT) | (starts + (1 << (_SITE_SHIFT - 1)))
-            n_count = np.count_nonzero(self.ref_tokens[index] == N_TOKEN, axis=1)
-            for i, count in zip(
-                index[n_count > 0].tolist(), n_count[n_count > 0].tolist(), strict=True
-            ):
-                self.note(i, f"window has {count} N bases (contig end or assembly gap)")
+            with_n = np.flatnonzero(tokens.max(axis=1) == N_TOKEN)
+            for j in with_n.tolist():
+                count = int(np.count_nonzero(tokens[j] == N_TOKEN))
+                self.note(int(index[j]), f"window has {count} N bases (contig end or assembly gap)")
         return np.sort(np.concatenate(rest))
 
     # -- everything else, one variant at a time ---------------------------------------------
@@ -296,6 +305,7 @@ class _Builder:
             length = self.rule.length
             self.ref_tokens[self.rows] = encode_batch(self.ref_seqs, length)
             self.alt_tokens[self.rows] = encode_batch(self.alt_seqs, length)
+            self.written[self.rows] = True
 
 
 def sequence_windows(pairs: Sequence[tuple[str, str]], length: int) -> VariantWindows:

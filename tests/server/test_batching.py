@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.onnx_models import write_model
-from varfx.server.batching import DynamicBatcher, dedupe_rows
+from varfx.server.batching import DynamicBatcher
 from varfx.server.errors import InferenceError, QueueFullError
 from varfx.server.metrics import Metrics
 from varfx.server.repository import scan_repository
@@ -95,17 +95,6 @@ async def wait_for(event: threading.Event) -> None:
     assert await asyncio.to_thread(event.wait, 10), "event never set"
 
 
-def test_dedupe_rows_inverse_and_first_occurrence_order() -> None:
-    base = tokens(5, 1)
-    order = np.array([3, 0, 3, 1, 1, 4, 0, 2, 3])
-    unique, inverse = dedupe_rows(base[order])
-    np.testing.assert_array_equal(unique[inverse], base[order])
-    np.testing.assert_array_equal(unique, base[[3, 0, 1, 4, 2]])
-    same, inv = dedupe_rows(base)  # no duplicates: the input itself
-    assert same is base
-    np.testing.assert_array_equal(inv, np.arange(5))
-
-
 def test_concurrent_callers_get_their_rows_in_order(runner: ModelRunner) -> None:
     rec = Recorder(runner.predict)
     inputs = [tokens(n, seed=n) for n in range(1, 41, 3)]
@@ -127,27 +116,6 @@ def test_big_submission_is_split_across_runs(runner: ModelRunner) -> None:
     got = run(rec, lambda b: b.submit(x), max_batch=16)
     np.testing.assert_allclose(got, runner.predict(x), atol=1e-6)
     assert rec.sizes == [16] * 6 + [4]
-
-
-def test_identical_windows_are_computed_once(runner: ModelRunner) -> None:
-    rec = Recorder(runner.predict)
-    metrics = Metrics(CollectorRegistry())
-    distinct = tokens(3, seed=3)
-    a = distinct[[0, 1, 0, 2, 1, 0]]  # e.g. a multi-allelic site: one ref window, several alts
-    b = distinct[[2, 2, 1]]  # a second caller in the same run with the same windows
-
-    async def body(batcher: DynamicBatcher) -> list[np.ndarray]:
-        return list(await asyncio.gather(batcher.submit(a), batcher.submit(b)))
-
-    got_a, got_b = run(rec, body, max_delay_s=0.2, metrics=metrics)
-    assert rec.sizes == [3]
-    np.testing.assert_allclose(got_a, runner.predict(a), atol=1e-6)
-    np.testing.assert_allclose(got_b, runner.predict(b), atol=1e-6)
-    reg = metrics.registry
-    assert reg.get_sample_value("varfx_sequences_total", {"model": "m"}) == 3
-    assert reg.get_sample_value("varfx_batch_size_sum", {"model": "m"}) == 3
-    assert reg.get_sample_value("varfx_batch_size_count", {"model": "m"}) == 1
-    assert reg.get_sample_value("varfx_queue_wait_seconds_count", {"model": "m"}) == 2
 
 
 def test_full_queue_raises_at_once_and_others_finish(runner: ModelRunner) -> None:

@@ -164,3 +164,29 @@ def test_both_forms_at_once_and_garbage_bytes(server: Any) -> None:
         raw(b"\xff\xff\xff\xff garbage")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "malformed ScoreVariantsRequest" in err.value.details()
+
+
+def test_a_multi_allelic_site_runs_its_ref_window_once(
+    server: Any, genome_seqs: dict[str, str]
+) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def windows_run() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read()
+        for family in text_string_to_metric_families(text.decode()):
+            for sample in family.samples:
+                if sample.name == "varfx_sequences_total" and sample.labels == {"model": "tok"}:
+                    return float(sample.value)
+        return 0.0
+
+    stub = pb_grpc.VariantEffectServiceStub(grpc.insecure_channel(server.target))
+    ref = genome_seqs["chr1"][499]
+    alts = [b for b in "ACGT" if b != ref]
+    site = [pb.Variant(chrom="chr1", pos=500, ref=ref, alt=a) for a in alts]
+    before = windows_run()
+    reply = stub.ScoreVariants(pb.ScoreVariantsRequest(packed_variants=packed(site)))
+    assert [s.status.code for s in reply.scores] == [pb.OK] * 3
+    assert windows_run() - before == 1 + 3  # one ref window for the site, three alt windows
+    assert len({tuple(s.ref) for s in reply.scores}) == 1  # the same ref prediction for each

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import random_seq, write_fasta
+from tests.conftest import eventually, random_seq, write_fasta
 from tests.onnx_models import TinyCNN, write_model
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
@@ -119,8 +119,10 @@ def test_serve_answers_then_drains_on_sigterm(
         assert models["fast"].is_default
         quick = stub.ScoreVariants(pb.ScoreVariantsRequest(variants=snvs(3)))
         assert [s.status.code for s in quick.scores] == [pb.OK] * 3
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
-        assert b'varfx_requests_total{code="OK",method="ScoreVariants"} 1.0' in metrics
+        line = b'varfx_requests_total{code="OK",method="ScoreVariants"} 1.0'
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        # recorded when the call is done on the server, just after the client has its answer
+        assert eventually(lambda: line in urllib.request.urlopen(url).read(), True)
         assert re.search(r"ScoreVariants OK \d+\.\d ms", proc.log)  # --log-requests
 
         slow = stub.ScoreVariants.future(
