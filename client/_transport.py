@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from varfx.client.errors import InsecureTransportError
+from varfx.core.hosts import is_loopback_host
 
 __all__ = [
     "ServerTransport",
@@ -77,23 +78,13 @@ def target_addresses(target: str) -> list[tuple[str, int]] | None:
     return out or None
 
 
-def _loopback_host(host: str) -> bool:
-    host = host.lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def is_loopback_target(target: str) -> bool:
     """Whether every address of ``target`` is this machine (loopback IPs, localhost, a unix
     socket). Names are not resolved: any other name counts as another host."""
     if target.partition(":")[0] in ("unix", "unix-abstract"):
         return True
     addresses = target_addresses(target)
-    return addresses is not None and all(_loopback_host(h) for h, _ in addresses)
+    return addresses is not None and all(is_loopback_host(h) for h, _ in addresses)
 
 
 def check_token_transport(target: str, *, tls: bool, token: bool, insecure: bool) -> None:

@@ -16,7 +16,6 @@ the checks then are logged and the certificate in force stays.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 import threading
@@ -26,12 +25,12 @@ from pathlib import Path
 
 import grpc
 
+from varfx.core.hosts import is_loopback_host
 from varfx.server.config import ServerConfig
 
 __all__ = [
     "CertificateFiles",
     "TLSConfigError",
-    "is_loopback_host",
     "security_warnings",
     "server_credentials",
 ]
@@ -170,17 +169,6 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
         files.fetch,  # type: ignore[arg-type]  # gRPC takes None as "no change"; the stub does not
         require_client_authentication=files.ca is not None,
     )
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a listen/connect host is this machine only (127.0.0.0/8, ::1, localhost)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def security_warnings(config: ServerConfig) -> list[str]:

@@ -28,6 +28,7 @@ from tests.tls_certs import PKI, make_pki
 from varfx.client import AsyncClient, Client, RetryPolicy
 from varfx.client._transport import is_loopback_target, target_addresses
 from varfx.client.errors import InsecureTransportError, VarfxError
+from varfx.core.hosts import is_loopback_host
 from varfx.server import ServerConfig, start_in_thread
 from varfx.server.auth import TokenFileError, TokenStore, read_tokens
 from varfx.server.config import ConfigError, load_config
@@ -465,6 +466,12 @@ def test_target_parsing() -> None:
     assert target_addresses("unix:/run/varfx.sock") is None
     assert is_loopback_target("unix:/run/varfx.sock")
     assert not is_loopback_target("localhost.evil.org:1")
+    assert is_loopback_host("127.8.9.10")
+    assert is_loopback_host("[::1]")
+    assert is_loopback_host("LOCALHOST")
+    assert not is_loopback_host("0.0.0.0")
+    assert not is_loopback_host("::")
+    assert not is_loopback_host("10.0.0.1")
 
 
 def test_sighup_reloads_tokens_of_a_real_varfx_serve(
