@@ -130,7 +130,10 @@ def _ism_svg(e: Explanation, f: int, width: int = 1100) -> str:
     panel_h = bar_h + n_base * cell_h + gap
     height = 18 + panel_h * len(panels) + 18
     center = int(np.argmin(np.abs(e.positions - e.pos)))
-    out = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" class=ism>']
+    out = [
+        f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" class=ism '
+        'aria-label="in-silico mutagenesis heatmap">'
+    ]
     y0 = 14.0
     for label, ism in panels:
         vals = ism[:, :, f]

@@ -94,6 +94,8 @@ details summary{cursor:pointer;color:var(--accent);margin:8px 0}
 svg text{font-family:inherit}
 footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}
 @media (max-width:800px){.two{grid-template-columns:1fr}}
+@media print{body{background:#fff;print-color-adjust:exact;-webkit-print-color-adjust:exact}
+section,.fcard{break-inside:avoid}.scroll{overflow:visible}main{max-width:none}}
 """
 # Sorts the top table by a clicked column (numbers by data-v); nothing else runs.
 JS = """

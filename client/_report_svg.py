@@ -87,7 +87,10 @@ def histogram_svg(
     pw, ph = width - ml - mr, height - mt - mb
     top = max(int(counts.max()) if len(counts) else 0, 1)
     ymax = math.log10(1 + top)
-    out = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">']
+    out = [
+        f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" '
+        f'aria-label="histogram of {escape(x_label)}">'
+    ]
     out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fafbfc"/>')
     decade = 1
     while decade <= top:
@@ -170,7 +173,10 @@ def track_svg(
     widths = [max(pw * s / total, 14.0) for s in spans]
     scale = pw / sum(widths) if widths else 1.0
     widths = [w * scale for w in widths]
-    out = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">']
+    out = [
+        f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" '
+        'aria-label="max |diff| along the genome">'
+    ]
     for t in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = mt + ph * (1 - t)
         out.append(
