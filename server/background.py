@@ -72,7 +72,8 @@ def random_snvs(
     genome: Genome, n: int, length: int, *, seed: int = 0, assembly: str = ""
 ) -> Background:
     """About ``n`` random SNVs (``ceil(n / 3)`` sites, all three ALTs each; see the module
-    docstring) whose window of ``length`` bases is inside the contig and N-free."""
+    docstring) whose window of ``length`` bases is inside the contig and N-free; fewer on a
+    genome with fewer such sites (every one of them is then used)."""
     if n < 1:
         raise BackgroundError(f"background size must be at least 1, got {n}")
     rule = WindowRule(length)
@@ -83,27 +84,20 @@ def random_snvs(
     room = np.array([genome.contigs[k] - length + 1 for k in names], dtype=np.int64)
     rng = np.random.default_rng(seed)
     sites = -(-n // 3)
-    picked: dict[int, set[int]] = {}
-    have = 0
-    for _ in range(1000):  # draws in blocks until enough N-free, distinct sites
-        want = max(1024, int((sites - have) * 1.5))
-        contig = rng.choice(len(names), size=want, p=room / room.sum())
-        offset = (rng.random(want) * room[contig]).astype(np.int64)  # window start, 0-based
-        for k in np.unique(contig).tolist():
-            starts = offset[contig == k]
-            windows = genome.fetch_windows(names[k], starts, length)
-            good = starts[_ACGT[windows].all(axis=1)]
-            chosen = picked.setdefault(k, set())
-            for s in good.tolist():
-                if have >= sites:
-                    break
-                if s not in chosen:
-                    chosen.add(s)
-                    have += 1
-        if have >= sites:
-            break
+    if room.sum() <= 4 * sites:  # a small genome: every N-free window, then a random subset
+        picked = _all_sites(genome, names, room, length)
+        have = sum(len(v) for v in picked.values())
+        if have > sites:
+            flat = [(k, s) for k in sorted(picked) for s in sorted(picked[k])]
+            keep = rng.choice(len(flat), size=sites, replace=False)
+            picked = {}
+            for i in keep.tolist():
+                picked.setdefault(flat[i][0], set()).add(flat[i][1])
+            have = sites
+        if not have:
+            raise BackgroundError(f"{genome.path}: no N-free window of {length} bases")
     else:
-        raise BackgroundError(f"{genome.path}: found only {have} N-free windows of {length} bases")
+        picked, have = _draw_sites(genome, names, room, length, sites, rng)
     chroms: list[str] = []
     pos: list[int] = []
     refs: list[bytes] = []
@@ -120,7 +114,8 @@ def random_snvs(
                 refs.append(bytes([ref[i]]))
                 alts.append(bytes([a]))
     count = len(pos)
-    label = assembly or Path(genome.path).name
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    label = f"{assembly or 'genome'} ({Path(genome.path).name}: {shown})"
     return Background(
         VariantBatch.from_columns(chroms, pos, refs, alts),
         f"{count} random N-free SNVs (3 alleles at {have} sites) on {label} (seed {seed})",
@@ -132,6 +127,50 @@ def random_snvs(
             "assembly": assembly,
         },
     )
+
+
+def _all_sites(
+    genome: Genome, names: list[str], room: np.ndarray, length: int
+) -> dict[int, set[int]]:
+    """Every N-free window start of every contig (contig index -> starts)."""
+    picked: dict[int, set[int]] = {}
+    for k, size in enumerate(room.tolist()):
+        for lo in range(0, size, 65_536):
+            starts = np.arange(lo, min(size, lo + 65_536), dtype=np.int64)
+            windows = genome.fetch_windows(names[k], starts, length)
+            picked.setdefault(k, set()).update(starts[_ACGT[windows].all(axis=1)].tolist())
+    return picked
+
+
+def _draw_sites(
+    genome: Genome,
+    names: list[str],
+    room: np.ndarray,
+    length: int,
+    sites: int,
+    rng: np.random.Generator,
+) -> tuple[dict[int, set[int]], int]:
+    """``sites`` distinct random N-free window starts (contig index -> starts), in blocks."""
+    picked: dict[int, set[int]] = {}
+    have = 0
+    for _ in range(1000):
+        want = max(1024, int((sites - have) * 1.5))
+        contig = rng.choice(len(names), size=want, p=room / room.sum())
+        offset = (rng.random(want) * room[contig]).astype(np.int64)  # window start, 0-based
+        for k in np.unique(contig).tolist():
+            starts = offset[contig == k]
+            windows = genome.fetch_windows(names[k], starts, length)
+            good = starts[_ACGT[windows].all(axis=1)]
+            chosen = picked.setdefault(k, set())
+            for s in good.tolist():
+                if have >= sites:
+                    break
+                if s not in chosen:
+                    chosen.add(s)
+                    have += 1
+        if have >= sites:
+            return picked, have
+    raise BackgroundError(f"{genome.path}: found only {have} N-free windows of {length} bases")
 
 
 def vcf_variants(path: str | Path, *, limit: int = 0) -> Background:

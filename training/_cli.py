@@ -216,6 +216,16 @@ def _add_export(subparsers: Any) -> None:
     p.add_argument("--tolerance", type=float, default=1e-5, help="parity max abs diff (1e-5)")
     p.add_argument("--assembly", default=None, help="override the run's assembly name")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument(
+        "--calibration-n",
+        type=int,
+        default=100_000,
+        help="random background SNVs of the calibration written beside the model, on the "
+        "run's (first) training FASTA (varfx calibrate; default 100000)",
+    )
+    p.add_argument(
+        "--no-calibrate", action="store_true", help="do not calibrate (no quantile scores)"
+    )
     p.set_defaults(func=_run_export)
 
 
@@ -247,6 +257,38 @@ def _run_export(args: argparse.Namespace) -> int:
             f"fp16 weights: max abs diff {r.fp16_max_abs_diff:.2e}, "
             f"test mean auROC change {r.fp16_test_auroc_change:+.5f}\n"
         )
+    return 0 if args.no_calibrate else _calibrate_export(args, r.path)
+
+
+def _calibrate_export(args: argparse.Namespace, model_path: Any) -> int:
+    """``varfx calibrate`` on the exported model, with the run's first training FASTA."""
+    import json
+    from pathlib import Path
+
+    from varfx.server.background import calibrate_model
+    from varfx.server.calibration import CalibrationFileError
+    from varfx.server.repository import ModelRepositoryError
+
+    try:
+        fastas = json.loads((Path(args.run) / "config.json").read_text())["genome"]
+        fasta = fastas if isinstance(fastas, str) else fastas[0]
+        calibration, (npz, _) = calibrate_model(
+            Path(model_path).parent, fasta, n=args.calibration_n
+        )
+    except (
+        OSError,
+        KeyError,
+        IndexError,
+        ValueError,
+        CalibrationFileError,
+        ModelRepositoryError,
+    ) as exc:
+        sys.stderr.write(
+            f"varfx export: the model was written but not calibrated ({exc}); run "
+            f"`varfx calibrate {Path(model_path).parent} --genome FASTA`\n"
+        )
+        return 2
+    sys.stdout.write(f"calibrated: {calibration.description} ({npz})\n")
     return 0
 
 
