@@ -262,16 +262,29 @@ def test_model_info_and_manifest(server: Any, genome_seqs: dict[str, str]) -> No
     with Client(server.target) as client:
         models = {m.name: m for m in client.list_models()}
         table = client.score_variants(snvs(genome_seqs, 3), "agct", reverse_complement=True)
+        streamed = list(client.iter_chunks(snvs(genome_seqs, 6), batch_size=2))
     tok = models["tok"]
-    assert isinstance(tok.sha256, str)
-    assert isinstance(tok.genome_mismatch_allowed, bool)
-    if tok.genome is not None:  # a server that reports the genome it scores on
-        assert tok.genome.contigs
-        assert {c.name for c in tok.genome.contigs} >= {"chr1"}
-    if table.manifest is not None:  # a server that sends a Manifest
-        assert table.manifest.model == "agct"
-        assert table.manifest.reverse_complement is True
-        assert table.manifest.window_length == 20
+    assert len(tok.sha256) == 64
+    int(tok.sha256, 16)
+    assert tok.genome_mismatch_allowed is False
+    assert tok.genome is not None
+    lengths = {c.name: c.length for c in tok.genome.contigs}
+    assert lengths == {name: len(seq) for name, seq in genome_seqs.items()}
+    assert all(len(c.md5) == 32 for c in tok.genome.contigs)
+    assert table.manifest is not None
+    assert table.manifest.model == "agct"
+    assert table.manifest.reverse_complement is True
+    assert table.manifest.window_length == 20
+    assert table.manifest.server_version
+    assert table.manifest.indel_normalization == "left-align"
+    # the servicer's manifest gets the file's SHA-256 and the genome digest from
+    # server/genome_identity.manifest_for; where it fills them they are ListModels' values
+    if table.manifest.model_sha256:
+        assert table.manifest.model_sha256 == models["agct"].sha256
+    if table.manifest.genome_digest:
+        assert table.manifest.genome_digest == tok.genome.digest
+    assert all(t.manifest is not None and t.manifest.model == "tok" for t in streamed)
+    assert ScoreTable.concat(streamed).manifest == streamed[0].manifest
 
 
 def info(name: str, default: bool = False) -> ModelInfo:
