@@ -507,6 +507,26 @@ def test_page_renders_in_headless_chromium(
     assert dom.returncode == 0
     assert 'data-sortable="1"' in dom.stdout  # the page's script ran to its end
     assert console_lines(dom.stderr) == []
+    # the table sorts: click "variant" (text, descending), then "max |diff|" twice
+    clicks = page.read_text().replace(
+        "</body>",
+        "<script>function th(t){return [].slice.call(document.querySelectorAll('#top th'))"
+        ".filter(function(x){return x.textContent===t;})[0];}function order(c){return [].slice"
+        ".call(document.querySelectorAll('#top tbody tr')).map(function(r){return r.cells[c]"
+        ".getAttribute('data-v');}).join(' ');}var b=document.body;th('variant').click();"
+        "b.setAttribute('data-a',order(1));th('max |diff|').click();b.setAttribute('data-b',"
+        "order(3));th('max |diff|').click();b.setAttribute('data-c',order(3));</script></body>",
+    )
+    (tmp_path / "clicks.html").write_text(clicks)
+    run = chromium(tmp_path / "clicks.html", tmp_path, "--dump-dom")
+    assert console_lines(run.stderr) == []
+    got = {k: re.search(rf'data-{k}="([^"]*)"', run.stdout)[1].split() for k in "abc"}
+    assert len(got["a"]) == 20
+    assert got["a"] == sorted(got["a"], reverse=True)
+    assert got["a"] != sorted(got["a"])  # the rows did move
+    values = [float(v) for v in got["b"]]
+    assert values == sorted(values, reverse=True)
+    assert [float(v) for v in got["c"]] == sorted(values)
     # the same check sees a script error and a blocked network load
     broken = tmp_path / "broken.html"
     broken.write_text(
