@@ -277,6 +277,8 @@ def pair_models(
             unpaired_reason=f"{why}; start the server with --genomes "
             f"{spec.assembly or 'ASSEMBLY'}=FASTA (or --allow-genome-mismatch)",
         )
+    if default is not None and not offered:
+        log.warning("--genome %s is used by no model (each has its --genomes entry)", default.label)
     if default is not None and offered and refused == offered:
         problems.append(
             f"--genome {default.genome.path} is the genome of none of the served models: "
