@@ -237,3 +237,31 @@ def test_metadata_json_carries_no_host_path(tmp_path: Path) -> None:
     assert set(infos) == set(repo_models)
     # the file keeps them
     assert "run_dir" in (tmp_path / "repo" / "m" / "1" / "model.json").read_text()
+
+
+def test_varfx_serve_refuses_in_one_line_and_every_source_sets_the_override(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from varfx.server.config import load_config
+
+    _model(tmp_path / "repo", "m38", assembly="GRCh38")
+    fa = write_fasta(tmp_path / "g.fa", {"chr1": "ACGT" * 50})
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    run = subprocess.run(
+        [sys.executable, "-m", "varfx", "serve", "--model-repo", str(tmp_path / "repo"),
+         "--genomes", f"mm10={fa}", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "varfx serve: cannot start: --genomes key 'mm10'" in run.stderr
+    assert "Traceback" not in run.stderr
+    toml = tmp_path / "c.toml"
+    toml.write_text("allow_genome_mismatch = true\n")
+    assert load_config(config_file=toml, environ={}).allow_genome_mismatch
+    assert load_config(environ={"VARFX_ALLOW_GENOME_MISMATCH": "1"}).allow_genome_mismatch
+    assert load_config({"allow_genome_mismatch": True}, environ={}).allow_genome_mismatch
+    assert not load_config(environ={}).allow_genome_mismatch
