@@ -30,7 +30,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -119,7 +119,6 @@ class GenomePairing:
     mismatch: str = ""
     mismatch_allowed: bool = False
     unpaired_reason: str = ""
-    _manifest: pb.Manifest = field(default_factory=pb.Manifest, compare=False, repr=False)
 
     @property
     def genome(self) -> Genome | None:
@@ -391,21 +390,16 @@ def manifest_for(
     spec = model.spec
     pairing = pairing_of(model)
     target = out if out is not None else pb.Manifest()
-    base = pairing._manifest
-    if not base.model:
-        base.model = spec.name
-        base.model_version = spec.version
-        base.model_sha256 = pairing.model_sha256
-        base.window_length = spec.sequence_length
-        base.server_version = __version__
-        base.genome_mismatch_allowed = pairing.mismatch_allowed
-        if pairing.served is not None:
-            base.assembly = pairing.assembly
-            base.genome_digest = pairing.served.identity.digest
-    target.CopyFrom(base)
-    if not variants:
-        target.assembly = ""
-        target.genome_digest = ""
+    target.Clear()
+    target.model = spec.name
+    target.model_version = spec.version
+    target.model_sha256 = pairing.model_sha256
+    target.window_length = spec.sequence_length
+    target.server_version = __version__
+    target.genome_mismatch_allowed = pairing.mismatch_allowed
+    if variants and pairing.served is not None:
+        target.assembly = pairing.assembly
+        target.genome_digest = pairing.served.identity.digest
     if options is not None:
         target.reverse_complement = bool(options.reverse_complement)
         target.ref_policy = int(options.ref_policy) or pb.REF_POLICY_STRICT  # type: ignore[assignment]

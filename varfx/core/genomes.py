@@ -90,7 +90,7 @@ class GenomeIdentity:
     def _resolver(self) -> ContigResolver:
         return ContigResolver(self._by_name)
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """SHA-256 (hex) over ``name\\tlength\\tmd5\\n`` of every contig ("" without contigs)."""
         if not self.contigs:
