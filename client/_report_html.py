@@ -42,6 +42,7 @@ STATUS_TEXT = {
     "INDEL_TOO_LONG": "indel longer than the model's window allows",
     "INVALID_ALLELE": "ALT missing or not A/C/G/T/N",
     "REF_EQUALS_ALT": "ALT is the same as REF",
+    "REFERENCE_GAP": "the reference is N under REF (an assembly gap)",
     "NOT_ANNOTATED": "record has no VARFX_STATUS (not written by varfx score)",
 }
 STATUS_COLOR = {"OK": "#2e7d4f", "NOT_ANNOTATED": "#9aa5b1", "REF_MISMATCH": "#c2410c"}
