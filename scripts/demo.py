@@ -213,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nannotated VCF: {scored} (+ .tbi); INFO keys VARFX_STATUS, VARFX_MAX_ABS_DIFF, VARFX_MAX_FEATURE"
         )
+        if has_subcommand("report"):
+            page = out / "report.html"
+            run([*VARFX, "report", str(scored), "-o", str(page)], "varfx report")
+            print(f"report: {page} (one HTML page; open it in a browser, it needs no network)")
     except DemoError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert len(table) == 5
     assert all(row.split()[-2] in ("break", "create", "neutral") for row in table)
     scored = out / "scored.vcf.gz"
+    assert "VARFX_MAX_ABS_DIFF" in (out / "report.html").read_text()  # varfx report's page
     with pysam.VariantFile(str(scored)) as vf:
         n_out = sum(1 for _ in vf)
     with pysam.VariantFile(str(out / "sim" / "variants.vcf.gz")) as vf:
