@@ -116,6 +116,15 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
         {"type": int, "help": "largest gRPC message, MiB [VARFX_MAX_MESSAGE_MB; default 64]"},
     ),
     (
+        "--workers",
+        {
+            "type": int,
+            "default": None,
+            "help": "server processes on the one port, each with its own models and batchers "
+            "(default 1) [VARFX_WORKERS]",
+        },
+    ),
+    (
         "--log-requests",
         {
             "action": "store_true",
@@ -179,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise SystemExit(f"varfx serve: {exc}") from exc
     try:
+        if config.workers > 1:
+            from varfx.server.workers import serve_workers
+
+            return serve_workers(config)
         serve(config)
     except (ModelRepositoryError, VarfxServerError, OSError, RuntimeError, ValueError) as exc:
         # start-up failures (no models, missing genome, port in use, no CUDA): one clear line

@@ -112,7 +112,7 @@ def _channel_options(config: ServerConfig) -> list[tuple[str, Any]]:
     opts: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if config.reuse_port else 0),
     ]
     if config.max_connection_age_s > 0:
         ms = int(config.max_connection_age_s * 1000)

@@ -67,6 +67,12 @@ class ServerConfig:
         health_port: a second, plaintext port on ``host`` serving grpc.health.v1 only, for
             probes that cannot speak TLS (Kubernetes' gRPC probes); -1 (default) = off,
             0 = any free port.
+        workers: server processes on the one gRPC port (SO_REUSEPORT), each with its own
+            models, sessions and batchers; the parent serves all their metrics on
+            ``metrics_port`` (see ``server/workers.py``). 1 (default): one process, which is
+            what one GPU or a small CPU node wants; more where one Python process cannot keep
+            the cores or the device busy (measure with bench/server_overhead.py).
+        reuse_port: bind the gRPC port with SO_REUSEPORT (set for each worker by ``workers``).
     """
 
     model_repo: Path = Path("models")
@@ -97,6 +103,8 @@ class ServerConfig:
     tls_client_ca: Path | None = None
     auth_tokens_file: Path | None = None
     health_port: int = -1
+    workers: int = 1
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -109,7 +117,13 @@ class ServerConfig:
         for key in ("metrics_port", "health_port"):
             if not -1 <= getattr(self, key) <= 65535:
                 raise bad(key, "must be -1 (off), 0 (any) or a port")
-        for key in ("max_batch", "max_queue", "max_variants_per_request", "inference_threads"):
+        for key in (
+            "max_batch",
+            "max_queue",
+            "max_variants_per_request",
+            "inference_threads",
+            "workers",
+        ):
             if getattr(self, key) < 1:
                 raise bad(key, "must be >= 1")
         if self.max_batch < 2:

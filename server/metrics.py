@@ -101,17 +101,28 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "varfx_queue_depth", "Windows waiting for a batch", ["model"], registry=r
+            "varfx_queue_depth",
+            "Windows waiting for a batch",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.queue_capacity = Gauge(
-            "varfx_queue_capacity", "Most windows that may wait", ["model"], registry=r
+            "varfx_queue_capacity",
+            "Most windows that may wait",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        self.inflight = Gauge("varfx_inflight_requests", "RPCs in progress", registry=r)
+        self.inflight = Gauge(
+            "varfx_inflight_requests", "RPCs in progress", registry=r, multiprocess_mode="livesum"
+        )
         self.model_info = Gauge(
             "varfx_model_info",
             "Served models (value 1)",
             ["model", "version", "device", "sequence_length", "features"],
             registry=r,
+            multiprocess_mode="max",
         )
         self.gpu_memory = Gauge(
             "varfx_gpu_memory_used_bytes", "GPU memory in use (NVML)", ["device"], registry=r

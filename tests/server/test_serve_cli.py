@@ -191,3 +191,51 @@ def test_serve_help_lists_flags(env: dict[str, str]) -> None:
     for flag in ("--model-repo", "--genome", "--port", "--metrics-port", "--device",
                  "--max-batch", "--max-delay-ms", "--max-queue", "--config", "VARFX_MODEL_REPO"):  # fmt: skip
         assert flag in done.stdout
+
+
+def test_workers_share_one_port_and_one_metrics_endpoint(
+    files: tuple[Path, Path], env: dict[str, str], tmp_path: Path
+) -> None:
+    """``--workers 2``: two server processes on one port; every call, whichever worker took
+    its connection, counted on the parent's one metrics endpoint; SIGTERM drains all, exit 0."""
+    import socket
+
+    repo, fasta = files
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    args = [
+        "serve", "--model-repo", str(repo), "--genome", str(fasta), "--host", "127.0.0.1",
+        "--port", "0", "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
+        "--default-model", "fast", "--workers", "2", "--warmup-batch-sizes", "1",
+    ]  # fmt: skip
+    proc = Proc(args, env)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(re.findall(r"serving \[", proc.log)) < 2:
+            assert proc.popen.poll() is None, proc.log
+            time.sleep(0.1)
+        ports = {int(p) for p in re.findall(r"serving \[.*\] on 127\.0\.0\.1:(\d+)", proc.log)}
+        assert len(ports) == 1, proc.log  # both workers on the one port
+        port = ports.pop()
+        pids = set(re.findall(r"worker \d \(pid (\d+)\) starting", proc.log))
+        assert len(pids) == 2, proc.log
+        for _ in range(8):  # a new connection each time: the kernel spreads them
+            channel = grpc.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            reply = pb_grpc.VariantEffectServiceStub(channel).ScoreVariants(
+                pb.ScoreVariantsRequest(variants=snvs(2))
+            )
+            assert [s.status.code for s in reply.scores] == [pb.OK, pb.OK]
+            channel.close()
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        line = 'varfx_requests_total{code="OK",method="ScoreVariants"} 8.0'
+        text = eventually(
+            lambda: line if line in urllib.request.urlopen(url).read().decode() else "", line
+        )
+        assert text == line
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(60) == 0, proc.log
+    finally:
+        proc.kill()
