@@ -16,7 +16,7 @@ import grpc
 from varfx.client import _convert
 from varfx.client._channel import ChannelSettings, channel_options, make_credentials
 from varfx.client._retry import RetryPolicy
-from varfx.client._stream import batches
+from varfx.client._stream import MAX_REQUEST_BYTES, batch_bytes, split_batch
 from varfx.client._transport import TransportCheck, check_token_transport
 from varfx.client.errors import RETRYABLE_CODES, ModelChoiceError, VarfxError, from_rpc_error
 from varfx.client.types import (
@@ -303,7 +303,7 @@ class BaseClient:
         self, variants: VariantBatch | Iterable[VariantLike], batch_size: int | None
     ) -> tuple[VariantBatch | None, Any]:
         """``(batch, None)`` when the input fits one request, else ``(None, chunks)`` (a lazy
-        iterator of VariantBatches of ``batch_size``)."""
+        iterator of VariantBatches of ``batch_size`` variants and MAX_REQUEST_BYTES bytes)."""
         size = batch_size or self._opts.batch_size
         if size < 1:
             raise ValueError(f"batch_size must be >= 1, got {size}")
@@ -312,9 +312,9 @@ class BaseClient:
         else:
             # eager: the count decides between one call and a stream
             batch = VariantBatch.from_variants([Variant.coerce(v) for v in variants])
-        if len(batch) <= size:
+        if len(batch) <= size and int(batch_bytes(batch).sum()) <= MAX_REQUEST_BYTES:
             return batch, None
-        return None, batches(batch, size)
+        return None, split_batch(batch, size)
 
     def _sequence_parts(
         self,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import grpc
+import numpy as np
 
 from varfx.client._retry import RetryPolicy
 from varfx.client.errors import (
@@ -38,12 +39,15 @@ from varfx.client.types import Variant, VariantLike
 from varfx.core.variants import VariantBatch
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "Dealer",
     "Phase",
     "ResumeState",
+    "batch_bytes",
     "batches",
     "chunked",
     "merge_lanes",
+    "split_batch",
     "stream_chunks",
 ]
 
@@ -52,26 +56,70 @@ C = TypeVar("C")
 METHOD = "StreamScoreVariants"
 
 
-def chunked(variants: Iterable[VariantLike], size: int) -> Iterator[list[Variant]]:
-    """Lists of at most ``size`` Variants (coerced from tuples/dicts)."""
+#: Default bound on the variant bytes (alleles, ids, contig names, ~24 bytes of fields each) in
+#: one request the client cuts, well under the 64 MiB message limit of client and server.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_PER_VARIANT = 24
+
+
+def chunked(
+    variants: Iterable[VariantLike], size: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[list[Variant]]:
+    """Lists of at most ``size`` Variants (coerced from tuples/dicts) and at most ``max_bytes``
+    of variant bytes (a single larger variant goes alone)."""
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, got {size}")
-    it = iter(variants)
-    while True:
-        chunk = [Variant.coerce(v) for v in itertools.islice(it, size)]
-        if not chunk:
-            return
+    chunk: list[Variant] = []
+    used = 0
+    for value in variants:
+        v = Variant.coerce(value)
+        cost = len(v.chrom) + len(v.ref) + len(v.alt) + len(v.id) + _PER_VARIANT
+        if chunk and used + cost > max_bytes:
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(v)
+        used += cost
+        if len(chunk) == size:  # out as soon as full: the input is not read ahead
+            yield chunk
+            chunk, used = [], 0
+    if chunk:
         yield chunk
 
 
-def batches(variants: VariantBatch | Iterable[VariantLike], size: int) -> Iterator[VariantBatch]:
-    """VariantBatches of at most ``size`` variants, read lazily: slices of a VariantBatch, or
-    Variants / tuples / dicts coerced ``size`` at a time."""
+def batch_bytes(batch: VariantBatch) -> np.ndarray:
+    """int64 [n]: each variant's bytes as ``chunked`` counts them."""
+    alleles = np.diff(batch.allele_offsets).reshape(-1, 2).sum(axis=1)
+    ids = np.diff(batch.id_offsets) if batch.id_offsets is not None else 0
+    names = np.array([len(c) for c in batch.contigs] + [0], dtype=np.int64)[batch.contig_index]
+    return np.asarray(alleles + ids + names + _PER_VARIANT, dtype=np.int64)
+
+
+def split_batch(
+    batch: VariantBatch, size: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[VariantBatch]:
+    """Consecutive slices of ``batch`` of at most ``size`` variants and ``max_bytes`` bytes."""
+    if size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {size}")
+    ends = np.cumsum(batch_bytes(batch))
+    start, n = 0, len(batch)
+    while start < n:
+        base = int(ends[start - 1]) if start else 0
+        fit = int(np.searchsorted(ends, base + max_bytes, side="right"))
+        stop = min(start + size, max(fit, start + 1), n)
+        yield batch.take(start, stop)
+        start = stop
+
+
+def batches(
+    variants: VariantBatch | Iterable[VariantLike], size: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[VariantBatch]:
+    """VariantBatches of at most ``size`` variants and ``max_bytes`` bytes, read lazily: slices
+    of a VariantBatch, or Variants / tuples / dicts coerced as they are read."""
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, got {size}")
     if isinstance(variants, VariantBatch):
-        return (variants.take(i, i + size) for i in range(0, len(variants), size))
-    return (VariantBatch.from_variants(chunk) for chunk in chunked(variants, size))
+        return split_batch(variants, size, max_bytes)
+    return (VariantBatch.from_variants(c) for c in chunked(variants, size, max_bytes))
 
 
 class Phase(enum.Enum):
@@ -156,7 +204,9 @@ class ResumeState(Generic[C]):
         """The attempt broke with ``exc``: seconds to wait before resuming, or a VarfxError
         raised (not retryable, or out of attempts)."""
         self.failures += 1
-        retryable = rpc_code(exc) in RETRYABLE_CODES or stream_status_lost(exc)
+        retryable = (rpc_code(exc) in RETRYABLE_CODES or stream_status_lost(exc)) and not (
+            _too_large(exc)
+        )
         if not retryable or self.failures >= self.retry.max_attempts:
             self.phase = Phase.FAILED
             raise from_rpc_error(exc, METHOD, self.target, self.failures) from exc
@@ -183,6 +233,17 @@ class ResumeState(Generic[C]):
         return self.broke(
             _EndedEarly(f"stream ended with {len(self.unanswered)} chunk(s) unanswered")
         )
+
+
+def _too_large(exc: BaseException) -> bool:
+    """RESOURCE_EXHAUSTED for a message over a size limit (either side's): resending the same
+    chunk cannot help, so the stream is not resumed."""
+    details: Any = getattr(exc, "details", None)
+    try:
+        text = details() if callable(details) else ""
+    except Exception:
+        return False
+    return rpc_code(exc) is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (text or "")
 
 
 class _EndedEarly(grpc.RpcError):

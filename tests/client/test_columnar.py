@@ -548,3 +548,52 @@ def test_a_server_without_packed_variants_is_named() -> None:
         assert table.items[1] == Variant("chr1", 6, "A", "G")
     finally:
         server.stop(0)
+
+
+def test_chunks_are_bounded_in_bytes() -> None:
+    from varfx.client._stream import batch_bytes, batches, chunked, split_batch
+
+    long = [Variant("chr1", 10 + i, "A", "A" + "C" * (1000 * (i % 4)), f"id{i}") for i in range(40)]
+    lists = list(chunked(long, 1000, max_bytes=5000))
+    assert [v for c in lists for v in c] == long
+    costs = [[4 + len(v.ref) + len(v.alt) + len(v.id) + 24 for v in c] for c in lists]
+    assert all(sum(c) <= 5000 or len(c) == 1 for c in costs)
+    assert all(sum(a) + b[0] > 5000 for a, b in itertools.pairwise(costs))  # cut only when full
+    whole = VariantBatch.from_variants(long)
+    assert batch_bytes(whole).tolist() == [x for c in costs for x in c]
+    parts = list(split_batch(whole, 1000, max_bytes=5000))
+    assert [len(p) for p in parts] == [len(c) for c in lists]
+    assert [len(p) for p in split_batch(whole, 7, max_bytes=10**9)] == [7] * 5 + [5]
+    huge = VariantBatch.from_variants([Variant("chr1", 5, "A", "A" * 9000)])
+    assert [len(p) for p in split_batch(huge, 10, max_bytes=100)] == [1]  # alone, not dropped
+    assert sum(len(b) for b in batches(iter(long), 3, max_bytes=5000)) == 40
+
+
+def test_long_alleles_never_exceed_the_message_limit(
+    server: Any, genome_seqs: dict[str, str]
+) -> None:
+    """70 insertions of 1 MB each (70 MB of alleles, over the 64 MiB message limit) in one
+    call: cut into requests under the byte bound, every variant answered."""
+    seq = genome_seqs["chr1"]
+    ins = [Variant("chr1", 100 + i, seq[99 + i], seq[99 + i] + "ACGT" * 250_000) for i in range(70)]
+    with Client(server.target, packed_variants=True) as client:
+        table = client.score_variants([*ins, *snvs(genome_seqs, 3)], scores="diff")
+    assert len(table) == 73
+    assert table.ok[-3:].all()
+    assert not table.ok[:70].any()  # far longer than the window: refused with a status
+
+
+def test_a_batch_over_the_message_limit_fails_at_once(
+    server: Any, genome_seqs: dict[str, str]
+) -> None:
+    """A caller's batch larger than the message limit is not resumed again and again."""
+    seq = genome_seqs["chr1"]
+    big = VariantBatch.from_variants(
+        [Variant("chr1", 100 + i, seq[99 + i], seq[99 + i] + "A" * 1_000_000) for i in range(70)]
+    )
+    many = RetryPolicy(max_attempts=50, initial_backoff=0.5, max_backoff=1.0)
+    with Client(server.target, retry=many) as client, pytest.raises(VarfxError) as err:
+        list(client.stream_batches([big]))
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in str(err.value)
+    assert "attempts" not in str(err.value)
