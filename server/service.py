@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from varfx import __version__
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.server.batching import DynamicBatcher
@@ -36,14 +35,18 @@ from varfx.server.errors import (
     InvalidRequestError,
     ModelNotFoundError,
 )
+from varfx.server.explain import DEFAULT_WINDOW, ExplainPlan, plan_explain
 from varfx.server.genome import Genome
-from varfx.server.genome_identity import GenomePairing, model_info, pairing_of
+from varfx.server.genome_identity import GenomePairing, manifest_for, model_info, pairing_of
 from varfx.server.metrics import Metrics
+from varfx.server.motifs import motif_database
 from varfx.server.repository import ModelSpec
 from varfx.server.requests import decode_message, variants_of
-from varfx.server.responses import response_bytes
+from varfx.server.responses import fill_messages, response_bytes
 from varfx.server.runtime import ModelRunner
 from varfx.server.scoring import (
+    ALL_KINDS,
+    CALIBRATED_KINDS,
     ScoreResult,
     ScoringOptions,
     ScoringPlan,
@@ -193,20 +196,11 @@ class VariantEffectServicer:
         return result
 
     def _manifest(self, model: ServedModel, options: ScoringOptions, genome: bool) -> pb.Manifest:
-        spec = model.spec
-        return pb.Manifest(
-            calibration=model.calibration.description if model.calibration else "",
-            model=spec.name,
-            model_version=spec.version,
-            assembly=spec.assembly if genome else "",
-            window_length=spec.sequence_length,
-            reverse_complement=options.reverse_complement,
-            ref_policy=options.ref_policy,  # type: ignore[arg-type]
-            server_version=__version__,
-            indel_normalization=(
-                ("as-written" if options.indels_as_written else "left-align") if genome else ""
-            ),
-        )
+        """What computed a response (model file, genome, settings; ``genome_identity``)."""
+        manifest = manifest_for(model, options, variants=genome)
+        if model.calibration is not None:
+            manifest.calibration = model.calibration.description
+        return manifest
 
     async def _run(
         self, model: ServedModel, parts: Sequence[Callable[[], ScoringPlan]], sizes: Sequence[int],
@@ -393,6 +387,81 @@ class VariantEffectServicer:
             ),
         )  # fmt: skip
 
+    # -- explanation ------------------------------------------------------------------------
+
+    async def ExplainVariant(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """ISM around one variant on its ref and alt background (server/explain.py), through
+        the model's batcher, plus the motif calls (server/motifs.py)."""
+        request = await self._decode(
+            pb.ExplainVariantRequest.FromString, data, "ExplainVariantRequest"
+        )
+        model = self.model(request.model, request.model_version)
+        spec = model.spec
+        genome = model.genome or self._genome
+        if genome is None:
+            why = model.pairing.unpaired_reason if model.pairing is not None else ""
+            raise GenomeUnavailableError(
+                (why or "this server was started without a reference genome (--genome)")
+                + "; ExplainVariant needs one"
+            )
+        v = request.variant
+        if not v.chrom or v.pos < 1 or not v.ref or not v.alt:
+            raise InvalidRequestError(
+                f"variant {v.chrom}:{v.pos}:{v.ref}:{v.alt} needs chrom, pos >= 1, ref and alt"
+            )
+        calibrated = model.calibration is not None
+        options = ScoringOptions(
+            kinds=ALL_KINDS + (CALIBRATED_KINDS if calibrated else ()),
+            reverse_complement=bool(request.reverse_complement),
+            ref_policy=int(request.ref_policy) or pb.REF_POLICY_STRICT,
+            features=tuple(request.features),
+            indels_as_written=True,  # ISM positions map onto the alleles as written
+        )
+        window = request.window or DEFAULT_WINDOW
+        loop = asyncio.get_running_loop()
+
+        def make() -> ExplainPlan:
+            return plan_explain(
+                genome, v, length=spec.sequence_length, features=spec.features,
+                model=spec.name, window=window, options=options,
+            )  # fmt: skip
+
+        plan = await loop.run_in_executor(self._executor, make)
+        if len(plan.tokens) > model.batcher.max_queue:
+            raise InvalidRequestError(
+                f"window {window} needs {len(plan.tokens)} model rows, more than the queue "
+                f"holds ({model.batcher.max_queue}); ask for a smaller window"
+            )
+        async with await model.batcher.reserve(len(plan.tokens), wait=False) as room:
+            probs = await model.batcher.submit(plan.tokens, reservation=room)
+        result = plan.finish(probs)
+        score = self._calibrated(model, result.score, options)
+        self._count(model, score.status)
+        top = request.top_motifs or 5
+        calls = []
+        if plan.ok and not request.no_motifs:
+            calls = await loop.run_in_executor(
+                self._executor, lambda: plan.motif_calls(motif_database(), top)
+            )
+        response = pb.ExplainVariantResponse(
+            variant=v,
+            status=pb.Status(code=int(score.status[0]), message=score.messages[0]),  # type: ignore[arg-type]
+            positions=result.positions.tolist(),
+            bases="ACGT",
+            features=result.features,
+            ref_ism=np.ascontiguousarray(result.ref_ism, dtype="<f4").tobytes(),
+            alt_ism=np.ascontiguousarray(result.alt_ism, dtype="<f4").tobytes(),
+            manifest=self._manifest(model, options, genome=True),
+        )
+        for call, position in calls:
+            response.motifs.add(
+                name=call.name, jaspar_id=call.jaspar_id, strand=call.strand,
+                position=position, ref_score=call.ref_score, alt_score=call.alt_score,
+            )  # fmt: skip
+        response.score.variant.CopyFrom(v)
+        fill_messages([response.score], score, options.kinds)
+        return bytes(response.SerializeToString())
+
     # -- listing --------------------------------------------------------------------------------
 
     async def ListModels(
@@ -424,6 +493,7 @@ class VariantEffectServicer:
                     self.StreamScoreVariants, **raw
                 ),
                 "ScoreSequences": grpc.unary_unary_rpc_method_handler(self.ScoreSequences, **raw),
+                "ExplainVariant": grpc.unary_unary_rpc_method_handler(self.ExplainVariant, **raw),
             },
         )
 

@@ -65,7 +65,7 @@ def mixed_variants(seqs: dict[str, str], n: int, seed: int) -> list[pb.Variant]:
 
 @pytest.mark.parametrize("rc", [False, True])
 def test_packed_and_per_message_give_identical_scores(
-    server: Any, genome_seqs: dict[str, str], rc: bool
+    server: Any, genome_seqs: dict[str, str], model_repo: Any, rc: bool
 ) -> None:
     stub = pb_grpc.VariantEffectServiceStub(grpc.insecure_channel(server.target))
     variants = mixed_variants(genome_seqs, 300, seed=3)
@@ -88,6 +88,12 @@ def test_packed_and_per_message_give_identical_scores(
     assert a.manifest.model == "tok"
     assert a.manifest.window_length == 20
     assert a.manifest.indel_normalization == "left-align"
+    import hashlib
+
+    onnx_bytes = (model_repo / "tok" / "1" / "model.onnx").read_bytes()
+    assert a.manifest.model_sha256 == hashlib.sha256(onnx_bytes).hexdigest()
+    assert len(a.manifest.genome_digest) == 64
+    assert a.manifest.reverse_complement == rc
     # and the per-message response form holds the same numbers
     c = stub.ScoreVariants(
         pb.ScoreVariantsRequest(
