@@ -51,7 +51,9 @@ KIND_TEXT = {
     "log2fc": "log2 odds ratio alt vs ref",
     "ref": "probability with the REF allele",
     "alt": "probability with the ALT allele",
-    "quantile": "rank of |diff| among background variants, signed as diff",
+    "quantile": "rank of |diff| among the model's background variants (0..1)",
+    "signed_quantile": "rank of |diff| among background variants, with the sign of diff",
+    "pvalue": "−log10 empirical p-value against the background",
 }
 CSS = """
 :root{--fg:#1f2933;--muted:#5f6b7a;--line:#e4e7eb;--bg:#f4f6f9;--accent:#2f5f98;--gain:#c0392b;--loss:#2e6db4}
@@ -247,6 +249,8 @@ def _feature_cards(data: ReportData) -> str:
                     f"<span class=gain>▲ {fmt_int(int(h.gain[i_strong]))}</span> ≥ {t:g} · "
                     f"<span class=loss>▼ {fmt_int(int(h.loss[i_strong]))}</span> ≤ −{t:g}"
                 )
+            elif kind == "pvalue":
+                stats = f"{fmt_int(int(h.gain[i_strong]))} with p ≤ {10**-t:.2g}"
             else:
                 stats = f"{fmt_int(int(h.gain[i_strong]))} ≥ {t:g} · mean {fmt_num(h.mean)}"
             cards.append(

@@ -10,6 +10,7 @@ import numpy as np
 __all__ = [
     "EXTENTS",
     "KINDS",
+    "LOG_KINDS",
     "SIGNED",
     "STRONG",
     "STRONG_INDEX",
@@ -26,8 +27,12 @@ KINDS: dict[str, tuple[float, float, int]] = {
     "log2fc": (-40.0, 40.0, 3200),
     "ref": (0.0, 1.0, 100),
     "alt": (0.0, 1.0, 100),
-    "quantile": (-1.0, 1.0, 200),  # signed: the |diff| rank in the background, with diff's sign
+    "quantile": (0.0, 1.0, 1000),  # the |diff| rank among the model's background variants
+    "signed_quantile": (-1.0, 1.0, 2000),  # the same with the sign of diff
+    "pvalue": (0.0, 10.0, 200),  # held as -log10(p), p clipped to 1e-10
 }
+#: Kinds held transformed: pvalue as -log10(p).
+LOG_KINDS = ("pvalue",)
 #: Axis extents the page zooms to (the smallest that holds every value), for |value| scales.
 EXTENTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
 
@@ -41,7 +46,7 @@ def nice_extent(value: float, natural: float) -> float:
 
 
 #: Kinds whose values have a sign (gains and losses are counted apart).
-SIGNED = ("diff", "log2fc", "quantile")
+SIGNED = ("diff", "log2fc", "signed_quantile")
 #: Thresholds counted exactly per histogram (values >= t and <= -t), by kind.
 THRESHOLDS: dict[str, tuple[float, ...]] = {
     "diff": (0.05, 0.1, 0.2, 0.5),
@@ -50,9 +55,19 @@ THRESHOLDS: dict[str, tuple[float, ...]] = {
     "alt": (0.1, 0.5, 0.9),
     "max_abs_diff": (0.05, 0.1, 0.2, 0.5),
     "quantile": (0.9, 0.99, 0.999),
+    "signed_quantile": (0.9, 0.99, 0.999),
+    "pvalue": (1.30103, 2.0, 3.0),  # -log10 of 0.05, 0.01, 0.001
 }
 #: Which threshold of each kind the page calls a large effect (diff 0.1, log2fc 2, quantile 0.99).
-STRONG_INDEX = {"diff": 1, "log2fc": 1, "ref": 0, "alt": 0, "quantile": 1}
+STRONG_INDEX = {
+    "diff": 1,
+    "log2fc": 1,
+    "ref": 0,
+    "alt": 0,
+    "quantile": 1,
+    "signed_quantile": 1,
+    "pvalue": 1,
+}
 #: |diff| from which a variant counts as a strong effect in the "top feature" counts.
 STRONG = 0.1
 

@@ -31,6 +31,7 @@ import numpy as np
 from varfx.client._output import info_key
 from varfx.client._report_stats import (
     KINDS,
+    LOG_KINDS,
     STRONG,
     THRESHOLDS,
     Histogram,
@@ -54,7 +55,7 @@ _QUANTILE_KEY = "VARFX_MAX_QUANTILE"
 _SUMMARY_KEYS = ("VARFX_STATUS", "VARFX_MAX_ABS_DIFF", "VARFX_MAX_FEATURE")
 _INFO_ID = re.compile(r"^##INFO=<ID=(VARFX_[A-Za-z0-9_.]+)")
 _CONTIG = re.compile(r"^##contig=<ID=([^,>]+)(?:.*?[<,]length=(\d+))?")
-_DETAIL = re.compile(r"^VARFX_(DIFF|LOG2FC|REF|ALT|QUANTILE)_(.+)$")
+_DETAIL = re.compile(r"^VARFX_(DIFF|LOG2FC|REF|ALT|QUANTILE|SIGNED_QUANTILE|PVALUE)_(.+)$")
 _CHUNK_LINES = 20_000
 
 
@@ -65,7 +66,8 @@ class ReportError(ValueError):
 @dataclass(frozen=True)
 class TopVariant:
     """One variant-ALT of the top table: ``values`` maps each per-feature INFO key to its
-    number (NaN where missing); ``extras`` holds other VARFX_* keys as text."""
+    number (NaN where missing; p-values as -log10 p); ``extras`` holds other VARFX_* keys as
+    text."""
 
     max_abs_diff: float
     line: int
@@ -159,6 +161,7 @@ class _Collector:
         self.top = top
         self.meta: list[str] = []
         self._heap: list[tuple[float, int, TopVariant]] = []
+        self._log_keys: list[str] = []
         self._row = 0
 
     def header(self, line_number: int) -> ReportData:
@@ -197,6 +200,7 @@ class _Collector:
             self.name, manifest, {k: v for k, v in lengths.items() if v}, details, extras
         )
         data.top_n = self.top
+        self._log_keys = [key for kind, _, key in details if kind in LOG_KINDS]
         data.hists["VARFX_MAX_ABS_DIFF"] = Histogram(0.0, 1.0, 1000, THRESHOLDS["max_abs_diff"])
         if _QUANTILE_KEY in declared:
             data.hists[_QUANTILE_KEY] = Histogram(0.0, 1.0, 100, THRESHOLDS["quantile"])
@@ -250,6 +254,8 @@ class _Collector:
         data.alts += len(status)
         data.status.update(status)
         values = {k: self._floats(v, rows, row_of, k) for k, v in text.items()}
+        for key in self._log_keys:  # p-values are held as -log10(p)
+            values[key] = -np.log10(np.clip(values[key], 1e-10, 1.0))
         mad = values["VARFX_MAX_ABS_DIFF"]
         ok = np.array(status, dtype=object) == "OK"
         mad = np.where(ok, mad, np.nan)

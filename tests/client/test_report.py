@@ -326,7 +326,8 @@ def test_quantiles_and_other_varfx_keys_are_shown(plain: Path, tmp_path: Path) -
         if line.startswith("#CHROM"):
             out += [
                 '##INFO=<ID=VARFX_MAX_QUANTILE,Number=A,Type=Float,Description="q">',
-                '##INFO=<ID=VARFX_QUANTILE_feat1,Number=A,Type=Float,Description="q1">',
+                '##INFO=<ID=VARFX_SIGNED_QUANTILE_feat1,Number=A,Type=Float,Description="s">',
+                '##INFO=<ID=VARFX_PVALUE_feat1,Number=A,Type=Float,Description="p">',
                 '##INFO=<ID=VARFX_MOTIF,Number=A,Type=String,Description="m">',
             ]
         elif not line.startswith("#"):
@@ -334,7 +335,8 @@ def test_quantiles_and_other_varfx_keys_are_shown(plain: Path, tmp_path: Path) -
             n = f[4].count(",") + 1
             q = "0.999" if (f[0], f[1], f[2]) == (best.chrom, str(best.pos), best.vid) else "0.5"
             line += f";VARFX_MAX_QUANTILE={','.join([q] * n)};VARFX_MOTIF={','.join(['M<1>'] * n)}"
-            line += f";VARFX_QUANTILE_feat1={','.join(['-0.995'] * n)}"
+            line += f";VARFX_SIGNED_QUANTILE_feat1={','.join(['-0.995'] * n)}"
+            line += f";VARFX_PVALUE_feat1={','.join(['0.004'] * n)}"
         out.append(line)
     path = tmp_path / "q.vcf"
     path.write_text("\n".join(out) + "\n")
@@ -343,12 +345,17 @@ def test_quantiles_and_other_varfx_keys_are_shown(plain: Path, tmp_path: Path) -
     assert data.top[0].extras == {"VARFX_MOTIF": "M<1>"}
     assert data.extra_keys == ["VARFX_MOTIF"]
     assert data.hists["VARFX_MAX_QUANTILE"].n == data.scored
-    assert data.details[-1] == ("quantile", "feat1", "VARFX_QUANTILE_feat1")
-    assert data.hists["VARFX_QUANTILE_feat1"].loss.tolist() == [data.scored] * 2 + [0]
+    assert data.details[-2:] == [
+        ("signed_quantile", "feat1", "VARFX_SIGNED_QUANTILE_feat1"),
+        ("pvalue", "feat1", "VARFX_PVALUE_feat1"),
+    ]
+    assert data.hists["VARFX_SIGNED_QUANTILE_feat1"].loss.tolist() == [data.scored] * 2 + [0]
+    assert data.hists["VARFX_PVALUE_feat1"].gain.tolist() == [data.scored] * 2 + [0]  # p <= 0.01
     write_report(path, tmp_path / "q.html", top=5)
     page = (tmp_path / "q.html").read_text()
     assert "<th data-k=n class=num>quantile</th>" in page
     assert "M&lt;1&gt;" in page
+    assert f"{data.scored:,} with p ≤ 0.01" in page
     rows = top_rows(page)
     assert rows[0][4:7] == [best.feature, "0.9990", "M<1>"]
 
