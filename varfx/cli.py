@@ -20,6 +20,7 @@ _CLI_MODULES = (
     "varfx.server._cli",
     "varfx.server._calibrate_cli",
     "varfx.client._cli",
+    "varfx.client._explain_cli",
     "varfx.training._cli",
 )
 
@@ -32,6 +33,7 @@ _EXTRA_FOR_MODULE = {
     "onnx": "train",
     "matplotlib": "train",
     "sklearn": "train",
+    "logomaker": "plot",
 }
 
 

@@ -1,0 +1,175 @@
+"""The motif database of ExplainVariant, and motif calls for one variant.
+
+Database: JASPAR CORE vertebrates, the latest version of every matrix, read from the SQLite
+file that the ``pyjaspar`` package bundles (the newest release it holds, e.g. JASPAR2026: about
+a thousand matrices; ``pip install 'varfx[explain]'``); without pyjaspar, the ten JASPAR2024
+matrices shipped in ``varfx.training/data`` (the motifs ``varfx simulate`` plants). Matrices are
+scanned with ``varfx.training.motifs`` (log2-odds in bits against a uniform background,
+JASPAR's 0.8 pseudocount; numpy only).
+
+A motif call compares, for each motif and strand, the best match among the windows that overlap
+the variant's bases, in the ref and in the alt sequence. Scores below the matrix's p = 1e-4
+score t (uniform background) count as t, so a call is a match gained or lost above that line,
+and calls are ranked by |max(alt, t) - max(ref, t)| (bits): a weak match made weaker is no call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from varfx.training.motifs import Motif, MotifScanner, load_motifs
+
+__all__ = ["MotifCallRow", "MotifDatabase", "call_motifs", "jaspar_sqlite", "motif_database"]
+
+log = logging.getLogger(__name__)
+
+#: Motif match p-value (uniform background) a call must reach in the ref or the alt.
+CALL_PVALUE = 1e-4
+
+
+@dataclass(frozen=True)
+class MotifDatabase:
+    """Matrices to scan, their p < CALL_PVALUE thresholds (bits) and where they came from."""
+
+    name: str
+    motifs: tuple[Motif, ...]
+    thresholds: np.ndarray  # float32 [n_motifs]
+    scanner: MotifScanner
+
+
+@dataclass(frozen=True)
+class MotifCallRow:
+    """One motif call: 0-based start of the best match in the sequence given to ``call_motifs``."""
+
+    name: str
+    jaspar_id: str
+    strand: str
+    start: int
+    ref_score: float
+    alt_score: float
+
+
+def jaspar_sqlite() -> Path | None:
+    """The newest JASPAR SQLite file bundled by pyjaspar, or None without pyjaspar."""
+    try:
+        data = resources.files("pyjaspar").joinpath("data")
+    except ModuleNotFoundError:
+        return None
+    files = sorted(
+        (Path(str(p)) for p in data.iterdir() if p.name.endswith(".sqlite")), key=lambda p: p.name
+    )
+    return files[-1] if files else None
+
+
+def _read_jaspar(path: Path) -> tuple[Motif, ...]:
+    """CORE vertebrate matrices, latest version of each, from a JASPAR SQLite file."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            "SELECT m.ID, m.BASE_ID, m.VERSION, m.NAME FROM MATRIX m JOIN MATRIX_ANNOTATION a "
+            "ON a.ID = m.ID WHERE m.COLLECTION = 'CORE' AND a.TAG = 'tax_group' "
+            "AND a.VAL = 'vertebrates'"
+        ).fetchall()
+        latest: dict[str, tuple[int, int, str]] = {}
+        for mid, base, version, name in rows:
+            if base not in latest or version > latest[base][0]:
+                latest[base] = (version, mid, name)
+        ids = {mid: (f"{base}.{v}", name) for base, (v, mid, name) in latest.items()}
+        counts: dict[int, dict[tuple[str, int], float]] = {}
+        for mid, row, col, val in db.execute("SELECT ID, row, col, val FROM MATRIX_DATA"):
+            if mid in ids:
+                counts.setdefault(mid, {})[(row, col)] = val
+    motifs = []
+    for mid in sorted(ids, key=lambda m: ids[m][0]):
+        cells = counts.get(mid, {})
+        width = max((c for _, c in cells), default=0)
+        pfm = np.array(
+            [[cells.get((b, j), 0.0) for b in "ACGT"] for j in range(1, width + 1)], np.float64
+        )
+        if width:
+            motifs.append(Motif(ids[mid][0], ids[mid][1], pfm))
+    return tuple(motifs)
+
+
+@cache
+def motif_database(source: str = "auto") -> MotifDatabase:
+    """The database ("auto": JASPAR via pyjaspar when installed, else the shipped subset;
+    "shipped": the shipped subset). Built once per process (about a second for JASPAR)."""
+    path = jaspar_sqlite() if source == "auto" else None
+    if path is not None:
+        motifs = _read_jaspar(path)
+        name = f"{path.stem} CORE vertebrates ({len(motifs)} matrices)"
+    else:
+        motifs = load_motifs()
+        name = f"shipped JASPAR2024 subset ({len(motifs)} matrices)"
+    thresholds = np.array([m.threshold(CALL_PVALUE) for m in motifs], dtype=np.float32)
+    log.info("motif database: %s", name)
+    return MotifDatabase(name, motifs, thresholds, MotifScanner(motifs))
+
+
+def _best(
+    scores: np.ndarray, widths: np.ndarray, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best score [2M] and its start over windows overlapping [lo, hi) of scores [2M, n]."""
+    n = scores.shape[1]
+    starts = np.arange(n)
+    w = np.repeat(widths, 2)[:, None]
+    covers = (starts[None, :] < hi) & (starts[None, :] + w > lo) & (starts[None, :] + w <= n)
+    masked = np.where(covers, scores, -np.inf)
+    at = masked.argmax(axis=1)
+    return masked[np.arange(len(at)), at], at
+
+
+def call_motifs(
+    db: MotifDatabase,
+    ref: np.ndarray,
+    alt: np.ndarray,
+    ref_span: tuple[int, int],
+    alt_span: tuple[int, int],
+    top: int,
+) -> list[MotifCallRow]:
+    """The ``top`` motifs whose best match overlapping the variant changes most.
+
+    Args:
+        ref, alt: uint8 tokens of the ref and alt sequences around the variant.
+        ref_span, alt_span: [lo, hi) of the variant's bases in each (an insertion's or a
+            deletion's span may be empty on one side: the base before it is used).
+
+    Returns:
+        Calls ranked by |alt_score - ref_score|; ``start`` is in ref coordinates when the
+        ref match is the better one, else in alt coordinates.
+    """
+    widths = np.array([m.width for m in db.motifs], dtype=np.int64)
+    spans = [(lo, max(hi, lo + 1)) for lo, hi in (ref_span, alt_span)]
+    best_r, at_r = _best(db.scanner.scan(ref), widths, *spans[0])
+    best_a, at_a = _best(db.scanner.scan(alt), widths, *spans[1])
+    # per motif: the strand whose change above the p = CALL_PVALUE line is largest
+    t = np.repeat(db.thresholds.astype(np.float64), 2)
+    change = np.abs(np.maximum(best_a, t) - np.maximum(best_r, t)).reshape(-1, 2)
+    change[~np.isfinite(change)] = 0.0
+    strand = change.argmax(axis=1)
+    rows = np.arange(len(widths)) * 2 + strand
+    size = change[np.arange(len(widths)), strand]
+    passing = np.flatnonzero(size > 0)
+    order = passing[np.argsort(-size[passing], kind="stable")][:top]
+    calls = []
+    for k in order.tolist():
+        r = rows[k]
+        ref_better = best_r[r] >= best_a[r]
+        calls.append(
+            MotifCallRow(
+                name=db.motifs[k].name,
+                jaspar_id=db.motifs[k].id,
+                strand="+-"[int(strand[k])],
+                start=int(at_r[r] if ref_better else at_a[r]),
+                ref_score=float(best_r[r]),
+                alt_score=float(best_a[r]),
+            )
+        )
+    return calls
