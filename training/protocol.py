@@ -171,7 +171,7 @@ def _baselines(cfg: ProtocolConfig, genome: FastaTokens, index: WindowIndex,
         out["kmer"][sl] = base.predict_proba(x)
         out["gc"][sl] = gc_fraction(x)
         out["cpg"][sl] = ((x[:, :-1] == 1) & (x[:, 1:] == 2)).sum(1)
-    record = {"fit_windows": len(fit_rows), "ks": list(ks), "positives_per_negative": 1.0,
+    record = {"fit_windows": len(fit_rows), "ks": list(ks), "C": base.C, "positives_per_negative": 1.0,
               "fit_on": "bins outside the held-out regions (training sequence)"}  # fmt: skip
     return out, record
 
