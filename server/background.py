@@ -174,8 +174,9 @@ def _draw_sites(
 
 
 def vcf_variants(path: str | Path, *, limit: int = 0) -> Background:
-    """Every ALT of every record of a VCF (plain or bgzipped), up to ``limit`` (0: all)."""
-    import pysam
+    """Every ALT of every record of a VCF (plain, gzip or bgzip), up to ``limit`` (0: all).
+    Symbolic and '*' ALTs are kept (the scorer counts them as not scored)."""
+    import gzip
 
     from varfx.server.genome_identity import file_sha256
 
@@ -186,17 +187,24 @@ def vcf_variants(path: str | Path, *, limit: int = 0) -> Background:
     pos: list[int] = []
     refs: list[str] = []
     alts: list[str] = []
+    with open(path, "rb") as probe:
+        gz = probe.read(2) == b"\x1f\x8b"
     try:
-        with pysam.VariantFile(str(path)) as vcf:
-            for rec in vcf:
-                for alt in rec.alts or ():
-                    chroms.append(rec.chrom)
-                    pos.append(rec.pos)
-                    refs.append(rec.ref or "")
+        with gzip.open(path, "rt") if gz else open(path) as fh:
+            for n, line in enumerate(fh, start=1):
+                if line.startswith("#") or not line.strip():
+                    continue
+                cols = line.rstrip("\n").split("\t")
+                if len(cols) < 5 or not cols[1].isdigit():
+                    raise BackgroundError(f"{path}:{n}: not a VCF record (CHROM POS ID REF ALT)")
+                for alt in cols[4].split(","):
+                    chroms.append(cols[0])
+                    pos.append(int(cols[1]))
+                    refs.append(cols[3])
                     alts.append(alt)
                 if limit and len(pos) >= limit:
                     break
-    except (OSError, ValueError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise BackgroundError(f"{path}: cannot read as VCF ({exc})") from None
     if not pos:
         raise BackgroundError(f"{path}: no variants")
