@@ -106,6 +106,7 @@ def main() -> None:
         if args.limit:
             breakers = breakers[: args.limit]
         hits: dict[str, list[bool]] = {k: [] for k in dbs}
+        top3: dict[str, list[bool]] = {k: [] for k in dbs}
         inside_top1, inside_frac, vtypes, any_top1 = [], [], [], []
         by_motif: dict[str, list[int]] = {}
         options = ScoringOptions(indels_as_written=True)
@@ -120,8 +121,9 @@ def main() -> None:
             vtypes.append(r["vtype"])
             res = plan.finish(runner.predict(plan.tokens))
             for k, db in dbs.items():
-                calls = plan.motif_calls(db, 1)
-                hits[k].append(bool(calls) and calls[0][0].name.upper() == r["motif"].upper())
+                names = [c.name.upper() for c, _ in plan.motif_calls(db, 3)]
+                hits[k].append(bool(names) and names[0] == r["motif"].upper())
+                top3[k].append(r["motif"].upper() in names)
             f = spec.features.index(r["affected_features"].split(",")[0])
             importance = np.abs(res.ref_ism[:, :, f]).max(axis=1)
             lo, hi = _site_of(sites, r["chrom"], int(r["pos"]), r["motif"])
@@ -139,6 +141,7 @@ def main() -> None:
         h = np.array(hits[k])
         out[f"top_motif_is_planted_tf[{k}]"] = float(h.mean())
         out[f"top_motif_is_planted_tf[{k}]_snv"] = float(h[snv].mean())
+        out[f"planted_tf_in_top3_calls[{k}]"] = float(np.mean(top3[k]))
     out["ism_top_position_in_site"] = float(np.mean(inside_top1))
     out["ism_top_position_in_site_snv"] = float(np.array(inside_top1)[snv].mean())
     out["ism_top_position_in_any_planted_site"] = float(np.mean(any_top1))
