@@ -198,3 +198,28 @@ def test_explanation_json_shapes() -> None:
     response.ref_ism = np.zeros(5, "<f4").tobytes()
     with pytest.raises(ExplainError, match="ISM of 5 values"):
         explanation_json(response)
+
+
+def test_deletion_maps_positions_after_it_onto_the_alt_window(setup: tuple[Any, str, Path]) -> None:
+    server, seq, _ = setup
+    pos = 1500
+    ref, alt = seq[pos - 1 : pos + 2], seq[pos - 1]  # a 2-base deletion after the anchor
+    channel = grpc.insecure_channel(server.target)
+    response = explain_variant(channel, parse_variant(f"chr1:{pos}:{ref}:{alt}"), window=6)
+    assert response.status.code == pb.OK
+    alt_ism = np.frombuffer(response.alt_ism, "<f4").reshape(13, 4, 3)
+    assert not alt_ism[7:9].any()  # the two deleted genome bases are not in the alt window
+    # the alt window: shared left flank, then the genome after the deletion
+    start = pos - 1 - C
+    alt_bg = (seq[start:pos] + seq[pos + 2 :])[:L]
+    stub = pb_grpc.VariantEffectServiceStub(channel)
+    for offset in (-6, 0, 3, 6):  # genome pos + offset sits at window index C + offset (- 2 after)
+        idx = C + offset - (2 if offset >= 3 else 0)
+        base = next(b for b in "ACGT" if b != alt_bg[idx])
+        mutant = alt_bg[:idx] + base + alt_bg[idx + 1 :]
+        resp = stub.ScoreSequences(
+            pb.ScoreSequencesRequest(pairs=[pb.SequencePair(ref=alt_bg, alt=mutant)])
+        )
+        np.testing.assert_allclose(
+            alt_ism[6 + offset, "ACGT".index(base)], resp.scores[0].diff, atol=2e-7
+        )
