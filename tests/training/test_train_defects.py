@@ -196,3 +196,34 @@ def test_skip_test_leaves_the_test_split_unscored(tmp_path: Path) -> None:
     assert not (run / "test_roc.png").exists()
     meta = export_run(run, tmp_path / "repo", "tiny").metadata
     assert meta["training_summary"]["test_mean_auroc"] is None
+
+
+def test_cli_trains_on_two_fastas_with_regions_blacklist_and_gc_matched_negatives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_tiny(tmp_path, n_contigs=3, length=6000)
+    a = write_fasta(tmp_path / "a.fa", {k: data.contigs[k] for k in ("chr1", "chr2")})
+    b = write_fasta(tmp_path / "b.fa", {"chr3": data.contigs["chr3"]}, bgzip=True)
+    (tmp_path / "black.bed").write_text("chr1\t1000\t1400\n")
+    run = tmp_path / "run"
+    rc = main(["train", "--genome", str(a), str(b), "--peaks", str(data.peaks_dir),
+               "--out", str(run), "--length", "200", "--bin-size", "100",
+               "--valid-regions", "chr2:1-", "--test-regions", "chr3:1001-",
+               "--blacklist", str(tmp_path / "black.bed"), "--negatives", "gc-matched",
+               "--arch", "basset", "--channels", "8", "8", "--hidden", "8", "--epochs", "1",
+               "--batch-size", "32", "--no-progress", "--threads", "1", "--skip-test"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "valid (test not scored) mean auROC" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["windows"]["negatives"] == "gc-matched"
+    assert summary["windows"]["dropped_blacklist"] > 0
+    assert len(summary["data"]["genome"]) == 2
+    cfg = TrainConfig.from_json(json.loads((run / "config.json").read_text()))
+    assert cfg.genome == (str(a), str(b))
+    from varfx.training.dataset import WindowIndex
+
+    idx = WindowIndex.load(run / "index.npz")
+    c3 = idx.contig_ids == idx.contigs.index("chr3")
+    assert set(idx.split[c3].tolist()) == {0, 2}  # chr3:1-1000 trains, the rest is test
+    assert idx.starts[c3 & (idx.split == 2)].min() >= 1000
+    assert idx.starts[c3 & (idx.split == 0)].max() + 200 <= 1000
