@@ -209,7 +209,7 @@ def varfx_score(
         rows = sum(1 for line in fh if line.strip() and not line.startswith("#"))
     rows -= out.name.endswith((".tsv", ".tsv.gz"))  # the TSV's column-name line
     # its own summary: seconds from the job's start (after interpreter start-up and imports)
-    job = re.search(r"variant-ALTs in ([0-9.]+) s", proc.stdout)
+    job = re.search(r"variant-ALTs in ([0-9.]+) s", proc.stderr + proc.stdout)  # summary: stderr
     return {
         "command": " ".join(cmd),
         "variants": n_variants,

@@ -35,8 +35,8 @@ from varfx.core.variants import VariantBatch
 __all__ = ["BLOCK_BYTES", "VcfBlock", "VcfBlocks", "VcfHeader", "open_binary"]
 
 #: Default uncompressed bytes per block.
-BLOCK_BYTES = 4 << 20
-_READ = 256 << 10
+BLOCK_BYTES = 1 << 20
+_READ = 64 << 10  # a damaged stream loses at most this much before the error is raised
 _BOM = b"\xef\xbb\xbf"
 _POS_DIGITS = 18  # up to 18 digits fit int64 in the vectorised parse; longer ones go to Python
 _MAX_POS = 2**63 - 1
@@ -136,10 +136,17 @@ class VcfBlock:
 class VcfBlocks:
     """A VCF read in blocks: ``header`` on construction, then ``blocks()`` once."""
 
-    def __init__(self, path: str | os.PathLike[str], *, block_bytes: int = BLOCK_BYTES) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        block_bytes: int = BLOCK_BYTES,
+        stream: IO[bytes] | None = None,
+    ) -> None:
+        """``stream``: read these bytes instead of opening ``path`` (which names them in errors)."""
         self.path = "<stdin>" if str(path) == "-" else str(path)
         self.block_bytes = max(int(block_bytes), 1024)
-        self._fh = open_binary(path)
+        self._fh = stream if stream is not None else open_binary(path)
         self._eof = False
         self._line = 0  # lines consumed so far
         self._first_read = True
@@ -222,12 +229,24 @@ class VcfBlocks:
         parts = [self._rest]
         size = len(self._rest)
         self._rest = b""
+        error: VcfFormatError | None = None
         while True:
             while size < self.block_bytes and not self._eof:
-                piece = self._read(_READ)
+                try:
+                    piece = self._read(_READ)
+                except VcfFormatError as exc:  # the complete lines read so far go out first
+                    error = exc
+                    self._eof = True
+                    break
                 parts.append(piece)
                 size += len(piece)
             data = b"".join(parts)
+            if error is not None:
+                data = data[: data.rfind(b"\n") + 1]
+                if data:
+                    self._line += data.count(b"\n")
+                    yield data, self._line - data.count(b"\n")
+                raise VcfFormatError(error.path, self._line + 1, error.reason)
             if not data:
                 return
             cut = data.rfind(b"\n") + 1

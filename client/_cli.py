@@ -9,72 +9,9 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add this package's subcommands to the top-level `varfx` parser."""
-    p = subparsers.add_parser(
-        "score",
-        help="annotate a VCF with variant-effect scores from a varfx server",
-        description=(
-            "Score every record of a VCF (plain or gzipped) against a varfx server and write an "
-            "annotated VCF (bgzipped + tabix-indexed when OUT ends in .gz) or a TSV. "
-            "Multi-allelic records are scored per ALT; every record comes out, unscorable ones "
-            "with their status."
-        ),
-    )
-    p.add_argument("input", help="input VCF (.vcf or .vcf.gz)")
-    p.add_argument(
-        "--server",
-        default="localhost:50051",
-        help="HOST:PORT or gRPC target (default: %(default)s)",
-    )
-    p.add_argument("--model", default="", help="model name (default: the server's default)")
-    p.add_argument(
-        "-o", "--output", required=True, help="output path (.vcf, .vcf.gz, .tsv, .tsv.gz)"
-    )
-    p.add_argument(
-        "--format", choices=["vcf", "tsv"], default=None, help="default: from the output name"
-    )
-    p.add_argument(
-        "--features",
-        default="",
-        help="comma-separated features: VCF gets per-feature INFO keys; summary uses this subset",
-    )
-    p.add_argument(
-        "--scores",
-        default=None,
-        help="score kinds per feature: diff,log2fc,ref,alt (TSV default: all; VCF default: diff)",
-    )
-    p.add_argument(
-        "--ref-policy",
-        choices=["strict", "warn", "flip"],
-        default="strict",
-        help="when REF does not match the genome (default: strict = not scored)",
-    )
-    p.add_argument(
-        "--reverse-complement",
-        action="store_true",
-        help="average each window with its reverse complement",
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from OUT.partial"
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=500, help="variants per request (default: %(default)s)"
-    )
-    p.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=4,
-        help="requests in flight on the stream (default: %(default)s)",
-    )
-    p.add_argument("--timeout", type=float, default=60.0, help="deadline of unary calls, seconds")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=12,
-        help="attempts on UNAVAILABLE/RESOURCE_EXHAUSTED/CANCELLED, backoff 0.25 s doubling to 10 s (default: %(default)s)",
-    )
-    _add_tls(p)
-    p.set_defaults(func=_score)
+    from varfx.client._score_cli import register_score
+
+    register_score(subparsers, _add_tls)
 
     h = subparsers.add_parser(
         "health",
@@ -146,41 +83,6 @@ def _client(args: argparse.Namespace, **kwargs: Any) -> Any:
         retry=RetryPolicy(max_attempts=args.retries, initial_backoff=0.25, max_backoff=10.0),
         **kwargs,
     )
-
-
-def _score(args: argparse.Namespace) -> int:
-    from varfx.client.errors import VarfxError, VcfFormatError
-    from varfx.client.score import ScoreError, score_vcf
-
-    features = [f for f in args.features.split(",") if f] or None
-    try:
-        with _client(args) as client:
-            summary = score_vcf(
-                client,
-                args.input,
-                args.output,
-                model=args.model,
-                fmt=args.format,
-                features=features,
-                scores=args.scores,
-                ref_policy=args.ref_policy,
-                reverse_complement=args.reverse_complement,
-                resume=args.resume,
-                batch_size=args.batch_size,
-                max_in_flight=args.max_in_flight,
-                progress=False if args.no_progress else None,
-            )
-    except (ScoreError, VcfFormatError, VarfxError, ValueError, OSError) as exc:
-        sys.stderr.write(f"varfx score: error: {exc}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write(
-            f"varfx score: interrupted; complete records are in {args.output}.partial, "
-            "continue with the same command plus --resume\n"
-        )
-        return 130
-    sys.stdout.write("\n".join(summary.lines()) + "\n")
-    return 0
 
 
 def _health(args: argparse.Namespace) -> int:

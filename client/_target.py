@@ -38,6 +38,8 @@ def _regular_or_new(path: str) -> bool:
 def open_target(path: str, fmt: str, spec: OutputSpec, *, resume: bool) -> Target | None:
     """The target for ``path``; None when ``resume`` finds the output finished already."""
     if path == "-" or not _regular_or_new(path):
+        if fmt == "parquet":
+            raise ScoreUsageError(f"Parquet output needs a regular file, not {path!r}")
         if resume:
             raise ScoreUsageError(f"--resume needs a regular output file, not {path!r}")
         return Target(path, fmt, spec, stream=True)

@@ -164,6 +164,7 @@ def _manifest(
     indels_as_written: bool,
     genome_check: str,
     identity: str,
+    regions: str = "",
 ) -> tuple[tuple[str, str], ...]:
     from varfx import __version__
 
@@ -186,6 +187,8 @@ def _manifest(
     ]
     if identity:
         out.append(("input", identity))
+    if regions:
+        out.append(("regions", regions))
     return tuple(out)
 
 
@@ -229,6 +232,8 @@ def score_vcf(
     parallel: int = 1,
     skip_genome_check: bool = False,
     tsv_comments: bool = False,
+    regions: str = "",
+    regions_file: str = "",
     progress: bool | None = None,
     block_bytes: int | None = None,
 ) -> ScoreSummary:
@@ -236,7 +241,8 @@ def score_vcf(
     (``-``: standard output); see the module docstring.
 
     ``scores``: kinds written per feature (TSV/Parquet: default all four; VCF: default diff,
-    and only with ``features``). Raises ScoreUsageError, ScoreError, VcfFormatError (naming
+    and only with ``features``). ``regions`` (``chr1:1-5000000,chr2``) / ``regions_file`` (BED):
+    only the records whose POS lies in them, from a tabix-indexed input (``regions.py``). Raises ScoreUsageError, ScoreError, VcfFormatError (naming
     ``FILE:LINE``) or VarfxError.
     """
     from varfx.client._convert import parse_kinds
@@ -260,7 +266,18 @@ def score_vcf(
     )
     if resume and (in_path == "-" or _is_special(in_path)):
         raise ScoreUsageError("--resume needs the input as a regular file (not - or a pipe)")
-    blocks_kw = {"block_bytes": block_bytes} if block_bytes else {}
+    blocks_kw: dict[str, Any] = {"block_bytes": block_bytes} if block_bytes else {}
+    shard = ""
+    if regions or regions_file:
+        from varfx.client.regions import parse_regions, read_bed, region_stream
+
+        chosen_regions = parse_regions(regions) if regions else []
+        if regions_file:
+            chosen_regions += read_bed(regions_file)
+        shard = ",".join(str(r) for r in chosen_regions)
+        if in_path == "-" or _is_special(in_path):
+            raise ScoreUsageError("--regions needs the input as a bgzipped, indexed file")
+        blocks_kw["stream"] = region_stream(in_path, chosen_regions)
     with VcfBlocks(in_path, **blocks_kw) as reader:
         if reader.empty and not reader.header.meta and reader.header.columns is None:
             raise ScoreError(f"{reader.path}: empty input (no header and no records)")
@@ -281,6 +298,7 @@ def score_vcf(
                 indels_as_written,
                 genome_check,
                 input_identity(in_path),
+                shard,
             ),
             notes=policy != "strict",
             tsv_comments=tsv_comments,

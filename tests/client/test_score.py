@@ -174,8 +174,9 @@ def test_cli_subprocess_and_errors(server: Any, vcf: Path, tmp_path: Path) -> No
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
-    assert "OK" in run.stdout
-    assert "variants/s" in run.stdout
+    assert run.stdout == ""  # the summary goes to stderr: stdout is for data
+    assert "OK" in run.stderr
+    assert "variants/s" in run.stderr
     assert len(data_lines(out)) == len(list(VcfReader(vcf)))
     bad = tmp_path / "bad.vcf"
     bad.write_text("#CHROM\tPOS\tID\tREF\tALT\nchr1\t5\t.\tA\tC\nchr1\tfive\t.\tA\tC\n")
@@ -193,7 +194,7 @@ def test_cli_subprocess_and_errors(server: Any, vcf: Path, tmp_path: Path) -> No
          "--model", "nope"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert run.returncode == 1
+    assert run.returncode == 2  # usage: no such model
     assert "nope" in run.stderr
 
 
