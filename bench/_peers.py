@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from bench._load import stable_rate
+from varfx.core.tokens import TOKEN_TABLE
+from varfx.core.windows import WindowRule
 
 __all__ = [
     "Rate",
@@ -109,12 +111,6 @@ def bare_ort_sweep(
     return out
 
 
-_LUT = np.full(256, 4, dtype=np.uint8)
-for _i, _b in enumerate(b"ACGT"):
-    _LUT[_b] = _i
-    _LUT[ord(chr(_b).lower())] = _i
-
-
 def torch_peer(
     module: Any,
     genome_seq: bytes,
@@ -133,20 +129,17 @@ def torch_peer(
 
     dev = torch.device("cuda" if device == "cuda" else "cpu")
     net = module.to(dev).eval()
-    c = length // 2 - 1
+    rule = WindowRule(length)  # the one window rule (varfx.core); the loop around it is the peer's
 
     def windows(chunk: Sequence[tuple[int, str, str]]) -> tuple[np.ndarray, np.ndarray]:
         ref_b, alt_b = [], []
         for pos, ref, alt in chunk:
-            start = pos - 1 - c
-            ref_b.append(genome_seq[start : start + length])
-            alt_b.append(
-                (genome_seq[start : pos - 1] + alt.encode() + genome_seq[pos - 1 + len(ref) :])[
-                    :length
-                ]
-            )
-        ref_t = _LUT[np.frombuffer(b"".join(ref_b), dtype=np.uint8)].reshape(-1, length)
-        alt_t = _LUT[np.frombuffer(b"".join(alt_b), dtype=np.uint8)].reshape(-1, length)
+            start = int(rule.starts(np.array([pos]))[0])
+            seg = genome_seq[start : start + rule.span(len(ref), len(alt))]
+            ref_b.append(seg[:length])
+            alt_b.append(rule.alt_window(seg, len(ref), alt.encode()))
+        ref_t = TOKEN_TABLE[np.frombuffer(b"".join(ref_b), dtype=np.uint8)].reshape(-1, length)
+        alt_t = TOKEN_TABLE[np.frombuffer(b"".join(alt_b), dtype=np.uint8)].reshape(-1, length)
         return ref_t, alt_t
 
     n_chunks = max(1, len(sites) // batch)

@@ -25,7 +25,6 @@ import numpy as np
 
 from bench.score_vs_bcftools import LENGTH, _free_port, _proc_cpu, null_model
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
 
 
 def write_genome(path: Path, n: int, seed: int) -> bytes:

@@ -2,8 +2,7 @@
 
 1. held-out chromosome auROC (mean over features) on the default simulated genome (seed 0);
 2. variant ranking: max |alt - ref| over features, break-motif vs neutral ALTs, auROC on a genome
-   simulated with another seed (windows per DESIGN.md: first variant base at L/2 - 1, shared left
-   flank, alt cut to L);
+   simulated with another seed, scored by the product's verb (``varfx.server.scoring.score``);
 3. throughput: windows/s (and variants/s = windows/s / 2) on this machine's CPU.
 
     .venv/bin/python scripts/eval_default_model.py [--model models/sim-chromatin/1/model.onnx]
@@ -20,10 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pysam
 from sklearn.metrics import roc_auc_score
 
-from varfx.training._fasta import FastaTokens, encode
+from varfx.core.variants import VariantBatch
+from varfx.proto.v1 import varfx_pb2 as pb
+from varfx.server.genome import Genome
+from varfx.server.repository import ModelEntry
+from varfx.server.runtime import ModelRunner
+from varfx.server.scoring import ScoringOptions, score
+from varfx.training._fasta import FastaTokens
 from varfx.training.dataset import IndexConfig, Region, SplitSpec, build_index
 from varfx.training.evaluate import per_feature_metrics
 from varfx.training.peaks import PeakSet
@@ -63,36 +67,30 @@ def heldout_auroc(
     print(f"MEAN held-out auROC {m.mean_auroc:.4f}  auPRC {m.mean_auprc:.4f}  (bar: auROC >= 0.95)")
 
 
-def variant_windows(fa: pysam.FastaFile, chrom: str, pos: int, ref: str, alt: str, L: int):
-    c = L // 2 - 1
-    start = pos - 1 - c
-    size = fa.get_reference_length(chrom)
-
-    def get(a: int, b: int) -> str:
-        lo, hi = max(a, 0), min(b, size)
-        s = fa.fetch(chrom, lo, hi) if hi > lo else ""
-        return "N" * (lo - a) + s + "N" * max(0, b - max(hi, a))
-
-    ref_w = get(start, start + L)
-    left = get(start, pos - 1)
-    right = get(pos - 1 + len(ref), pos - 1 + len(ref) + L)
-    alt_w = (left + alt + right)[:L]
-    return encode(ref_w), encode(alt_w)
-
-
-def variant_ranking(sess: ort.InferenceSession, L: int, sim: Path) -> None:
-    fa = pysam.FastaFile(str(sim / "genome.fa"))
+def variant_ranking(model_path: Path, sim: Path) -> None:
+    """max |alt - ref| over features from the product's own scoring verb (its window rule,
+    normalisation and statuses), break-motif vs neutral ALTs."""
     with (sim / "truth.tsv").open() as fh:
         rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["class"] in ("break", "neutral")]
-    refs, alts = zip(
-        *(variant_windows(fa, r["chrom"], int(r["pos"]), r["ref"], r["alt"], L) for r in rows),
-        strict=True,
+    runner = ModelRunner(ModelEntry("eval", 1, (1,), model_path), "cpu")
+    batch = VariantBatch.from_columns(
+        [r["chrom"] for r in rows],
+        [int(r["pos"]) for r in rows],
+        [r["ref"] for r in rows],
+        [r["alt"] for r in rows],
     )
-    p_ref = run_batches(sess, np.stack(refs))
-    p_alt = run_batches(sess, np.stack(alts))
-    score = np.abs(p_alt - p_ref).max(axis=1)
+    with Genome(sim / "genome.fa") as genome:
+        result = score(runner, genome, batch, ScoringOptions(kinds=(pb.SCORE_KIND_DIFF,)))
+    unscored = len(rows) - len(result.ok_index)
+    if unscored:
+        print(f"  ({unscored} truth variants not scored: {sorted(set(result.status.tolist()))})")
+    score_ = np.full(len(rows), np.nan)
+    score_[result.ok_index] = result.max_abs_diff
+    keep = ~np.isnan(score_)
+    rows = [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
+    score_ = score_[keep]
     y = np.array([r["class"] == "break" for r in rows])
-    auc = roc_auc_score(y, score)
+    auc = roc_auc_score(y, score_)
     print(
         f"variant ranking on seed-1 genome: {y.sum()} break vs {(~y).sum()} neutral ALTs; "
         f"max|alt-ref| auROC {auc:.4f}  (bar: >= 0.90)"
@@ -101,7 +99,7 @@ def variant_ranking(sess: ort.InferenceSession, L: int, sim: Path) -> None:
         m = np.array([r["vtype"] == vt for r in rows])
         if 0 < y[m].sum() < m.sum():
             print(
-                f"  {vt:<6} auROC {roc_auc_score(y[m], score[m]):.4f} ({y[m].sum()} break / {(~y[m]).sum()} neutral)"
+                f"  {vt:<6} auROC {roc_auc_score(y[m], score_[m]):.4f} ({y[m].sum()} break / {(~y[m]).sum()} neutral)"
             )
 
 
@@ -142,7 +140,7 @@ def main() -> None:
         sim0 = Path(args.sim0) if args.sim0 else simulate(Path(tmp) / "s0", seed=0).out_dir
         sim1 = Path(args.sim1) if args.sim1 else simulate(Path(tmp) / "s1", seed=1).out_dir
         heldout_auroc(sess, onnx_meta, sim0, args.test_chroms)
-        variant_ranking(sess, L, sim1)
+        variant_ranking(Path(args.model), sim1)
     for threads in (1, 2):
         throughput(Path(args.model), L, threads)
 
