@@ -22,8 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from varfx.client import _convert
 from varfx.client._channel import open_aio_channel
+from varfx.client._chunks import batches
 from varfx.client._core import BaseClient, ScoreCall, choose_model
-from varfx.client._stream import Dealer, ResumeState, batches
+from varfx.client._stream import Dealer, ResumeState
 from varfx.client.errors import VarfxError, from_rpc_error
 from varfx.client.types import (
     ModelInfo,

@@ -12,8 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from varfx.client import _convert
 from varfx.client._channel import open_channel
+from varfx.client._chunks import batches
 from varfx.client._core import BaseClient, ClientOptions, ScoreCall, choose_model
-from varfx.client._stream import Dealer, batches, merge_lanes, stream_chunks
+from varfx.client._stream import Dealer, merge_lanes, stream_chunks
 from varfx.client.errors import VarfxError, from_rpc_error
 from varfx.client.types import ModelInfo, ScoreTable, SequencePair, VariantLike, VariantScore
 from varfx.core.variants import VariantBatch

@@ -15,8 +15,8 @@ import grpc
 
 from varfx.client import _convert
 from varfx.client._channel import ChannelSettings, channel_options, make_credentials
+from varfx.client._chunks import MAX_REQUEST_BYTES, batch_bytes, split_batch
 from varfx.client._retry import RetryPolicy
-from varfx.client._stream import MAX_REQUEST_BYTES, batch_bytes, split_batch
 from varfx.client._transport import TransportCheck, check_token_transport
 from varfx.client.errors import RETRYABLE_CODES, ModelChoiceError, VarfxError, from_rpc_error
 from varfx.client.types import (

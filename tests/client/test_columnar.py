@@ -551,7 +551,7 @@ def test_a_server_without_packed_variants_is_named() -> None:
 
 
 def test_chunks_are_bounded_in_bytes() -> None:
-    from varfx.client._stream import batch_bytes, batches, chunked, split_batch
+    from varfx.client._chunks import batch_bytes, batches, chunked, split_batch
 
     long = [Variant("chr1", 10 + i, "A", "A" + "C" * (1000 * (i % 4)), f"id{i}") for i in range(40)]
     lists = list(chunked(long, 1000, max_bytes=5000))
