@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from varfx.core.tokens import encode, reverse_complement
+
 __all__ = [
     "FEATURE_ORDER",
     "Index",
@@ -40,11 +42,6 @@ FEATURE_ORDER = [
     for assay in ("ATAC", "H3K27ac", "H3K4me3")
     for cell in ("NeuN", "Olig2", "PU1", "LHX2")
 ]
-
-_LUT = np.full(256, 4, dtype=np.uint8)
-for _i, _b in enumerate(b"ACGT"):
-    _LUT[_b] = _i
-    _LUT[ord(chr(_b).lower())] = _i
 
 _REGION_RE = re.compile(r"^(?P<contig>[^:]+)(?::(?P<start>[\d,]+)-(?P<end>[\d,]+))?$")
 
@@ -86,15 +83,11 @@ def canonical_contig(name: str) -> str:
 
 
 def encode_tokens(seq: bytes | str) -> np.ndarray:
-    """DNA text -> uint8 tokens ``[len]`` (A0 C1 G2 T3, anything else N=4), case-insensitive."""
-    raw = seq.encode("ascii") if isinstance(seq, str) else seq
-    return _LUT[np.frombuffer(raw, dtype=np.uint8)]
+    """DNA text -> uint8 tokens ``[len]`` (varfx.core's table: anything but ACGT is N=4)."""
+    return encode(seq, strict=False)
 
 
-def reverse_complement_tokens(tokens: np.ndarray) -> np.ndarray:
-    """Reverse complement of tokens ``[..., L]`` uint8 (N stays N)."""
-    rc = np.where(tokens < 4, 3 - tokens, tokens).astype(np.uint8)
-    return rc[..., ::-1].copy()
+reverse_complement_tokens = reverse_complement  # varfx.core's
 
 
 def load_genome(fasta: str | Path, contigs: list[str]) -> dict[str, np.ndarray]:

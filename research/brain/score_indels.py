@@ -6,8 +6,8 @@
         --vcf ../shared/data/real/hg19_ref_debian/vt-examples.normalize_IN.chr20_indels.vcf.gz \
         --out runs/brain/indels.tsv --top 10
 
-Windows follow DESIGN.md (first variant base at L/2-1, shared left flank, alt cut to L, N outside
-the contig). A cross-check for ``varfx score`` on the same file, and the source of the docs table.
+Scored with the product's in-process verb (``varfx.server.scoring.score``: its window rule,
+indel normalisation and statuses), without a server: the source of the docs table.
 Output TSV: one row per (record, ALT): chrom, pos, ref, alt, status, max_abs_diff, top_feature, then
 diff per feature. Status is "ok" or why it was not scored (never dropped).
 """
@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from brainlib import canonical_contig, encode_tokens
-from evaluate import onnx_predict
 
 
 def read_vcf(path: str) -> list[tuple[str, int, str, list[str]]]:
@@ -48,47 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="TSV")
     ap.add_argument("--top", type=int, default=10, help="print a markdown table of the N largest")
     args = ap.parse_args(argv)
-    import onnx
-    import pysam
+    from varfx.core.variants import VariantBatch
+    from varfx.proto.v1 import varfx_pb2 as pb
+    from varfx.server.genome import Genome
+    from varfx.server.repository import ModelEntry
+    from varfx.server.runtime import ModelRunner
+    from varfx.server.scoring import ScoringOptions, score
 
-    meta = json.loads({p.key: p.value for p in onnx.load(args.model).metadata_props}["varfx"])
-    feats, length = meta["features"], int(meta["sequence_length"])
-    c = length // 2 - 1
-    fa = pysam.FastaFile(args.genome)
-    refs = set(fa.references)
-    rows: list[list[str]] = []
-    ref_w, alt_w, scored = [], [], []
-    for rec_chrom, rec_pos, rec_ref, alts in read_vcf(args.vcf):
-        for alt in alts:
-            row = [rec_chrom, str(rec_pos), rec_ref, alt]
-            chrom = rec_chrom if rec_chrom in refs else canonical_contig(rec_chrom)
-            ref = rec_ref.upper()
-            if chrom not in refs:
-                rows.append([*row, "unknown_chromosome"])
-                continue
-            if (
-                not alt
-                or alt in (".", "*")
-                or alt.startswith("<")
-                or not set(alt.upper()) <= set("ACGTN")
-            ):
-                rows.append([*row, "unsupported_allele"])
-                continue
-            n = fa.get_reference_length(chrom)
-            p0 = rec_pos - 1
-            if fa.fetch(chrom, p0, min(p0 + len(ref), n)).upper() != ref:
-                rows.append([*row, "ref_mismatch"])
-                continue
-            lo, hi = p0 - c, p0 - c + length + len(ref) + length  # enough right flank for any indel
-            seq = "N" * max(0, -lo) + fa.fetch(chrom, max(lo, 0), min(hi, n)).upper()
-            seq += "N" * (hi - lo - len(seq))
-            ref_w.append(encode_tokens(seq[:length]))
-            alt_w.append(encode_tokens((seq[:c] + alt.upper() + seq[c + len(ref) :])[:length]))
-            scored.append(len(rows))
-            rows.append([*row, "ok"])
-    pr = onnx_predict(args.model, np.stack(ref_w)) if ref_w else np.zeros((0, len(feats)))
-    pa = onnx_predict(args.model, np.stack(alt_w)) if alt_w else np.zeros((0, len(feats)))
-    diff = pa - pr
+    runner = ModelRunner(ModelEntry("model", 1, (1,), Path(args.model)), "cpu")
+    feats = list(runner.spec.features)
+    rows = [
+        [chrom, str(pos), ref, alt] for chrom, pos, ref, alts in read_vcf(args.vcf) for alt in alts
+    ]
+    batch = VariantBatch.from_columns(
+        [r[0] for r in rows], [int(r[1]) for r in rows], [r[2] for r in rows], [r[3] for r in rows]
+    )
+    with Genome(args.genome) as genome:
+        result = score(runner, genome, batch, ScoringOptions())
+    names = {v.number: v.name.lower() for v in pb.StatusCode.DESCRIPTOR.values}
+    for r, code in zip(rows, result.status.tolist(), strict=True):
+        r.append(names[code])
+    scored = result.ok_index.tolist()
+    pr, pa, diff = result.ref, result.alt, result.diff
     out_rows = [r + ["", ""] + [""] * len(feats) for r in rows]
     for k, i in enumerate(scored):
         j = int(np.abs(diff[k]).argmax())
