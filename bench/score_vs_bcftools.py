@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-in-flight", type=int, default=4)
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--server-args", default="", help="extra varfx serve flags")
-    ap.add_argument("--profile", default="", help="py-spy flame graph of one client round (SVG)")
+    ap.add_argument(
+        "--profile", default="", help="py-spy of one client round: .svg flame graph, .txt stacks"
+    )
     ap.add_argument("--keep", default="", help="keep the work directory here")
     args = ap.parse_args(argv)
     if not shutil.which("bcftools"):
@@ -191,15 +193,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _profile(args: argparse.Namespace, port: int, vcf: Path, work: Path) -> None:
-    """py-spy over one ``varfx score`` subprocess (same settings), SVG flame graph."""
+    """py-spy over one ``varfx score`` subprocess (same settings): an SVG flame graph, or
+    collapsed stacks (``.txt``) that ``bench/_profile.py``-style tools summarise."""
+    fmt = "raw" if args.profile.endswith(".txt") else "flamegraph"
     cmd = [
         "py-spy",
         "record",
         "-o",
         args.profile,
+        "--format",
+        fmt,
         "--rate",
         "200",
-        "--subprocesses",
         "--",
         sys.executable,
         "-m",

@@ -62,6 +62,7 @@ class Target:
         self.partial = path + ".partial"
         self.out: IO[bytes] = None  # type: ignore[assignment]
         self._table_writer: Any = None
+        self._bgzf: Any = None
 
     @property
     def _gz(self) -> bool:
@@ -101,15 +102,30 @@ class Target:
                 _check_sidecar(self.partial + ".manifest.json", manifest)
             done = prepare_partial(self.partial, header, self.fmt)
         if done is None:
-            self.out = open(self.partial, "wb")  # noqa: SIM115
+            self.out = self._open_plain("wb", 0)
             self.out.write(header)
             self.out.flush()
             if manifest is not None:
                 Path(self.partial + ".manifest.json").write_text(manifest)
             return 0
         log.info("resuming after %d complete records in %s", done, self.partial)
-        self.out = open(self.partial, "ab")  # noqa: SIM115
+        self.out = self._open_plain("ab", os.path.getsize(self.partial))
         return done
+
+    def _open_plain(self, mode: str, resumed: int) -> IO[bytes]:
+        """The partial file; for a .gz output also compressed as it is written (BGZF in a
+        worker thread, starting with the ``resumed`` bytes already in the partial file)."""
+        plain: IO[bytes] = open(self.partial, mode)  # noqa: SIM115 - closed by finish/abort
+        if not self._gz:
+            return plain
+        from varfx.client._bgzf import BgzfWriter, Tee
+
+        self._bgzf = BgzfWriter(
+            self.partial + ".bgz",
+            prefix_from=self.partial if resumed else None,
+            prefix_size=resumed,
+        )
+        return Tee(plain, self._bgzf)  # type: ignore[return-value]
 
     def _sidecar_text(self) -> str | None:
         if self.fmt != "tsv" or self.spec.tsv_comments:
@@ -120,6 +136,8 @@ class Target:
 
     def abort(self) -> None:
         """Close what is open; the partial file stays for ``--resume``."""
+        if self._bgzf is not None:
+            self._bgzf.abort()
         if self.out is not None and self.out is not sys.stdout.buffer:
             try:
                 self.out.close()
@@ -152,7 +170,8 @@ class Target:
         import pysam
 
         indexed = False
-        pysam.tabix_compress(self.partial, self.path, force=True)
+        self._bgzf.close()
+        os.replace(self.partial + ".bgz", self.path)
         if self.fmt == "vcf":
             try:
                 pysam.tabix_index(self.path, preset="vcf", force=True)

@@ -500,3 +500,27 @@ def test_bcftools_pipeline_on_real_chr20(tmp_path: Path) -> None:
     direct = subprocess.run([BCFTOOLS, "view", "-H", str(ref)], capture_output=True, check=True)  # type: ignore[list-item]
     assert done.stdout == direct.stdout
     assert len(done.stdout.splitlines()) == 194
+
+
+def test_bgzf_writer_blocks_do_not_depend_on_write_sizes(tmp_path: Path) -> None:
+    from varfx.client._bgzf import BgzfWriter
+
+    data = b"".join(b"chr1\t%d\t.\tA\tC\t.\t.\t.\n" % i for i in range(20000))
+    outs = []
+    for step in (1000, 65280, 300_001):
+        w = BgzfWriter(str(tmp_path / f"{step}.gz"))
+        for i in range(0, len(data), step):
+            w.write(data[i : i + step])
+        w.close()
+        outs.append((tmp_path / f"{step}.gz").read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    with pysam.BGZFile(str(tmp_path / "1000.gz"), "rb") as fh:  # htslib reads it back
+        assert fh.read() == data
+    assert gzip.decompress(outs[0]) == data
+    # a resumed writer: the plain prefix first, then the rest
+    plain = tmp_path / "prefix.txt"
+    plain.write_bytes(data[:123_457] + b"appended later")
+    w = BgzfWriter(str(tmp_path / "r.gz"), prefix_from=str(plain), prefix_size=123_457)
+    w.write(data[123_457:])
+    w.close()
+    assert (tmp_path / "r.gz").read_bytes() == outs[0]
