@@ -277,12 +277,8 @@ def test_model_info_and_manifest(server: Any, genome_seqs: dict[str, str]) -> No
     assert table.manifest.window_length == 20
     assert table.manifest.server_version
     assert table.manifest.indel_normalization == "left-align"
-    # the servicer's manifest gets the file's SHA-256 and the genome digest from
-    # server/genome_identity.manifest_for; where it fills them they are ListModels' values
-    if table.manifest.model_sha256:
-        assert table.manifest.model_sha256 == models["agct"].sha256
-    if table.manifest.genome_digest:
-        assert table.manifest.genome_digest == tok.genome.digest
+    assert table.manifest.model_sha256 == models["agct"].sha256
+    assert table.manifest.genome_digest == tok.genome.digest
     assert all(t.manifest is not None and t.manifest.model == "tok" for t in streamed)
     assert ScoreTable.concat(streamed).manifest == streamed[0].manifest
 
