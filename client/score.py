@@ -122,24 +122,15 @@ def _is_special(path: str) -> bool:
 
 
 def choose_model(models: Sequence[ModelInfo], name: str) -> ModelInfo:
-    """The server's rule: the named model; else the configured default; else the only one.
-    Several models and no default is a ScoreUsageError listing them."""
-    served = [m.name for m in models]
-    if not models:
-        raise ScoreError("the server holds no models")
-    if name:
-        for m in models:
-            if m.name == name:
-                return m
-        raise ScoreUsageError(f"model {name!r} is not served; the server has {served}")
-    defaults = [m for m in models if m.is_default]
-    if len(defaults) == 1:
-        return defaults[0]
-    if len(models) == 1:
-        return models[0]
-    raise ScoreUsageError(
-        f"the server holds several models and no default: {served}; name one with --model"
-    )
+    """The client's rule (``varfx.client.choose_model``: the named model, else the configured
+    default, else the only one); a model that cannot be chosen is a ScoreUsageError."""
+    from varfx.client._core import choose_model as choose
+    from varfx.client.errors import ModelChoiceError
+
+    try:
+        return choose(models, name)
+    except ModelChoiceError as exc:
+        raise ScoreUsageError(str(exc)) from None
 
 
 def input_identity(path: str) -> str:
@@ -412,61 +403,7 @@ def _stream(
     }
     if indels_as_written:
         kwargs["indels_as_written"] = True
-    if hasattr(client, "stream_batches"):
-        yield from client.stream_batches(batches, info.name, parallel=parallel, **kwargs)
-        return
-    if parallel != 1:
-        raise ScoreUsageError("this client has no stream_batches: --parallel needs it")
-    yield from _per_batch_tables(client, batches, info.name, kwargs)
-
-
-def _per_batch_tables(
-    client: Any, batches: Iterator[VariantBatch], model: str, kwargs: dict[str, Any]
-) -> Iterator[ScoreTable]:
-    """A client without ``stream_batches``: its ``iter_chunks`` over the batches' variants,
-    the tables cut back into one per batch (per-variant Python; a fallback)."""
-    from varfx.client.types import Variant
-
-    sizes: deque[int] = deque()
-
-    def variants() -> Iterator[Variant]:
-        for batch in batches:
-            sizes.append(len(batch))
-            for chrom, pos, ref, alt, vid in batch.rows():
-                yield Variant(chrom, pos, ref, alt, vid)
-
-    have: list[ScoreTable] = []
-    n_have = 0
-    size = max(1, kwargs.pop("batch_size", 500))
-    for table in client.iter_chunks(variants(), model, batch_size=size, **kwargs):
-        have.append(table)
-        n_have += len(table)
-        while sizes and n_have >= sizes[0]:
-            want = sizes.popleft()
-            merged = ScoreTable.concat(have) if len(have) > 1 else have[0]
-            yield _slice(merged, 0, want)
-            rest = _slice(merged, want, len(merged))
-            have, n_have = ([rest] if len(rest) else []), len(rest)
-
-
-def _slice(t: ScoreTable, lo: int, hi: int) -> ScoreTable:
-    def cut(a: np.ndarray | None) -> np.ndarray | None:
-        return a[lo:hi] if a is not None else None
-
-    return ScoreTable(
-        model=t.model,
-        model_version=t.model_version,
-        features=t.features,
-        items=t.items[lo:hi],
-        status=t.status[lo:hi],
-        messages=t.messages[lo:hi],
-        max_abs_diff=t.max_abs_diff[lo:hi],
-        max_index=t.max_index[lo:hi],
-        ref=cut(t.ref),
-        alt=cut(t.alt),
-        diff=cut(t.diff),
-        log2fc=cut(t.log2fc),
-    )
+    yield from client.stream_batches(batches, info.name, parallel=parallel, **kwargs)
 
 
 def _run(
