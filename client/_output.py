@@ -126,12 +126,12 @@ class BlockScores:
         return feats[np.where(self.ok, self.max_index, len(self.features))]  # type: ignore[no-any-return]
 
 
-def _rows_text(formats: np.ndarray, args: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rows_text(formats: list[str], args: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``"\\n".join(formats) % args`` as uint8 and the [lo, hi) of each row (one ``%``)."""
     if not len(formats):
         z = np.zeros(0, dtype=np.int64)
         return np.zeros(0, dtype=np.uint8), z, z
-    text = ("\n".join(formats.tolist()) % tuple(args)).encode("utf-8") + b"\n"
+    text = ("\n".join(formats) % tuple(args)).encode("utf-8") + b"\n"
     buf = np.frombuffer(text, dtype=np.uint8)
     nl = np.flatnonzero(buf == 10)
     lo = np.concatenate(([0], nl[:-1] + 1))
@@ -224,13 +224,20 @@ class VcfWriter:
     def _texts(self, scores: BlockScores, pad: np.ndarray, sep: np.ndarray) -> np.ndarray:
         """``pad + sep + VARFX_* text + "\\n"`` of every row as one uint8 buffer (one ``%``)."""
         ok = scores.ok
+        lead = "%s%s"
         cols = [pad, sep, scores.status_names()]
+        same = len(pad) and (pad == pad[0]).all() and (sep == sep[0]).all()
+        if same and "%" not in pad[0] + sep[0]:  # the usual case: one pad and sep, in the format
+            lead, cols = pad[0] + sep[0], cols[2:]
         if self.spec.notes:
             cols.append(_escape_notes(scores.messages, "."))
-        n_head = len(cols)  # printed for unscored rows too: pad, sep, status (and note)
+        n_head = len(cols)  # printed for unscored rows too: (pad, sep,) status (and note)
         cols += [scores.max_abs_diff, scores.feature_names(".")]
         cols += [scores.numbers[:, j] for j in range(scores.numbers.shape[1])]
-        formats = np.where(ok, "%s%s" + self._fmt_ok, "%s%s" + self._fmt_bad)
+        if ok.all():
+            formats: Any = [lead + self._fmt_ok] * len(ok)
+        else:
+            formats = np.where(ok, lead + self._fmt_ok, lead + self._fmt_bad).tolist()
         buf, _, _ = _rows_text(formats, _flat_args(cols, ok, n_head))
         return buf
 
@@ -383,7 +390,7 @@ class TsvWriter:
         number = (block.record_of + block.first_index + 1).astype(object)
         cols = [number, scores.status_names(), msgs, scores.max_abs_diff, scores.feature_names("")]
         cols += [scores.numbers[:, j] for j in range(scores.numbers.shape[1])]
-        formats = np.where(ok, self._fmt_ok, self._fmt_bad)
+        formats = np.where(ok, self._fmt_ok, self._fmt_bad).tolist()
         text, lo, hi = _rows_text(formats, _flat_args(cols, ok, 3))
         head_lo, head_hi = lo[0::2], hi[0::2]  # "record\t"
         tail_lo, tail_hi = lo[1::2], hi[1::2]  # "\tstatus\tmessage\t..."
