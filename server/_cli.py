@@ -116,6 +116,15 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
         {"type": int, "help": "largest gRPC message, MiB [VARFX_MAX_MESSAGE_MB; default 64]"},
     ),
     (
+        "--malloc-arenas",
+        {
+            "type": int,
+            "default": None,
+            "help": "cap glibc malloc arenas so freed memory is reused (default 2; 0 = glibc's "
+            "default) [VARFX_MALLOC_ARENAS]",
+        },
+    ),
+    (
         "--workers",
         {
             "type": int,

@@ -29,6 +29,7 @@ from varfx.server.config import ServerConfig
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import pair_models, served_genome
 from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer, reflection_pool
+from varfx.server.memory import limit_malloc_arenas
 from varfx.server.metrics import Metrics, start_metrics_server
 from varfx.server.probes import HealthPort, start_health_port
 from varfx.server.repository import scan_repository
@@ -162,6 +163,7 @@ async def create_server(
 
     Returns the server and its bound gRPC port (config.port 0 picks a free one).
     """
+    limit_malloc_arenas(config.malloc_arenas)  # before this server's threads allocate
     # TLS files and tokens first: a bad one fails in milliseconds, not after the models load
     credentials = server_credentials(config)
     tokens = TokenStore(config.auth_tokens_file) if config.auth_tokens_file else None

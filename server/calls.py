@@ -132,16 +132,19 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         context.add_done_callback(done)
 
-    async def _fail(self, method: str, context: Any, exc: Exception) -> None:
+    def _status(self, method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+        """The status a failure is answered with (logged as the module docstring says)."""
         if isinstance(exc, VarfxServerError):
             code = grpc_code(exc)
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 self._bad_requests.warning("%s: INVALID_ARGUMENT: %s", method, exc)
-            await context.abort(code, str(exc))
+            return code, str(exc)
         log.error("%s failed", method, exc_info=exc)
-        await context.abort(
-            grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-        )
+        return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+    # The abort happens outside the ``except`` block: the exception (and through its traceback
+    # the request it was raised over, megabytes for a refused large request) is then freed at
+    # once instead of living on as the abort's __context__.
 
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: Any) -> Any:
@@ -151,8 +154,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
-                await self._fail(method, context, exc)
-                raise  # not reached: abort raises
+                status = self._status(method, exc)
+            del request
+            await context.abort(*status)
 
         return call
 
@@ -169,6 +173,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
-                await self._fail(method, context, exc)
+                status = self._status(method, exc)
+            else:
+                return
+            del request
+            await context.abort(*status)
 
         return call

@@ -73,6 +73,8 @@ class ServerConfig:
             what one GPU or a small CPU node wants; more where one Python process cannot keep
             the cores or the device busy (measure with bench/server_overhead.py).
         reuse_port: bind the gRPC port with SO_REUSEPORT (set for each worker by ``workers``).
+        malloc_arenas: cap glibc's malloc arenas (``server/memory.py``): memory freed by one
+            thread is reused by the others instead of staying resident; 0 = glibc's default.
     """
 
     model_repo: Path = Path("models")
@@ -105,6 +107,7 @@ class ServerConfig:
     health_port: int = -1
     workers: int = 1
     reuse_port: bool = False
+    malloc_arenas: int = 2
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -135,6 +138,8 @@ class ServerConfig:
             raise bad("max_message_mb", "must be >= 1")
         if self.intra_op_threads < 0:
             raise bad("intra_op_threads", "must be >= 0")
+        if self.malloc_arenas < 0:
+            raise bad("malloc_arenas", "must be >= 0 (0 = glibc's default)")
         if any(int(v) < 1 for v in self.model_versions.values()):
             raise bad("model_versions", "versions are integers >= 1")
         if any(b < 1 or b > self.max_batch for b in self.warmup_batch_sizes):

@@ -68,9 +68,11 @@ _INLINE_BYTES = 64 * 1024
 _INLINE_WINDOWS = 64
 # Requests of one stream scored concurrently (pipelining; the transport's flow control does the rest).
 _STREAM_WINDOW = 4
-# Bytes one variant may take in a request message (alleles up to a long indel, name, id), for
-# the size check made before a request is parsed.
-_BYTES_PER_VARIANT = 2048
+# Bytes one variant may take in a request message on average (alleles, name, id), for the size
+# check made before a request is parsed: a request larger than max_variants of these (plus
+# _REQUEST_SLACK) cannot be legal and is refused without the cost of parsing it.
+_BYTES_PER_VARIANT = 512
+_REQUEST_SLACK = 4 << 20
 
 
 @dataclass
@@ -113,7 +115,7 @@ class VariantEffectServicer:
         self._executor = executor
         self._max_variants = max_variants
         self._max_message_bytes = max_message_bytes
-        self._max_request_bytes = max_variants * _BYTES_PER_VARIANT + (1 << 20)
+        self._max_request_bytes = max_variants * _BYTES_PER_VARIANT + _REQUEST_SLACK
         if default_model and default_model not in models:
             raise ModelNotFoundError(f"default model {default_model!r} not in {sorted(models)}")
         self._default = default_model or (next(iter(models)) if len(models) == 1 else "")
