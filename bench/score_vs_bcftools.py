@@ -92,6 +92,74 @@ def bcftools_round(vcf: Path, out: Path) -> float:
     return time.perf_counter() - t
 
 
+def breakdown(vcf: Path, batch_size: int, work: Path) -> dict[str, float]:
+    """Client CPU microseconds per variant of each stage, one thread, no server (synthetic
+    scores): read + parse, chunking, request building + serialising, writing, BGZF, tabix."""
+    import pysam
+
+    from varfx.client._bgzf import BgzfWriter
+    from varfx.client._blocks import VcfBlocks
+    from varfx.client._core import ScoreCall
+    from varfx.client._output import BlockScores, OutputSpec, VcfWriter
+    from varfx.client.score import chunk_bounds
+    from varfx.client.types import ModelInfo
+
+    out: dict[str, float] = {}
+    t = time.process_time()
+    blocks = list(VcfBlocks(vcf).blocks())
+    n = sum(len(b.batch) for b in blocks)
+    out["read_parse"] = time.process_time() - t
+    t = time.process_time()
+    parts = [b.slice(lo, hi) for b in blocks for lo, hi in chunk_bounds(b, batch_size, 1 << 20)]
+    out["chunk"] = time.process_time() - t
+    t = time.process_time()
+    call = ScoreCall.plan("null", True, scores=("diff",))
+    for p in parts:
+        call.request(p.batch).SerializeToString()
+    out["request"] = time.process_time() - t
+    info = ModelInfo(
+        "null",
+        1,
+        (1,),
+        tuple(FEATURES),
+        LENGTH,
+        "",
+        "cpu",
+        "tokens",
+        "probabilities",
+        "ACGT",
+        True,
+        64,
+    )
+    writer = VcfWriter(OutputSpec(info, info.features, (), "strict", False, "bench"))
+    rng = np.random.default_rng(0)
+    scores = [
+        BlockScores(
+            np.zeros(len(p.batch), np.int8),
+            [""] * len(p.batch),
+            rng.random(len(p.batch)),
+            np.zeros(len(p.batch), np.int64),
+            np.zeros((len(p.batch), 0)),
+            info.features,
+        )
+        for p in parts
+    ]
+    t = time.process_time()
+    text = [writer.block(p, sc) for p, sc in zip(parts, scores, strict=True)]
+    out["write"] = time.process_time() - t
+    gz = work / "breakdown.vcf.gz"
+    t = time.process_time()
+    bgzf = BgzfWriter(str(gz))
+    for chunk in text:
+        bgzf.write(chunk)
+    bgzf.close()
+    out["bgzf"] = time.process_time() - t
+    t = time.process_time()
+    pysam.tabix_index(str(gz), preset="vcf", force=True)
+    out["tabix"] = time.process_time() - t
+    return {k: 1e6 * v / n for k, v in out.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", type=int, default=200_000)
@@ -104,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", default="", help="py-spy of one client round: .svg flame graph, .txt stacks"
     )
     ap.add_argument("--keep", default="", help="keep the work directory here")
+    ap.add_argument("--breakdown", action="store_true", help="also time each client stage")
     args = ap.parse_args(argv)
     if not shutil.which("bcftools"):
         sys.stderr.write("bcftools not found (apt-get install bcftools)\n")
@@ -184,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         server.terminate()
         server.wait(30)
         log.close()
+    if args.breakdown:
+        result["client_stage_us_per_variant"] = breakdown(vcf, args.batch_size, work)
     rounds = result["rounds"]
     for key in rounds[0]:
         result[f"median_{key}"] = statistics.median(r[key] for r in rounds)

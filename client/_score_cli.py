@@ -28,7 +28,7 @@ OPTIONS: dict[str, tuple[type, Any]] = {
     "ref_policy": (str, "strict"),
     "reverse_complement": (bool, False),
     "indels_as_written": (bool, False),
-    "batch_size": (int, 500),
+    "batch_size": (int, 2000),
     "batch_bytes": (int, 1 << 20),
     "max_in_flight": (int, 4),
     "parallel": (int, 1),
@@ -119,7 +119,7 @@ def register_score(subparsers: Any, add_tls: Any) -> None:
         "--resume", action="store_true", help="continue an interrupted run from OUT.partial"
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="variants per request (default 500)"
+        "--batch-size", type=int, default=None, help="variants per request (default 2000)"
     )
     p.add_argument(
         "--batch-bytes",

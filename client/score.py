@@ -217,7 +217,7 @@ def score_vcf(
     reverse_complement: bool = False,
     indels_as_written: bool = False,
     resume: bool = False,
-    batch_size: int = 500,
+    batch_size: int = 2000,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     max_in_flight: int = 4,
     parallel: int = 1,
