@@ -438,8 +438,10 @@ def _run(
         max_in_flight,
         parallel,
     )
+    expected = dict(spec.manifest)
     for table in tables:
         block = pending.popleft()
+        _check_manifest(getattr(table, "manifest", None), expected)
         scores = BlockScores.from_tables([table], spec.detail_kinds)
         if len(scores.status) != len(block.batch):
             raise RuntimeError(f"{len(block.batch)} variants sent, {len(scores.status)} scored")
@@ -452,3 +454,25 @@ def _run(
         bar.update(len(block.batch), block.n_records)
     if pending:
         raise RuntimeError(f"{len(pending)} chunks left without scores")  # a bug, not input
+
+
+def _check_manifest(got: Any, expected: dict[str, str]) -> None:
+    """Each response's manifest against the one in the output's header (where both say):
+    a server restarted with another model file or genome mid-run must not mix its scores in."""
+    if got is None:
+        return
+    pairs = [
+        ("model_sha256", got.model_sha256),
+        ("genome_digest", got.genome_digest),
+        ("window_length", str(got.window_length) if got.window_length else ""),
+        ("reverse_complement", str(bool(got.reverse_complement)).lower()),
+    ]
+    for key, value in pairs:
+        want = expected.get(key, "")
+        if value and want and value != want:
+            raise ScoreError(
+                f"the server answered under another manifest: {key} {value} where this run's "
+                f"output says {want} (was the server restarted with another model or genome?); "
+                "the complete records so far are kept, rerun with --resume against the same "
+                "server configuration"
+            )

@@ -3,6 +3,7 @@ and pandas-readable TSV, --parallel, region shards merged with bcftools, bounded
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -20,7 +21,7 @@ from tests.client.test_score import data_lines, make_vcf
 from tests.conftest import REAL
 from varfx.client import Client
 from varfx.client._blocks import VcfBlocks
-from varfx.client._score_errors import PartialMismatchError, ScoreUsageError
+from varfx.client._score_errors import PartialMismatchError, ScoreError, ScoreUsageError
 from varfx.client.errors import VcfFormatError
 from varfx.client.score import chunk_bounds, score_vcf
 
@@ -524,3 +525,23 @@ def test_bgzf_writer_blocks_do_not_depend_on_write_sizes(tmp_path: Path) -> None
     w.write(data[123_457:])
     w.close()
     assert (tmp_path / "r.gz").read_bytes() == outs[0]
+
+
+def test_responses_must_carry_the_headers_manifest(server: Any, vcf: Path, tmp_path: Path) -> None:
+    from varfx.client.score import _check_manifest
+
+    out = tmp_path / "m.vcf"
+    with Client(server.target) as client:
+        score_vcf(client, vcf, out)
+        table = next(iter(client.iter_chunks([("chr1", 10, "A", "C")], "tok")))
+    header = dict(
+        line[len("##varfx_") :].split("=", 1)
+        for line in out.read_text().splitlines()
+        if line.startswith("##varfx_")
+    )
+    assert table.manifest is not None
+    assert table.manifest.model_sha256 == header["model_sha256"]  # the run checked real ones
+    _check_manifest(table.manifest, header)
+    other = dataclasses.replace(table.manifest, model_sha256="0" * 64)
+    with pytest.raises(ScoreError, match="another manifest: model_sha256"):
+        _check_manifest(other, header)
