@@ -11,7 +11,6 @@ usage (bad option, unknown format or model, several models and no ``--model``); 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import Any
@@ -176,17 +175,6 @@ def register_score(subparsers: Any, add_tls: Any) -> None:
         help="attempts on UNAVAILABLE/RESOURCE_EXHAUSTED/CANCELLED, backoff 0.25 s "
         "doubling to 10 s (default 12)",
     )
-    p.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
-    )
-    p.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-    p.add_argument(
-        "--log-level",
-        dest="score_log_level",
-        default=None,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level of this command [VARFX_LOG_LEVEL]",
-    )
     add_tls(p)
     p.set_defaults(func=_score)
 
@@ -240,14 +228,6 @@ def _parse(kind: type, raw: str, where: str) -> Any:
         raise ConfigError(f"{where}={raw!r} is not {kind.__name__}") from None
 
 
-def _log_level(args: argparse.Namespace) -> int:
-    name = args.score_log_level or os.environ.get("VARFX_LOG_LEVEL", "").upper()
-    if name in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        return int(getattr(logging, name))
-    steps = [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG]
-    return steps[max(0, min(3, 1 + args.verbose - args.quiet))]
-
-
 def _score(args: argparse.Namespace) -> int:
     from varfx.client._cli import _client
 
@@ -256,7 +236,6 @@ def _score(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"varfx score: error: {exc}\n")
         return 2
-    logging.getLogger().setLevel(_log_level(args))
     from varfx.client._score_errors import ScoreError, ScoreUsageError
     from varfx.client.errors import VarfxError, VcfFormatError
     from varfx.client.score import score_vcf

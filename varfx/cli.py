@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,14 +54,67 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in _CLI_MODULES:
         importlib.import_module(name).register(sub)
+    for command in {id(p): p for p in sub.choices.values()}.values():
+        _add_log_options(command)
     return parser
+
+
+def _add_log_options(p: argparse.ArgumentParser) -> None:
+    """-v / -q / --log-level on a subcommand (``varfx score -v``, ``varfx serve -q``); an
+    option a subcommand defines itself is left to it."""
+    g = p.add_argument_group("logging")
+    for flags, kw in (
+        (
+            ("-v", "--verbose"),
+            {
+                "action": "count",
+                "default": 0,
+                "dest": "sub_verbose",
+                "help": "more log output (-vv: debug)",
+            },
+        ),
+        (
+            ("-q", "--quiet"),
+            {
+                "action": "count",
+                "default": 0,
+                "dest": "sub_quiet",
+                "help": "less log output (-qq: errors only)",
+            },
+        ),
+        (
+            ("--log-level",),
+            {
+                "dest": "sub_log_level",
+                "default": None,
+                "choices": ["DEBUG", "INFO", "WARNING", "ERROR"],
+                "help": "log level of this command [VARFX_LOG_LEVEL; default INFO]",
+            },
+        ),
+    ):
+        try:
+            g.add_argument(*flags, **kw)  # type: ignore[arg-type]
+        except argparse.ArgumentError:
+            continue
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """The subcommand's --log-level, else VARFX_LOG_LEVEL, else the top-level --log-level
+    moved by -v / -q (one step each)."""
+    name = getattr(args, "sub_log_level", None) or os.environ.get("VARFX_LOG_LEVEL", "").upper()
+    if name in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        return int(getattr(logging, name))
+    steps = [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]
+    here = steps.index(getattr(logging, args.log_level))
+    shift = getattr(args, "sub_quiet", 0) - getattr(args, "sub_verbose", 0)
+    return steps[max(0, min(len(steps) - 1, here + shift))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=log_level(args),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

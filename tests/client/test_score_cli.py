@@ -545,3 +545,18 @@ def test_responses_must_carry_the_headers_manifest(server: Any, vcf: Path, tmp_p
     other = dataclasses.replace(table.manifest, model_sha256="0" * 64)
     with pytest.raises(ScoreError, match="another manifest: model_sha256"):
         _check_manifest(other, header)
+
+
+def test_every_subcommand_takes_v_q_and_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from varfx.cli import build_parser, log_level
+
+    monkeypatch.delenv("VARFX_LOG_LEVEL", raising=False)
+    parser = build_parser()
+    assert log_level(parser.parse_args(["score", "x.vcf", "-o", "y.vcf", "-v"])) == logging.DEBUG
+    assert log_level(parser.parse_args(["health", "-q"])) == logging.WARNING
+    assert log_level(parser.parse_args(["report", "x", "-o", "y", "-qq"])) == logging.ERROR
+    assert log_level(parser.parse_args(["score", "x", "-o", "y", "--log-level", "ERROR"])) == 40
+    monkeypatch.setenv("VARFX_LOG_LEVEL", "debug")
+    assert log_level(parser.parse_args(["health"])) == logging.DEBUG
