@@ -180,3 +180,28 @@ def test_real_chr20_indels_are_scored(tmp_path: Path) -> None:
     assert "REF_MISMATCH" not in counts
     assert counts["OK"] > 100
     assert set(counts) <= {"OK", "INDEL_TOO_LONG", "REF_EQUALS_ALT"}
+
+
+def test_grch37_vcf_refused_on_the_grch38_fragment(hg38: Any, tmp_path: Path) -> None:
+    """The real chr20 indels (##contig ... assembly=b37) against a model served on the GRCh38
+    fragment: refused before anything is written, naming both assemblies; with
+    --skip-genome-check scored anyway, and the output says so."""
+    vcf = REAL / "hg19_ref_debian" / "vt-examples.normalize_IN.chr20_indels.vcf.gz"
+    if not vcf.exists():
+        pytest.skip(f"{vcf} not present")
+    out = tmp_path / "refused.vcf.gz"
+    with Client(hg38.target) as client:
+        if getattr(client.list_models()[0], "genome", None) is None:
+            pytest.skip("this server does not report genome identity")
+        with pytest.raises(GenomeMismatchError) as info:
+            score_vcf(client, vcf, out)
+        assert "'GRCh37'" in str(info.value)
+        assert "'GRCh38'" in str(info.value)
+        assert "--skip-genome-check" in str(info.value)
+        assert not out.exists()
+        assert not Path(f"{out}.partial").exists()
+        summary = score_vcf(client, vcf, out, skip_genome_check=True)
+    assert summary.records == 194
+    assert read_back(out) == 194
+    with pysam.VariantFile(str(out)) as vf:
+        assert "##varfx_genome_check=skipped" in str(vf.header)
