@@ -42,7 +42,7 @@ class BgzfWriter:
         partial output, which the caller goes on appending to)."""
         self.path = path
         self._level = level
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # bounded memory
         self._error: BaseException | None = None
         self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed by the worker
         self._thread = threading.Thread(
