@@ -114,6 +114,10 @@ def _channel_options(config: ServerConfig) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
         ("grpc.so_reuseport", 1 if config.reuse_port else 0),
+        # HTTP/2 flow control at its fixed default: with BDP probing a stream's window grows to
+        # megabytes, and a client that sends faster than its stream is scored parks that much
+        # per stream in the transport (24 such streams held ~400 MB; bench/soak.py)
+        ("grpc.http2.bdp_probe", 0),
     ]
     if config.max_connection_age_s > 0:
         ms = int(config.max_connection_age_s * 1000)

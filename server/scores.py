@@ -43,21 +43,26 @@ def _log2_odds(p: np.ndarray, eps: float) -> np.ndarray:
     return np.log2(q) - np.log2(1.0 - q)
 
 
-def compute_scores(ref_p: np.ndarray, alt_p: np.ndarray, eps: float = DEFAULT_EPS) -> ScoreArrays:
-    """Scores from probability arrays ref_p, alt_p: float [n, F] in [0, 1]."""
+def compute_scores(
+    ref_p: np.ndarray, alt_p: np.ndarray, eps: float = DEFAULT_EPS, *, log2fc: bool = True
+) -> ScoreArrays:
+    """Scores from probability arrays ref_p, alt_p: float [n, F] in [0, 1]; ``log2fc=False``
+    skips the log odds (its array is then [n, 0])."""
     if ref_p.shape != alt_p.shape or ref_p.ndim != 2:
         raise ValueError(f"ref/alt shapes differ or are not [n, F]: {ref_p.shape} {alt_p.shape}")
     ref = ref_p.astype(np.float32, copy=False)
     alt = alt_p.astype(np.float32, copy=False)
     diff = alt - ref
-    log2fc = (_log2_odds(alt, eps) - _log2_odds(ref, eps)).astype(np.float32)
     n, f = diff.shape
+    lfc = (
+        (_log2_odds(alt, eps) - _log2_odds(ref, eps)).astype(np.float32)
+        if log2fc
+        else np.zeros((n, 0), dtype=np.float32)
+    )
     if f:
         max_index = np.abs(diff).argmax(axis=1)
         max_abs = np.abs(diff[np.arange(n), max_index])
     else:
         max_index = np.zeros(n, dtype=np.int64)
         max_abs = np.zeros(n, dtype=np.float32)
-    return ScoreArrays(
-        ref, alt, diff, log2fc, max_abs.astype(np.float32), max_index.astype(np.int64)
-    )
+    return ScoreArrays(ref, alt, diff, lfc, max_abs.astype(np.float32), max_index.astype(np.int64))

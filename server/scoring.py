@@ -102,7 +102,8 @@ class ScoreResult:
         features: the F feature names the columns refer to.
         status: int32 [n] ``varfx_pb2.StatusCode`` (0 = OK).
         messages: n strings ('' or why not scored / a warning); ``noted``: indices with one.
-        ref, alt, diff, log2fc: float32 [k, F] for the k OK inputs (``ok_index``), in order.
+        ref, alt, diff, log2fc: float32 [k, F] for the k OK inputs (``ok_index``), in order;
+            a kind the options did not ask for is [k, 0] (diff is always there).
         max_abs_diff: float32 [k]; max_index: int64 [k] feature index of it.
         ok_index: int64 [k]: which inputs the score rows belong to.
         quantile, signed_quantile, pvalue: float32 [k, F] calibrated kinds, or None when not
@@ -240,6 +241,7 @@ class ScoringPlan:
     features: tuple[str, ...]
     select: np.ndarray | None
     reverse_complement: bool
+    kinds: tuple[int, ...] = ALL_KINDS
 
     def finish(self, probs: np.ndarray) -> ScoreResult:
         """Scores from the predictions float32 [m, F_model] of ``tokens`` (same order)."""
@@ -261,9 +263,17 @@ class ScoringPlan:
         ref_p = ref_p[self.ref_rows]
         if self.select is not None:
             ref_p, alt_p = ref_p[:, self.select], alt_p[:, self.select]
-        s = compute_scores(ref_p, alt_p)
+        kinds = set(self.kinds)
+        s = compute_scores(ref_p, alt_p, log2fc=pb.SCORE_KIND_LOG2FC in kinds)
+        # kinds not asked for are dropped here ([k, 0]): an in-flight request holds only
+        # what its response needs (diff is always kept: max_abs_diff and the calibrated
+        # kinds come from it)
+        unused = np.zeros((k, 0), dtype=np.float32)
         return ScoreResult(
-            self.features, w.status, w.messages, w.noted, s.ref, s.alt, s.diff, s.log2fc,
+            self.features, w.status, w.messages, w.noted,
+            s.ref if pb.SCORE_KIND_REF in kinds else unused,
+            s.alt if pb.SCORE_KIND_ALT in kinds else unused,
+            s.diff, s.log2fc if pb.SCORE_KIND_LOG2FC in kinds else unused,
             s.max_abs_diff, s.max_index, self.ok_index,
         )  # fmt: skip
 
@@ -306,6 +316,7 @@ def _plan(
         features=features,
         select=select,
         reverse_complement=options.reverse_complement,
+        kinds=options.kinds,
     )
 
 
