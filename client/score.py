@@ -85,7 +85,8 @@ class ScoreSummary:
 
     def lines(self) -> list[str]:
         out = [
-            f"wrote {self.output}: {self.records} records this run "
+            f"wrote {'standard output' if self.output == '-' else self.output}: "
+            f"{self.records} records this run "
             f"({self.resumed_records} resumed from before), {self.variants} variant-ALTs in "
             f"{self.seconds:.1f} s ({self.variants_per_s:.0f} variants/s)"
         ]
