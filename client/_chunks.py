@@ -8,13 +8,13 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from varfx.client.types import Variant, VariantLike
-from varfx.core.variants import VariantBatch
+from varfx.core.variants import MAX_REQUEST_BYTES, VariantBatch
 
 __all__ = ["MAX_REQUEST_BYTES", "batch_bytes", "batches", "chunked", "split_batch"]
 
-#: Default bound on the variant bytes (alleles, ids, contig names, ~24 bytes of fields each) in
-#: one request the client cuts, well under the 64 MiB message limit of client and server.
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# MAX_REQUEST_BYTES (varfx.core.variants): the bound on the variant bytes (alleles, ids, contig
+# names, ~24 bytes of fields each) of one request the client cuts; the server accepts any
+# request this large unparsed.
 _PER_VARIANT = 24
 
 

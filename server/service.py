@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from varfx.core.variants import VariantBatch
+from varfx.core.variants import MAX_REQUEST_BYTES, VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.server.batching import DynamicBatcher
 from varfx.server.calibration import Calibration, CalibrationFileError, load_calibration
@@ -72,7 +72,7 @@ _STREAM_WINDOW = 4
 # check made before a request is parsed: a request larger than max_variants of these (plus
 # _REQUEST_SLACK) cannot be legal and is refused without the cost of parsing it.
 _BYTES_PER_VARIANT = 512
-_REQUEST_SLACK = 4 << 20
+_REQUEST_SLACK = MAX_REQUEST_BYTES  # what the client may send in one request, whatever its count
 
 
 @dataclass

@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VariantBatch", "VariantBatchError"]
+__all__ = ["MAX_REQUEST_BYTES", "VariantBatch", "VariantBatchError"]
+
+#: The request size rule client and server share: the client cuts requests to at most this many
+#: variant bytes, and the server accepts, before parsing, any request up to this size plus
+#: 512 bytes per variant of its limit (larger ones cannot be legal and are refused unparsed).
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 class VariantBatchError(ValueError):
