@@ -227,3 +227,14 @@ def test_cli_trains_on_two_fastas_with_regions_blacklist_and_gc_matched_negative
     assert set(idx.split[c3].tolist()) == {0, 2}  # chr3:1-1000 trains, the rest is test
     assert idx.starts[c3 & (idx.split == 2)].min() >= 1000
     assert idx.starts[c3 & (idx.split == 0)].max() + 200 <= 1000
+
+
+def test_metrics_name_features_left_out_of_the_mean() -> None:
+    from varfx.training.evaluate import per_feature_metrics
+
+    y = np.zeros((6, 2), np.uint8)
+    y[:3, 0] = 1  # feature b has no positive
+    p = np.tile(np.linspace(1, 0, 6)[:, None], (1, 2)).astype(np.float32)
+    m = per_feature_metrics(y, p, ("a", "b"))
+    assert m.mean_auroc == pytest.approx(1.0)
+    assert m.to_json()["excluded_from_mean"] == ["b"]
