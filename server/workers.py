@@ -15,6 +15,8 @@ A client connection sticks to one worker; clients that open several channels (or
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import multiprocessing
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 #: prometheus_client reads this (before it is imported) to keep metric values in shared files.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_PR_SET_PDEATHSIG = 1  # prctl option
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as varfx.cli's
 
 
@@ -44,7 +47,21 @@ def _pick_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(config: ServerConfig, index: int, metrics_dir: str, log_level: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: this process gets SIGTERM when the parent dies, even by SIGKILL (no orphans)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(
+    config: ServerConfig, index: int, metrics_dir: str, log_level: int, parent: int
+) -> None:
+    _die_with_parent(parent)
     os.environ[MULTIPROC_ENV] = metrics_dir
     logging.basicConfig(level=log_level, format=_LOG_FORMAT)
     from varfx.server.app import serve
@@ -76,7 +93,7 @@ def serve_workers(config: ServerConfig) -> int:
     procs = [
         ctx.Process(
             target=_worker,
-            args=(child, i, metrics_dir, logging.getLogger().getEffectiveLevel()),
+            args=(child, i, metrics_dir, logging.getLogger().getEffectiveLevel(), os.getpid()),
             name=f"varfx-worker-{i}",
         )
         for i in range(n)

@@ -239,3 +239,30 @@ def test_workers_share_one_port_and_one_metrics_endpoint(
         assert proc.popen.wait(60) == 0, proc.log
     finally:
         proc.kill()
+
+
+def test_workers_die_with_a_killed_parent(files: tuple[Path, Path], env: dict[str, str]) -> None:
+    """SIGKILL to the parent (no chance to stop them): the workers go too, no orphans."""
+    repo, fasta = files
+    args = [
+        "serve", "--model-repo", str(repo), "--genome", str(fasta), "--host", "127.0.0.1",
+        "--port", "0", "--metrics-port", "-1", "--default-model", "fast", "--workers", "2",
+        "--warmup-batch-sizes", "1",
+    ]  # fmt: skip
+    proc = Proc(args, env)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(re.findall(r"serving \[", proc.log)) < 2:
+            assert proc.popen.poll() is None, proc.log
+            time.sleep(0.1)
+        pids = [int(p) for p in re.findall(r"worker \d \(pid (\d+)\) starting", proc.log)]
+        assert len(pids) == 2, proc.log
+    finally:
+        proc.kill()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.1)
+    alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+    for p in alive:  # our own children: do not leave them behind even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived their parent"
