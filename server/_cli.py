@@ -116,6 +116,15 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
         {"type": int, "help": "largest gRPC message, MiB [VARFX_MAX_MESSAGE_MB; default 64]"},
     ),
     (
+        "--ref-cache-mb",
+        {
+            "type": int,
+            "default": None,
+            "help": "MiB of reference-window predictions shared by all callers (default 256; "
+            "0 = off) [VARFX_REF_CACHE_MB]",
+        },
+    ),
+    (
         "--malloc-arenas",
         {
             "type": int,

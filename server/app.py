@@ -32,6 +32,7 @@ from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer, reflection_
 from varfx.server.memory import limit_malloc_arenas
 from varfx.server.metrics import Metrics, start_metrics_server
 from varfx.server.probes import HealthPort, start_health_port
+from varfx.server.refcache import RefCache
 from varfx.server.repository import scan_repository
 from varfx.server.runtime import ModelRunner
 from varfx.server.service import SERVICE_NAME, ServedModel, VariantEffectServicer
@@ -179,6 +180,7 @@ async def create_server(
     by_assembly = {name: Genome(path) for name, path in config.genomes.items()}
     executor = ThreadPoolExecutor(max(2, config.inference_threads), thread_name_prefix="varfx")
     models: dict[str, ServedModel] = {}
+    ref_cache = RefCache(config.ref_cache_mb << 20) if config.ref_cache_mb else None
     server: grpc.aio.Server | None = None
     health_port: HealthPort | None = None
     metrics_http: Any = None
@@ -201,7 +203,7 @@ async def create_server(
             )
             await batcher.start()
             spec = runner.spec
-            models[entry.name] = ServedModel(runner, batcher)
+            models[entry.name] = ServedModel(runner, batcher, ref_cache=ref_cache)
             metrics.model_info.labels(
                 model=spec.name,
                 version=str(spec.version),

@@ -73,6 +73,9 @@ class ServerConfig:
             what one GPU or a small CPU node wants; more where one Python process cannot keep
             the cores or the device busy (measure with bench/server_overhead.py).
         reuse_port: bind the gRPC port with SO_REUSEPORT (set for each worker by ``workers``).
+        ref_cache_mb: MiB of reference-window predictions kept for all callers
+            (``server/refcache.py``): a site scored again (another ALT, a re-scored VCF, a
+            nearby caller) runs its ref window once; 0 = off.
         malloc_arenas: cap glibc's malloc arenas (``server/memory.py``): memory freed by one
             thread is reused by the others instead of staying resident; 0 = glibc's default.
     """
@@ -108,6 +111,7 @@ class ServerConfig:
     workers: int = 1
     reuse_port: bool = False
     malloc_arenas: int = 2
+    ref_cache_mb: int = 256
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -138,6 +142,8 @@ class ServerConfig:
             raise bad("max_message_mb", "must be >= 1")
         if self.intra_op_threads < 0:
             raise bad("intra_op_threads", "must be >= 0")
+        if self.ref_cache_mb < 0:
+            raise bad("ref_cache_mb", "must be >= 0 (0 = off)")
         if self.malloc_arenas < 0:
             raise bad("malloc_arenas", "must be >= 0 (0 = glibc's default)")
         if any(int(v) < 1 for v in self.model_versions.values()):

@@ -10,6 +10,7 @@ varfx_batch_size                       histogram  windows per ONNX Runtime run
 varfx_inference_duration_seconds       histogram  ONNX Runtime run time
 varfx_variants_total                   counter    variants answered, by model and status
 varfx_sequences_total                  counter    windows run through the model (after dedupe)
+varfx_ref_cache_lookups_total          counter    ref predictions looked up in the cache (hit|miss)
 varfx_queue_depth                      gauge      windows waiting
 varfx_queue_capacity                   gauge      max windows waiting
 varfx_inflight_requests                gauge      RPCs in progress
@@ -86,6 +87,12 @@ class Metrics:
             "Seconds per ONNX Runtime run",
             ["model"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ref_cache_lookups = Counter(
+            "varfx_ref_cache_lookups",
+            "Reference-window predictions looked up in the shared cache, by result (hit|miss)",
+            ["model", "result"],
             registry=r,
         )
         self.variants = Counter(

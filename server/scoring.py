@@ -17,8 +17,8 @@ Scores (per variant and feature f, p = the model's probability): ``ref = p(ref w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,8 +28,14 @@ from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.server.calibration import Calibration
 from varfx.server.errors import CalibrationUnavailableError, InvalidRequestError
 from varfx.server.genome import Genome
+from varfx.server.refcache import RefCache
 from varfx.server.scores import compute_scores
-from varfx.server.windows import VariantWindows, build_windows, sequence_windows
+from varfx.server.windows import (
+    SITE_SHIFT,
+    VariantWindows,
+    build_windows,
+    sequence_windows,
+)
 
 __all__ = [
     "ALL_KINDS",
@@ -242,6 +248,16 @@ class ScoringPlan:
     select: np.ndarray | None
     reverse_complement: bool
     kinds: tuple[int, ...] = ALL_KINDS
+    # reference cache: the predictions found [U, F_model] (rows of found sites set), which
+    # sites were found, the cache and the keys of the sites run here
+    cached: np.ndarray | None = None
+    found: np.ndarray | None = None
+    cache: RefCache | None = None
+    miss_keys: list[Hashable] = field(default_factory=list)
+
+    @property
+    def cache_hits(self) -> int:
+        return int(self.found.sum()) if self.found is not None else 0
 
     def finish(self, probs: np.ndarray) -> ScoreResult:
         """Scores from the predictions float32 [m, F_model] of ``tokens`` (same order)."""
@@ -260,6 +276,11 @@ class ScoringPlan:
         if self.reverse_complement:
             ref_p = (ref_p + probs[u + k : 2 * u + k]) / 2
             alt_p = (alt_p + probs[2 * u + k :]) / 2
+        if self.cache is not None and self.cached is not None and self.found is not None:
+            self.cache.store(self.miss_keys, ref_p)
+            full = self.cached
+            full[~self.found] = ref_p
+            ref_p = full
         ref_p = ref_p[self.ref_rows]
         if self.select is not None:
             ref_p, alt_p = ref_p[:, self.select], alt_p[:, self.select]
@@ -283,6 +304,8 @@ def _plan(
     model_features: tuple[str, ...],
     model_name: str,
     options: ScoringOptions,
+    cache: RefCache | None = None,
+    scope: Hashable = None,
 ) -> ScoringPlan:
     select = _feature_index(model_features, options.features, model_name)
     features = model_features if select is None else tuple(model_features[i] for i in select)
@@ -290,12 +313,24 @@ def _plan(
     n, k = len(windows.status), len(ok)
     site = windows.site[ok] if len(windows.site) else np.full(k, -1, dtype=np.int64)
     unique = None
+    cached = found = None
+    miss_keys: list[Hashable] = []
     if k and (site >= 0).all():
-        _, first, inverse = np.unique(site, return_index=True, return_inverse=True)
+        sites, first, inverse = np.unique(site, return_index=True, return_inverse=True)
         # shared sites (multi-allelic records): each ref window once, where that saves rows
         # (a few coincident sites in a large batch are cheaper to run twice than to copy for)
-        if len(first) < 0.9 * k:
+        if len(first) < 0.9 * k or cache is not None:
             unique = first
+        if cache is not None:
+            names = windows.site_contigs
+            starts = (sites & ((1 << SITE_SHIFT) - 1)) - (1 << (SITE_SHIFT - 1))
+            keys = [
+                (scope, names[s], st, options.reverse_complement)
+                for s, st in zip((sites >> SITE_SHIFT).tolist(), starts.tolist(), strict=True)
+            ]
+            found, cached = cache.lookup(keys, len(model_features))
+            miss_keys = [key for key, hit in zip(keys, found.tolist(), strict=True) if not hit]
+            unique = first[~found]
     if unique is not None:
         refs, ref_rows = windows.ref[ok[unique]], inverse
     else:
@@ -317,6 +352,10 @@ def _plan(
         select=select,
         reverse_complement=options.reverse_complement,
         kinds=options.kinds,
+        cached=cached,
+        found=found,
+        cache=cache,
+        miss_keys=miss_keys,
     )
 
 
@@ -328,8 +367,12 @@ def plan_variants(
     features: tuple[str, ...],
     model: str,
     options: ScoringOptions,
+    cache: RefCache | None = None,
+    scope: Hashable = None,
 ) -> ScoringPlan:
-    """The plan for scoring variants against ``genome`` with a model of window ``length``."""
+    """The plan for scoring variants against ``genome`` with a model of window ``length``;
+    with ``cache``, ref windows predicted before (same ``scope``: model and genome) are taken
+    from it and the new ones stored."""
     windows = build_windows(
         genome,
         variants,
@@ -337,7 +380,7 @@ def plan_variants(
         ref_policy=options.ref_policy,
         indels_as_written=options.indels_as_written,
     )
-    return _plan(windows, features, model, options)
+    return _plan(windows, features, model, options, cache, scope)
 
 
 def plan_sequences(

@@ -40,6 +40,7 @@ from varfx.server.genome import Genome
 from varfx.server.genome_identity import GenomePairing, manifest_for, model_info, pairing_of
 from varfx.server.metrics import Metrics
 from varfx.server.motifs import motif_database
+from varfx.server.refcache import RefCache
 from varfx.server.repository import ModelSpec
 from varfx.server.requests import decode_message, variants_of
 from varfx.server.responses import fill_messages, response_bytes
@@ -87,6 +88,17 @@ class ServedModel:
     # the calibration beside the model (server/calibration.py), or why there is none
     calibration: Calibration | None = None
     calibration_problem: str = ""
+    # ref-window predictions shared by all callers (server/refcache.py), or None
+    ref_cache: RefCache | None = None
+
+    @property
+    def cache_scope(self) -> tuple[str, int, str, str]:
+        """What a cached ref prediction depends on besides the window: the model (name,
+        version, ONNX SHA-256) and the genome (digest)."""
+        p = self.pairing
+        sha = p.model_sha256 if p is not None else str(self.spec.path)
+        digest = p.served.identity.digest if p is not None and p.served is not None else ""
+        return (self.spec.name, self.spec.version, sha, digest or str(id(self.genome)))
 
     @property
     def spec(self) -> ModelSpec:
@@ -221,6 +233,11 @@ class VariantEffectServicer:
                     plan = await loop.run_in_executor(self._executor, make_plan)
                 probs = await model.batcher.submit(plan.tokens, reservation=room)
             results.append(plan.finish(probs))
+            if plan.found is not None:
+                hits = plan.cache_hits
+                lookups = self._metrics.ref_cache_lookups
+                lookups.labels(model=model.spec.name, result="hit").inc(hits)
+                lookups.labels(model=model.spec.name, result="miss").inc(len(plan.found) - hits)
         return results
 
     @staticmethod
@@ -251,10 +268,12 @@ class VariantEffectServicer:
         step = self._part_size(model, per, wait)
         bounds = [(s, min(s + step, len(batch))) for s in range(0, len(batch), step)] or [(0, 0)]
 
+        cache, scope = model.ref_cache, model.cache_scope
+
         def planner(part: VariantBatch) -> Callable[[], ScoringPlan]:
             return lambda: plan_variants(
                 genome, part, length=spec.sequence_length, features=spec.features,
-                model=spec.name, options=options,
+                model=spec.name, options=options, cache=cache, scope=scope,
             )  # fmt: skip
 
         parts = [planner(batch.take(a, b) if len(bounds) > 1 else batch) for a, b in bounds]

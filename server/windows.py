@@ -23,7 +23,7 @@ from varfx.core.windows import WindowRule, fit_sequence, normalize_indel
 from varfx.proto.v1 import varfx_pb2
 from varfx.server.genome import Genome
 
-__all__ = ["VariantWindows", "build_windows", "fit_sequence", "sequence_windows"]
+__all__ = ["SITE_SHIFT", "VariantWindows", "build_windows", "fit_sequence", "sequence_windows"]
 
 _SC = varfx_pb2.StatusCode
 _RP = varfx_pb2.RefPolicy
@@ -31,7 +31,7 @@ _RP = varfx_pb2.RefPolicy
 _BASE = np.full(256, 255, dtype=np.uint8)
 for _i, _b in enumerate(b"ACGT"):
     _BASE[_b] = _BASE[_b + 32] = _i
-_SITE_SHIFT = 40  # site key = contig row << 40 | (window start + 2**39)
+SITE_SHIFT = 40  # site key = contig row << 40 | (window start + 2**39)
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class VariantWindows:
         site: int64 [n]: equal for variants whose ref windows are the same genome span
             (contig and start), -1 where not OK or not from the genome.
         noted: indices of the inputs that have a message, ascending.
+        site_contigs: the genome contig of each site's contig row (``site >> 40``).
         both: uint8 [2n, L] holding ``ref`` then ``alt`` (they are views of it), so that a
             plan whose rows are exactly these needs no copy; None for sequence pairs.
     """
@@ -57,6 +58,7 @@ class VariantWindows:
     site: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     noted: list[int] = field(default_factory=list)
     both: np.ndarray | None = None
+    site_contigs: tuple[str | None, ...] = ()
 
     @property
     def ok(self) -> np.ndarray:
@@ -132,6 +134,7 @@ def build_windows(
         site=np.where(out.status == _SC.OK, out.site, -1) if n else out.site,
         noted=sorted(out.noted),
         both=out.both,
+        site_contigs=tuple(out.contigs),
     )
 
 
@@ -208,7 +211,7 @@ class _Builder:
             tokens[:, c] = alt_code[index]
             self.alt_tokens[index] = tokens
             self.written[index] = True
-            self.site[index] = (k << _SITE_SHIFT) | (starts + (1 << (_SITE_SHIFT - 1)))
+            self.site[index] = (k << SITE_SHIFT) | (starts + (1 << (SITE_SHIFT - 1)))
             with_n = np.flatnonzero(tokens.max(axis=1) == N_TOKEN)
             for j in with_n.tolist():
                 count = int(np.count_nonzero(tokens[j] == N_TOKEN))
@@ -295,7 +298,7 @@ class _Builder:
             notes.append(f"window has {n_count} N bases (contig end or assembly gap)")
         if notes:
             self.note(i, "; ".join(notes))
-        self.site[i] = (k << _SITE_SHIFT) | (start + (1 << (_SITE_SHIFT - 1)))
+        self.site[i] = (k << SITE_SHIFT) | (start + (1 << (SITE_SHIFT - 1)))
         self.rows.append(i)
         self.ref_seqs.append(ref_w)
         self.alt_seqs.append(rule.alt_window(seg, len(ref_b), alt_b))
