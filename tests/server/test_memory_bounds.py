@@ -17,19 +17,13 @@ import pytest
 
 from bench.score_vs_bcftools import _free_port, null_model
 from bench.server_overhead import packed_requests, write_genome
+from bench.soak import rss_mb
 from varfx.proto.v1 import varfx_pb2 as pb
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 
 _SCORE = "/varfx.v1.VariantEffectService/ScoreVariants"
 _STREAM = "/varfx.v1.VariantEffectService/StreamScoreVariants"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
