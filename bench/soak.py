@@ -181,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
                 ch.unary_unary(_SCORE)(check)
             ).packed.diff
             start = rss_mb(proc.pid)
-            print(f"machine: {os.cpu_count()} cores; server pid {proc.pid}, start RSS {start:.0f} MB")
+            print(
+                f"machine: {os.cpu_count()} cores; server pid {proc.pid}, start RSS {start:.0f} MB"
+            )
 
             # A: streams + unary + health + checker
             soak = Soak(target, proc.pid)
-            targets: list[tuple[object, tuple]] = [(soak.prober, ()), (soak.checker, (check, expected))]
+            targets: list[tuple[object, tuple]] = [
+                (soak.prober, ()),
+                (soak.checker, (check, expected)),
+            ]
             targets += [(soak.streamer, (stream_requests,)) for _ in range(args.streams)]
             targets += [(soak.unary, (stream_requests[0],)) for _ in range(2)]
             run_threads(soak, targets, args.seconds)
