@@ -13,19 +13,11 @@ from typing import Any
 import numpy as np
 
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.scoring import ALL_KINDS, CALIBRATED_KINDS, ScoreResult
+from varfx.server.scoring import ALL_KINDS, CALIBRATED_KINDS, KIND_FIELDS, ScoreResult
 
 __all__ = ["fill_messages", "fill_packed", "response_bytes"]
 
-_FIELDS = {
-    pb.SCORE_KIND_REF: "ref",
-    pb.SCORE_KIND_ALT: "alt",
-    pb.SCORE_KIND_DIFF: "diff",
-    pb.SCORE_KIND_LOG2FC: "log2fc",
-    pb.SCORE_KIND_QUANTILE: "quantile",
-    pb.SCORE_KIND_SIGNED_QUANTILE: "signed_quantile",
-    pb.SCORE_KIND_PVALUE: "pvalue",
-}
+
 _KINDS = ALL_KINDS + CALIBRATED_KINDS
 _LE_F32 = np.dtype("<f4")
 _LE_I32 = np.dtype("<i4")
@@ -33,7 +25,7 @@ _LE_I32 = np.dtype("<i4")
 
 def fill_messages(messages: Sequence[Any], result: ScoreResult, kinds: Sequence[int]) -> None:
     """Write status and score arrays into the per-input response messages (one per input)."""
-    wanted = [(_FIELDS[k], result.array(k).tolist()) for k in _KINDS if k in kinds]
+    wanted = [(KIND_FIELDS[k], result.array(k).tolist()) for k in _KINDS if k in kinds]
     max_abs = result.max_abs_diff.tolist()
     max_index = result.max_index.tolist()
     features = result.features
@@ -78,7 +70,7 @@ def fill_packed(packed: Any, result: ScoreResult, kinds: Sequence[int]) -> None:
         packed.messages[i] = result.messages[i]
     for kind in _KINDS:
         if kind in kinds:
-            setattr(packed, _FIELDS[kind], _expand(result, result.array(kind), np.nan, _LE_F32))
+            setattr(packed, KIND_FIELDS[kind], _expand(result, result.array(kind), np.nan, _LE_F32))
     packed.max_abs_diff = _expand(result, result.max_abs_diff, np.nan, _LE_F32)
     packed.max_abs_diff_index = _expand(result, result.max_index, -1, _LE_I32)
     if pb.SCORE_KIND_QUANTILE in kinds and result.max_quantile is not None:

@@ -40,6 +40,7 @@ from varfx.server.windows import (
 __all__ = [
     "ALL_KINDS",
     "CALIBRATED_KINDS",
+    "KIND_FIELDS",
     "ScoreResult",
     "ScoringOptions",
     "ScoringPlan",
@@ -62,6 +63,18 @@ CALIBRATED_KINDS: tuple[int, ...] = (
     pb.SCORE_KIND_SIGNED_QUANTILE,
     pb.SCORE_KIND_PVALUE,
 )
+
+
+#: Each ScoreKind's field: the ScoreResult attribute and the response field of the same name.
+KIND_FIELDS: dict[int, str] = {
+    pb.SCORE_KIND_REF: "ref",
+    pb.SCORE_KIND_ALT: "alt",
+    pb.SCORE_KIND_DIFF: "diff",
+    pb.SCORE_KIND_LOG2FC: "log2fc",
+    pb.SCORE_KIND_QUANTILE: "quantile",
+    pb.SCORE_KIND_SIGNED_QUANTILE: "signed_quantile",
+    pb.SCORE_KIND_PVALUE: "pvalue",
+}
 
 
 @dataclass(frozen=True)
@@ -140,15 +153,7 @@ class ScoreResult:
     def array(self, kind: int) -> np.ndarray:
         """The float32 [k, F] array of a ``varfx_pb2.ScoreKind`` (a calibrated kind only after
         ``with_calibration``)."""
-        value = {
-            pb.SCORE_KIND_REF: self.ref,
-            pb.SCORE_KIND_ALT: self.alt,
-            pb.SCORE_KIND_DIFF: self.diff,
-            pb.SCORE_KIND_LOG2FC: self.log2fc,
-            pb.SCORE_KIND_QUANTILE: self.quantile,
-            pb.SCORE_KIND_SIGNED_QUANTILE: self.signed_quantile,
-            pb.SCORE_KIND_PVALUE: self.pvalue,
-        }[kind]
+        value = getattr(self, KIND_FIELDS[kind])
         if value is None:
             raise ValueError(f"score kind {kind} was not computed (no calibration applied)")
         return value

@@ -76,6 +76,12 @@ _BYTES_PER_VARIANT = 512
 _REQUEST_SLACK = MAX_REQUEST_BYTES  # what the client may send in one request, whatever its count
 
 
+def _parts(n: int, step: int) -> list[tuple[int, int]]:
+    """[start, stop) of the consecutive parts of ``step`` inputs a request of n runs in (one
+    empty part for an empty request, so that it still gets a response)."""
+    return [(s, min(s + step, n)) for s in range(0, n, step)] or [(0, 0)]
+
+
 @dataclass
 class ServedModel:
     """A loaded model: its runner, its batcher and the genome it scores variants on."""
@@ -266,7 +272,7 @@ class VariantEffectServicer:
             )
         per = windows_per_input(options)
         step = self._part_size(model, per, wait)
-        bounds = [(s, min(s + step, len(batch))) for s in range(0, len(batch), step)] or [(0, 0)]
+        bounds = _parts(len(batch), step)
 
         cache, scope = model.ref_cache, model.cache_scope
 
@@ -376,7 +382,7 @@ class VariantEffectServicer:
         self._check_size(spec, n, options)
         per = windows_per_input(options)
         step = self._part_size(model, per, wait=False)
-        bounds = [(s, min(s + step, n)) for s in range(0, n, step)] or [(0, 0)]
+        bounds = _parts(n, step)
         pairs = [(p.ref, p.alt) for p in request.pairs]
 
         def planner(a: int, b: int) -> Callable[[], ScoringPlan]:
