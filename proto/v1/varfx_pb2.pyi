@@ -329,7 +329,7 @@ class GenomeIdentity(_message.Message):
     def __init__(self, assembly: _Optional[str] = ..., digest: _Optional[str] = ..., contigs: _Optional[_Iterable[_Union[ContigIdentity, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "versions", "features", "sequence_length", "assembly", "device", "input_kind", "output_kind", "alphabet", "is_default", "max_batch", "metadata_json", "sha256", "genome", "genome_mismatch_allowed", "training_genome", "calibration")
+    __slots__ = ("name", "version", "versions", "features", "sequence_length", "assembly", "device", "input_kind", "output_kind", "alphabet", "is_default", "max_batch", "metadata_json", "sha256", "genome", "genome_mismatch_allowed", "training_genome", "calibration", "precision", "local_recompute", "device_windows")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -348,6 +348,9 @@ class ModelInfo(_message.Message):
     GENOME_MISMATCH_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     TRAINING_GENOME_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_RECOMPUTE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     versions: _containers.RepeatedScalarFieldContainer[int]
@@ -366,7 +369,10 @@ class ModelInfo(_message.Message):
     genome_mismatch_allowed: bool
     training_genome: GenomeIdentity
     calibration: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., features: _Optional[_Iterable[str]] = ..., sequence_length: _Optional[int] = ..., assembly: _Optional[str] = ..., device: _Optional[str] = ..., input_kind: _Optional[str] = ..., output_kind: _Optional[str] = ..., alphabet: _Optional[str] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., metadata_json: _Optional[str] = ..., sha256: _Optional[str] = ..., genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ..., genome_mismatch_allowed: _Optional[bool] = ..., training_genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ..., calibration: _Optional[str] = ...) -> None: ...
+    precision: str
+    local_recompute: bool
+    device_windows: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., features: _Optional[_Iterable[str]] = ..., sequence_length: _Optional[int] = ..., assembly: _Optional[str] = ..., device: _Optional[str] = ..., input_kind: _Optional[str] = ..., output_kind: _Optional[str] = ..., alphabet: _Optional[str] = ..., is_default: _Optional[bool] = ..., max_batch: _Optional[int] = ..., metadata_json: _Optional[str] = ..., sha256: _Optional[str] = ..., genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ..., genome_mismatch_allowed: _Optional[bool] = ..., training_genome: _Optional[_Union[GenomeIdentity, _Mapping]] = ..., calibration: _Optional[str] = ..., precision: _Optional[str] = ..., local_recompute: _Optional[bool] = ..., device_windows: _Optional[bool] = ...) -> None: ...
 
 class ExplainVariantRequest(_message.Message):
     __slots__ = ("model", "model_version", "variant", "window", "features", "reverse_complement", "ref_policy", "top_motifs", "no_motifs")
@@ -391,20 +397,22 @@ class ExplainVariantRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., model_version: _Optional[int] = ..., variant: _Optional[_Union[Variant, _Mapping]] = ..., window: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., top_motifs: _Optional[int] = ..., no_motifs: _Optional[bool] = ...) -> None: ...
 
 class MotifCall(_message.Message):
-    __slots__ = ("name", "jaspar_id", "strand", "position", "ref_score", "alt_score")
+    __slots__ = ("name", "jaspar_id", "strand", "position", "ref_score", "alt_score", "width")
     NAME_FIELD_NUMBER: _ClassVar[int]
     JASPAR_ID_FIELD_NUMBER: _ClassVar[int]
     STRAND_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     REF_SCORE_FIELD_NUMBER: _ClassVar[int]
     ALT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
     name: str
     jaspar_id: str
     strand: str
     position: int
     ref_score: float
     alt_score: float
-    def __init__(self, name: _Optional[str] = ..., jaspar_id: _Optional[str] = ..., strand: _Optional[str] = ..., position: _Optional[int] = ..., ref_score: _Optional[float] = ..., alt_score: _Optional[float] = ...) -> None: ...
+    width: int
+    def __init__(self, name: _Optional[str] = ..., jaspar_id: _Optional[str] = ..., strand: _Optional[str] = ..., position: _Optional[int] = ..., ref_score: _Optional[float] = ..., alt_score: _Optional[float] = ..., width: _Optional[int] = ...) -> None: ...
 
 class ExplainVariantResponse(_message.Message):
     __slots__ = ("variant", "status", "positions", "bases", "features", "ref_ism", "alt_ism", "motifs", "score", "manifest")
