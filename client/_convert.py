@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from varfx.client.types import (
+    ALL_SCORE_KINDS,
     SCORE_KINDS,
     Manifest,
     ModelInfo,
@@ -42,19 +43,24 @@ _KIND_ENUM = {
     "alt": pb.SCORE_KIND_ALT,
     "diff": pb.SCORE_KIND_DIFF,
     "log2fc": pb.SCORE_KIND_LOG2FC,
+    "quantile": pb.SCORE_KIND_QUANTILE,
+    "signed_quantile": pb.SCORE_KIND_SIGNED_QUANTILE,
+    "pvalue": pb.SCORE_KIND_PVALUE,
 }
 
 
 def parse_kinds(scores: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Score kinds in API order from names (``"diff,log2fc"`` or a list); None/empty = all four."""
+    """Score kinds in API order from names (``"diff,quantile"`` or a list; the calibrated
+    ``quantile``, ``signed_quantile``, ``pvalue`` need a calibrated model); None/empty = the
+    four raw kinds."""
     if scores is None:
         return SCORE_KINDS
     names = scores.split(",") if isinstance(scores, str) else list(scores)
     wanted = {n.strip().lower() for n in names if n.strip()}
-    bad = sorted(wanted - set(SCORE_KINDS))
+    bad = sorted(wanted - set(ALL_SCORE_KINDS))
     if bad:
-        raise ValueError(f"unknown score kind(s) {bad}; expected some of {list(SCORE_KINDS)}")
-    return tuple(k for k in SCORE_KINDS if k in wanted) or SCORE_KINDS
+        raise ValueError(f"unknown score kind(s) {bad}; expected some of {list(ALL_SCORE_KINDS)}")
+    return tuple(k for k in ALL_SCORE_KINDS if k in wanted) or SCORE_KINDS
 
 
 def build_options(
@@ -201,6 +207,12 @@ def table_from_response(
                 raise ValueError(f"server returned {kind} arrays of the wrong length (want {f})")
             arr[rows] = np.array(flat, dtype=np.float32).reshape(rows.size, f)
         arrays[kind] = arr
+    if "quantile" in kinds:
+        max_q = np.fromiter((s.max_quantile for s in scores), dtype=np.float32, count=n)
+        max_q[~ok] = np.nan
+        q_idx = np.fromiter((s.max_quantile_index for s in scores), dtype=np.int32, count=n)
+        q_idx[~ok] = -1
+        arrays.update(max_quantile=max_q, max_quantile_index=q_idx)
     return ScoreTable(
         model=response.model,
         model_version=int(response.model_version),
@@ -237,6 +249,11 @@ def _table_from_packed(
     features = tuple(response.features)
     shape = (n, len(features))
     arrays = {k: _buffer(getattr(packed, k), "<f4", shape, k) for k in kinds}
+    if "quantile" in kinds:
+        arrays["max_quantile"] = _buffer(packed.max_quantile, "<f4", (n,), "max_quantile")
+        arrays["max_quantile_index"] = _buffer(
+            packed.max_quantile_index, "<i4", (n,), "max_quantile_index"
+        )
     messages = [""] * n
     for i, text in packed.messages.items():
         if not 0 <= i < n:
@@ -274,6 +291,7 @@ def manifest(response: pb.ScoreVariantsResponse | pb.ScoreSequencesResponse) -> 
         server_version=m.server_version,
         genome_mismatch_allowed=bool(m.genome_mismatch_allowed),
         indel_normalization=m.indel_normalization,
+        calibration=m.calibration,
     )
 
 
@@ -307,4 +325,5 @@ def model_info(m: pb.ModelInfo) -> ModelInfo:
         genome=_genome(m.genome, m.HasField("genome")),
         training_genome=_genome(m.training_genome, m.HasField("training_genome")),
         genome_mismatch_allowed=bool(m.genome_mismatch_allowed),
+        calibration=m.calibration,
     )

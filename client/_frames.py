@@ -49,7 +49,8 @@ def _variant_columns(pd: Any, batch: VariantBatch) -> dict[str, Any]:
 
 def input_columns(pd: Any, table: ScoreTable) -> dict[str, Any]:
     """The input columns (variants: chrom, pos, ref, alt, id; pairs: id, ref, alt), then
-    status, message, max_abs_diff, max_feature."""
+    status, message, max_abs_diff, max_feature (and max_quantile, max_quantile_feature when the
+    table has quantiles)."""
     if table.pairs:
         cols: dict[str, Any] = {
             "id": [p.id for p in table.pairs],
@@ -66,6 +67,9 @@ def input_columns(pd: Any, table: ScoreTable) -> dict[str, Any]:
     cols["message"] = list(table.messages)
     cols["max_abs_diff"] = table.max_abs_diff.astype(np.float32, copy=False)
     cols["max_feature"] = np.where(ok, names[table.max_index], "")
+    if table.max_quantile is not None and table.max_quantile_index is not None:
+        cols["max_quantile"] = table.max_quantile.astype(np.float32, copy=False)
+        cols["max_quantile_feature"] = np.where(ok, names[table.max_quantile_index], "")
     return cols
 
 
@@ -87,8 +91,8 @@ def long_frame(table: ScoreTable) -> Any:
     kinds = table.kinds
     n, k, f = len(table), len(kinds), len(table.features)
     cols = input_columns(pd, table)
-    for name in ("message", "max_abs_diff", "max_feature"):
-        del cols[name]
+    for name in ("message", "max_abs_diff", "max_feature", "max_quantile", "max_quantile_feature"):
+        cols.pop(name, None)
     rows = np.repeat(np.arange(n), k * f)
     out: dict[str, Any] = {}
     for name, value in cols.items():

@@ -44,6 +44,20 @@ FORMULAS = (
     "difference); log2fc=log2(alt/(1-alt))-log2(ref/(1-ref)) (log2 odds ratio; p clipped to "
     "[1e-6,1-1e-6])"
 )
+CALIBRATED_FORMULAS = (
+    "against the N background values b of the feature (##varfx_calibration): "
+    "quantile=#{|b|<=|diff|}/N (0..1); signed_quantile=2*#{b<=diff}/N-1 (-1..1); "
+    "pvalue=(1+#{|b|>=|diff|})/(1+N); max_quantile=max over features of quantile"
+)
+_UNITS = {
+    "ref": "probability of the feature with the REF allele (0..1)",
+    "alt": "probability of the feature with the ALT allele (0..1)",
+    "diff": "alt-ref (probability difference, -1..1)",
+    "log2fc": "log2 odds ratio alt vs ref",
+    "quantile": "fraction of the calibration background with |diff| at most this one (0..1)",
+    "signed_quantile": "rank of diff in the calibration background as 2F(diff)-1 (-1..1)",
+    "pvalue": "empirical p-value of |diff| against the calibration background",
+}
 _STATUS_NAMES = np.array([s.name for s in sorted(Status)], dtype=object)
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_.]")
 # a short line's missing QUAL/FILTER columns (by how many are missing), then INFO's tab
@@ -70,7 +84,8 @@ class OutputSpec:
     """What goes into the output: model, the score kinds and features written per feature
     (``detail_kinds``; empty = summary only, for VCF without --features), the run's manifest
     (``##varfx_<key>=<value>`` lines, in order) and whether to add per-ALT notes (REF-policy
-    warnings) to the VCF."""
+    warnings) to the VCF. ``quantile_summary``: the model is calibrated, so the summary
+    max quantile and its feature are written (``VARFX_MAX_QUANTILE``, TSV/Parquet columns)."""
 
     model: ModelInfo
     features: tuple[str, ...]
@@ -81,13 +96,15 @@ class OutputSpec:
     manifest: tuple[tuple[str, str], ...] = ()
     notes: bool = False
     tsv_comments: bool = True
+    quantile_summary: bool = False
 
 
 @dataclass
 class BlockScores:
     """The scores of one block's v variants: ``status`` int8 [v], ``messages`` (v strings),
     ``max_abs_diff`` float64 [v], ``max_index`` int64 [v], ``numbers`` float64 [v, K*F]
-    (kinds x features, the spec's ``detail_kinds`` order)."""
+    (kinds x features, the spec's ``detail_kinds`` order); with quantiles ``max_quantile``
+    float64 [v] and ``max_quantile_index`` int64 [v] (None otherwise)."""
 
     status: np.ndarray
     messages: list[str]
@@ -95,6 +112,8 @@ class BlockScores:
     max_index: np.ndarray
     numbers: np.ndarray
     features: tuple[str, ...] = field(default=())
+    max_quantile: np.ndarray | None = None
+    max_quantile_index: np.ndarray | None = None
 
     @classmethod
     def from_tables(cls, tables: Sequence[ScoreTable], kinds: Sequence[str]) -> BlockScores:
@@ -112,6 +131,8 @@ class BlockScores:
             max_index=np.concatenate([t.max_index for t in tables]).astype(np.int64),
             numbers=np.concatenate(numbers, axis=0) if numbers else np.zeros((0, 0)),
             features=tuple(feats),
+            max_quantile=_cat([t.max_quantile for t in tables], np.float64),
+            max_quantile_index=_cat([t.max_quantile_index for t in tables], np.int64),
         )
 
     @property
@@ -121,9 +142,28 @@ class BlockScores:
     def status_names(self) -> np.ndarray:
         return _STATUS_NAMES[self.status.astype(np.int64)]  # type: ignore[no-any-return]
 
-    def feature_names(self, missing: str) -> np.ndarray:
+    def feature_names(self, missing: str, index: np.ndarray | None = None) -> np.ndarray:
+        """The feature of each row's max (``index``: max_index by default), ``missing``
+        unless OK."""
         feats = np.array([*self.features, missing], dtype=object)
-        return feats[np.where(self.ok, self.max_index, len(self.features))]  # type: ignore[no-any-return]
+        index = self.max_index if index is None else index
+        return feats[np.where(self.ok, index, len(self.features))]  # type: ignore[no-any-return]
+
+    def quantile_columns(self, missing: str) -> list[np.ndarray]:
+        """[max_quantile, its feature name] (the spec's quantile summary)."""
+        if self.max_quantile is None or self.max_quantile_index is None:
+            raise ValueError(
+                "the scores carry no max_quantile (the model's quantiles were not asked for)"
+            )
+        return [self.max_quantile, self.feature_names(missing, self.max_quantile_index)]
+
+
+def _cat(parts: list[np.ndarray | None], dtype: type) -> np.ndarray | None:
+    """The parts one after the other as ``dtype``; None when there are none or one is None."""
+    arrays = [p for p in parts if p is not None]
+    if not arrays or len(arrays) < len(parts):
+        return None
+    return np.concatenate(arrays).astype(dtype)
 
 
 def _rows_text(formats: list[str], args: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,6 +208,9 @@ class VcfWriter:
         head = ["VARFX_STATUS=%s"] + (["VARFX_NOTE=%s"] if spec.notes else [])
         ok = head + ["VARFX_MAX_ABS_DIFF=%.6g", "VARFX_MAX_FEATURE=%s"]
         bad = head + ["VARFX_MAX_ABS_DIFF=.", "VARFX_MAX_FEATURE=."]
+        if spec.quantile_summary:
+            ok += ["VARFX_MAX_QUANTILE=%.6g", "VARFX_MAX_QUANTILE_FEATURE=%s"]
+            bad += ["VARFX_MAX_QUANTILE=.", "VARFX_MAX_QUANTILE_FEATURE=."]
         ok += [f"{k}=%.6g" for k in self.keys]
         bad += [f"{k}=." for k in self.keys]
         self._fmt_ok, self._fmt_bad = ";".join(ok), ";".join(bad)
@@ -194,23 +237,25 @@ class VcfWriter:
             '##INFO=<ID=VARFX_MAX_FEATURE,Number=A,Type=String,Description="varfx: feature '
             'where max |alt-ref| occurs">',
         ]
+        if spec.quantile_summary:
+            lines += [
+                '##INFO=<ID=VARFX_MAX_QUANTILE,Number=A,Type=Float,Description="varfx: max over '
+                "features of the quantile: the fraction of the model's calibration background "
+                '(##varfx_calibration) with |diff| at most this one (0..1)">',
+                '##INFO=<ID=VARFX_MAX_QUANTILE_FEATURE,Number=A,Type=String,Description="varfx: '
+                'feature where the max quantile occurs">',
+            ]
         if spec.notes:
             lines.append(
                 '##INFO=<ID=VARFX_NOTE,Number=A,Type=String,Description="varfx: warning for '
                 "this ALT (e.g. the REF-policy note when REF does not match the genome), '.' "
                 'when none; ; = , %% percent-encoded, spaces as _">'
             )
-        units = {
-            "ref": "probability of the feature with the REF allele (0..1)",
-            "alt": "probability of the feature with the ALT allele (0..1)",
-            "diff": "alt-ref (probability difference, -1..1)",
-            "log2fc": "log2 odds ratio alt vs ref",
-        }
         for kind in spec.detail_kinds:
             for f in spec.features:
                 lines.append(
                     f"##INFO=<ID={info_key(kind, f)},Number=A,Type=Float,"
-                    f'Description="varfx: {kind} for feature {f}: {units[kind]}">'
+                    f'Description="varfx: {kind} for feature {f}: {_UNITS[kind]}">'
                 )
         lines += [f"##varfx_{k}={v}" for k, v in _manifest(spec)]
         columns = list(header.columns or VCF_COLUMNS)
@@ -233,6 +278,8 @@ class VcfWriter:
             cols.append(_escape_notes(scores.messages, "."))
         n_head = len(cols)  # printed for unscored rows too: (pad, sep,) status (and note)
         cols += [scores.max_abs_diff, scores.feature_names(".")]
+        if self.spec.quantile_summary:
+            cols += scores.quantile_columns(".")
         cols += [scores.numbers[:, j] for j in range(scores.numbers.shape[1])]
         if ok.all():
             formats: Any = [lead + self._fmt_ok] * len(ok)
@@ -347,9 +394,10 @@ def _manifest(spec: OutputSpec) -> list[tuple[str, str]]:
         ("ref_policy", spec.ref_policy),
         ("reverse_complement", str(spec.reverse_complement).lower()),
     ]
+    formulas = f"{FORMULAS}; {CALIBRATED_FORMULAS}" if spec.quantile_summary else FORMULAS
     out += [
         ("features", ",".join(spec.features)),
-        ("formulas", FORMULAS),
+        ("formulas", formulas),
         ("command", spec.command),
     ]
     return out
@@ -363,13 +411,16 @@ class TsvWriter:
     def __init__(self, spec: OutputSpec) -> None:
         self.spec = spec
         width = len(spec.detail_kinds) * len(spec.features)
-        self._fmt_ok = "%d\t\n\t%s\t%s\t%.6g\t%s" + "\t%.6g" * width
-        self._fmt_bad = "%d\t\n\t%s\t%s\t\t" + "\t" * width
+        q_ok, q_bad = ("\t%.6g\t%s", "\t\t") if spec.quantile_summary else ("", "")
+        self._fmt_ok = "%d\t\n\t%s\t%s\t%.6g\t%s" + q_ok + "\t%.6g" * width
+        self._fmt_bad = "%d\t\n\t%s\t%s\t\t" + q_bad + "\t" * width
 
     def columns(self) -> list[str]:
         spec = self.spec
         cols = ["record", "chrom", "pos", "id", "ref", "alt", "status", "message"]
         cols += ["max_abs_diff", "max_feature"]
+        if spec.quantile_summary:
+            cols += ["max_quantile", "max_quantile_feature"]
         cols += [f"{k}_{f}" for k in spec.detail_kinds for f in spec.features]
         return cols
 
@@ -389,6 +440,8 @@ class TsvWriter:
                 msgs[i] = m.replace("\t", " ").replace("\n", " ").replace("\r", " ")
         number = (block.record_of + block.first_index + 1).astype(object)
         cols = [number, scores.status_names(), msgs, scores.max_abs_diff, scores.feature_names("")]
+        if self.spec.quantile_summary:
+            cols += scores.quantile_columns("")
         cols += [scores.numbers[:, j] for j in range(scores.numbers.shape[1])]
         formats = np.where(ok, self._fmt_ok, self._fmt_bad).tolist()
         text, lo, hi = _rows_text(formats, _flat_args(cols, ok, 3))

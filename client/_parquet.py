@@ -3,8 +3,9 @@
 
 One row per variant-ALT with typed columns: ``record`` int64 (1-based input record),
 ``chrom`` dictionary<string>, ``pos`` int64, ``id``/``ref``/``alt`` string, ``status``
-dictionary<string>, ``message`` string, ``max_abs_diff`` float32, ``max_feature`` string and one
-float32 column ``<kind>_<feature>`` per score (null where not scored). The run's manifest is in
+dictionary<string>, ``message`` string, ``max_abs_diff`` float32, ``max_feature`` string, for a
+calibrated model ``max_quantile`` float32 and ``max_quantile_feature`` string, and one float32
+column ``<kind>_<feature>`` per score (null where not scored). The run's manifest is in
 the file's key-value metadata (``varfx_<key>``, and all of it as JSON under ``varfx_manifest``).
 Columns are built from the block's arrays (string columns straight from its byte buffers).
 """
@@ -74,6 +75,11 @@ class ParquetWriter:
             pa.field("max_abs_diff", pa.float32()),
             pa.field("max_feature", pa.string()),
         ]
+        if spec.quantile_summary:
+            fields += [
+                pa.field("max_quantile", pa.float32()),
+                pa.field("max_quantile_feature", pa.string()),
+            ]
         fields += [
             pa.field(f"{k}_{f}", pa.float32()) for k in spec.detail_kinds for f in spec.features
         ]
@@ -127,6 +133,12 @@ class ParquetWriter:
             pa.array(scores.max_abs_diff.astype(np.float32), pa.float32(), mask=~ok),
             pa.array(feats.tolist(), pa.string(), mask=~ok),
         ]
+        if self.spec.quantile_summary:
+            max_q, q_feats = scores.quantile_columns("")
+            columns += [
+                pa.array(max_q.astype(np.float32), pa.float32(), mask=~ok),
+                pa.array(q_feats.tolist(), pa.string(), mask=~ok),
+            ]
         for j in range(scores.numbers.shape[1]):
             col = scores.numbers[:, j].astype(np.float32)
             columns.append(pa.array(col, pa.float32(), mask=~ok | np.isnan(col)))

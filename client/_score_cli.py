@@ -44,6 +44,7 @@ EXAMPLES = """examples:
   varfx score in.vcf.gz -o scored.vcf.gz --server varfx:50051
   bcftools view in.vcf.gz | varfx score - -o - | bcftools view -Oz -o scored.vcf.gz
   varfx score in.vcf.gz -o scored.parquet --features DNase,CTCF --scores diff,log2fc
+  varfx score in.vcf.gz -o scored.vcf.gz --features CTCF --scores diff,quantile,pvalue
   varfx score in.vcf.gz -o chr1.vcf.gz --regions chr1:1-5000000 --parallel 4
   varfx score big.vcf.gz -o big.scored.vcf.gz --resume      # after an interruption
 
@@ -93,7 +94,9 @@ def register_score(subparsers: Any, add_tls: Any) -> None:
     p.add_argument(
         "--scores",
         default=None,
-        help="score kinds per feature: diff,log2fc,ref,alt (TSV/Parquet default: all; VCF: diff)",
+        help="score kinds per feature: diff,log2fc,ref,alt and, for a calibrated model, "
+        "quantile,signed_quantile,pvalue (TSV/Parquet default: all the model has; VCF: diff, "
+        "plus quantile when calibrated); a calibrated model's VARFX_MAX_QUANTILE is always written",
     )
     p.add_argument(
         "--ref-policy",

@@ -10,6 +10,12 @@ device, symlink or ``-`` (standard output) is written directly, never replaced.
 ``resume=True`` checks ``OUT.partial``'s header (the manifest, the input's content identity),
 skips the records it holds and goes on, so the final file equals an uninterrupted run's byte
 for byte.
+
+A model with a calibration (``ModelInfo.calibration``) is also asked for its QUANTILE, and the
+output carries the summary max quantile and its feature (``VARFX_MAX_QUANTILE``,
+``VARFX_MAX_QUANTILE_FEATURE``; TSV/Parquet ``max_quantile``, ``max_quantile_feature``) and a
+``calibration`` manifest entry naming the background (``none: ...`` for a model without one,
+whose calibrated kinds are refused up front).
 """
 
 from __future__ import annotations
@@ -35,7 +41,14 @@ from varfx.client._score_errors import ScoreError, ScoreUsageError
 from varfx.client._target import open_target
 from varfx.client.genome_check import check_genome
 from varfx.client.progress import Progress
-from varfx.client.types import ModelInfo, RefPolicy, ScoreTable, Status
+from varfx.client.types import (
+    CALIBRATED_KINDS,
+    SCORE_KINDS,
+    ModelInfo,
+    RefPolicy,
+    ScoreTable,
+    Status,
+)
 from varfx.core.variants import VariantBatch
 
 __all__ = [
@@ -43,6 +56,7 @@ __all__ = [
     "ScoreError",
     "ScoreSummary",
     "ScoreUsageError",
+    "calibration_text",
     "choose_model",
     "chunk_bounds",
     "input_identity",
@@ -149,6 +163,18 @@ def input_identity(path: str) -> str:
     return f"size={size};sha256_ends={h.hexdigest()[:32]}"
 
 
+def calibration_text(info: ModelInfo) -> str:
+    """The ``calibration`` manifest value: the background's description on one line, or
+    ``none: ...`` saying that the model has none (and how to make one)."""
+    text = " ".join(str(getattr(info, "calibration", "") or "").split())
+    if text:
+        return text
+    return (
+        f"none: model {info.name} v{info.version} has no calibration (no quantiles; "
+        f"varfx calibrate REPO/{info.name}/{info.version} --genome FASTA makes one)"
+    )
+
+
 def _manifest(
     info: ModelInfo,
     policy: str,
@@ -165,6 +191,7 @@ def _manifest(
         ("model", info.name),
         ("model_version", str(info.version)),
         ("model_sha256", str(getattr(info, "sha256", "") or "")),
+        ("calibration", calibration_text(info)),
         (
             "assembly",
             (getattr(genome, "assembly", "") or info.assembly) if genome else info.assembly,
@@ -177,6 +204,8 @@ def _manifest(
         ("genome_check", genome_check),
         ("version", __version__),
     ]
+    if getattr(info, "calibration", ""):  # the server serves only a calibration of this file
+        out.insert(4, ("calibration_model_sha256", str(getattr(info, "sha256", "") or "")))
     if identity:
         out.append(("input", identity))
     if regions:
@@ -232,8 +261,10 @@ def score_vcf(
     """Score every record of ``input_path`` (``-``: standard input) and write ``output``
     (``-``: standard output); see the module docstring.
 
-    ``scores``: kinds written per feature (TSV/Parquet: default all four; VCF: default diff,
-    and only with ``features``). ``regions`` (``chr1:1-5000000,chr2``) / ``regions_file`` (BED):
+    ``scores``: kinds written per feature (TSV/Parquet: default all four, and the three
+    calibrated ones for a calibrated model; VCF: default diff, plus quantile for a calibrated
+    model, and only with ``features``); a calibrated kind asked of a model without calibration
+    is a ScoreUsageError. ``regions`` (``chr1:1-5000000,chr2``) / ``regions_file`` (BED):
     only the records whose POS lies in them, from a tabix-indexed input (``regions.py``). Raises ScoreUsageError, ScoreError, VcfFormatError (naming
     ``FILE:LINE``) or VarfxError.
     """
@@ -253,9 +284,20 @@ def score_vcf(
                 f"unknown feature(s) {unknown}; model {info.name} has {list(info.features)}"
             )
     chosen = tuple(features) if features else info.features
-    kinds = (
-        (parse_kinds(scores or "diff") if features else ()) if fmt == "vcf" else parse_kinds(scores)
-    )
+    calibrated = bool(getattr(info, "calibration", ""))
+    asked = parse_kinds(scores) if scores else ()
+    refused = [k for k in asked if k in CALIBRATED_KINDS and not calibrated]
+    if refused:
+        raise ScoreUsageError(
+            f"--scores {','.join(refused)}: model {info.name} v{info.version} has no calibration, "
+            f"so the server has no quantiles for it; calibrate it first (varfx calibrate "
+            f"REPO/{info.name}/{info.version} --genome FASTA) or leave out {', '.join(refused)}"
+        )
+    if fmt == "vcf":
+        default = ("diff", "quantile") if calibrated else ("diff",)
+        kinds = (asked or default) if features else ()
+    else:
+        kinds = asked or (SCORE_KINDS + CALIBRATED_KINDS if calibrated else SCORE_KINDS)
     if resume and (in_path == "-" or _is_special(in_path)):
         raise ScoreUsageError("--resume needs the input as a regular file (not - or a pipe)")
     blocks_kw: dict[str, Any] = {"block_bytes": block_bytes} if block_bytes else {}
@@ -294,6 +336,7 @@ def score_vcf(
             ),
             notes=policy != "strict",
             tsv_comments=tsv_comments,
+            quantile_summary=calibrated,
         )
         summary = ScoreSummary(output=out_path)
         target = open_target(out_path, fmt, spec, resume=resume)
@@ -424,8 +467,13 @@ def _run(
     indels_as_written: bool,
     bar: Progress,
 ) -> None:
+    from varfx.client._convert import parse_kinds
+
     pending: deque[VcfBlock] = deque()
-    kinds = spec.detail_kinds or ("diff",)
+    # max |diff| comes with every kind; quantile brings the max quantile
+    kinds = parse_kinds(
+        (*(spec.detail_kinds or ("diff",)), *(("quantile",) * spec.quantile_summary))
+    )
     names = np.array([s.name for s in sorted(Status)])
     tables = _stream(
         client,
@@ -467,9 +515,12 @@ def _check_manifest(got: Any, expected: dict[str, str]) -> None:
         ("genome_digest", got.genome_digest),
         ("window_length", str(got.window_length) if got.window_length else ""),
         ("reverse_complement", str(bool(got.reverse_complement)).lower()),
+        ("calibration", " ".join(str(getattr(got, "calibration", "") or "").split())),
     ]
     for key, value in pairs:
         want = expected.get(key, "")
+        if key == "calibration" and want.startswith("none:"):
+            continue  # calibrated since: the raw scores are the same, no quantile is written
         if value and want and value != want:
             raise ScoreError(
                 f"the server answered under another manifest: {key} {value} where this run's "

@@ -2,7 +2,10 @@
 
 Units: ``ref``/``alt`` are model probabilities (0..1), ``diff = alt - ref`` is a probability
 difference (-1..1), ``log2fc = log2(alt/(1-alt)) - log2(ref/(1-ref))`` is a log2 odds ratio
-(probabilities clipped to [1e-6, 1-1e-6] by the server).
+(probabilities clipped to [1e-6, 1-1e-6] by the server). The calibrated kinds rank ``diff``
+against the model's calibration background (``ModelInfo.calibration``): ``quantile`` the fraction
+of background |diff| at or below this |diff| (0..1), ``signed_quantile`` 2 F(diff) - 1 (-1..1),
+``pvalue`` the empirical p-value of |diff| ((1 + #{|b| >= |d|}) / (1 + N)).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from varfx.core.genomes import GenomeIdentity
 from varfx.core.variants import VariantBatch
 
 __all__ = [
+    "ALL_SCORE_KINDS",
+    "CALIBRATED_KINDS",
     "SCORE_KINDS",
     "Manifest",
     "ModelInfo",
@@ -33,6 +38,10 @@ __all__ = [
 
 #: Score arrays the server can return, in the order the API lists them.
 SCORE_KINDS: tuple[str, ...] = ("ref", "alt", "diff", "log2fc")
+#: Kinds ranked against the model's calibration background (models with one), in API order.
+CALIBRATED_KINDS: tuple[str, ...] = ("quantile", "signed_quantile", "pvalue")
+#: Every kind a table can hold, in API order.
+ALL_SCORE_KINDS: tuple[str, ...] = SCORE_KINDS + CALIBRATED_KINDS
 
 
 class Status(enum.IntEnum):
@@ -149,7 +158,9 @@ class ModelInfo:
     ``sha256``: SHA-256 (hex) of the served ONNX file; ``genome``: the genome the server scores
     this model's variants on (None when it has none); ``training_genome``: the genome the model
     was trained on as its metadata records it (None when it records none);
-    ``genome_mismatch_allowed``: the server was told to pair the two although they contradict.
+    ``genome_mismatch_allowed``: the server was told to pair the two although they contradict;
+    ``calibration``: the calibration background's description ("" when the model has none: the
+    calibrated kinds are refused), tied to ``sha256``.
     """
 
     name: str
@@ -169,6 +180,7 @@ class ModelInfo:
     genome: GenomeIdentity | None = None
     training_genome: GenomeIdentity | None = None
     genome_mismatch_allowed: bool = False
+    calibration: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,7 +189,8 @@ class Manifest:
 
     ``model_sha256``: SHA-256 (hex) of the ONNX file; ``assembly``/``genome_digest``: the genome
     the windows came from (empty for sequence scores); ``window_length``: L in bases;
-    ``indel_normalization``: "left-align" or "as-written"; ``server_version``: varfx version.
+    ``indel_normalization``: "left-align" or "as-written"; ``server_version``: varfx version;
+    ``calibration``: the background the calibrated kinds were ranked against ("" when none).
     """
 
     model: str = ""
@@ -191,6 +204,7 @@ class Manifest:
     server_version: str = ""
     genome_mismatch_allowed: bool = False
     indel_normalization: str = ""
+    calibration: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,7 +213,9 @@ class VariantScore:
 
     ``ref``/``alt``/``diff``/``log2fc`` are float32 ``[F]`` rows labelled by ``features`` (None
     when not requested or the status is not OK). ``max_abs_diff`` is max_f |diff[f]| (probability),
-    ``feature`` the feature where it occurs ("" unless OK).
+    ``feature`` the feature where it occurs ("" unless OK). With the calibrated kinds:
+    ``quantile``/``signed_quantile``/``pvalue`` float32 ``[F]`` rows, ``max_quantile`` (max_f
+    quantile, NaN when not returned) and ``quantile_feature`` where it occurs.
     """
 
     variant: Variant | SequencePair
@@ -213,6 +229,11 @@ class VariantScore:
     alt: np.ndarray | None = field(default=None, compare=False, repr=False)
     diff: np.ndarray | None = field(default=None, compare=False, repr=False)
     log2fc: np.ndarray | None = field(default=None, compare=False, repr=False)
+    quantile: np.ndarray | None = field(default=None, compare=False, repr=False)
+    signed_quantile: np.ndarray | None = field(default=None, compare=False, repr=False)
+    pvalue: np.ndarray | None = field(default=None, compare=False, repr=False)
+    max_quantile: float = float("nan")
+    quantile_feature: str = ""
 
     @property
     def ok(self) -> bool:
@@ -233,7 +254,9 @@ class ScoreTable:
     a server that sends none). Arrays: ``status`` int8 [n] (Status values), ``max_abs_diff``
     float32 [n] (NaN unless OK), ``max_index`` int32 [n] (-1 unless OK), and per requested kind
     ``ref``/``alt``/``diff``/``log2fc`` float32 [n, F] (NaN rows where the status is not OK;
-    None when not requested).
+    None when not requested); the calibrated kinds ``quantile``/``signed_quantile``/``pvalue``
+    the same way, and with ``quantile`` the summary ``max_quantile`` float32 [n] (max over
+    features, NaN unless OK) and ``max_quantile_index`` int32 [n] (its feature, -1 unless OK).
     """
 
     model: str
@@ -250,6 +273,11 @@ class ScoreTable:
     log2fc: np.ndarray | None = None
     manifest: Manifest | None = None
     pairs: tuple[SequencePair, ...] = ()
+    quantile: np.ndarray | None = None
+    signed_quantile: np.ndarray | None = None
+    pvalue: np.ndarray | None = None
+    max_quantile: np.ndarray | None = None
+    max_quantile_index: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.status)
@@ -272,7 +300,7 @@ class ScoreTable:
     @property
     def kinds(self) -> tuple[str, ...]:
         """The score kinds this table holds, in API order."""
-        return tuple(k for k in SCORE_KINDS if getattr(self, k) is not None)
+        return tuple(k for k in ALL_SCORE_KINDS if getattr(self, k) is not None)
 
     @property
     def ok(self) -> np.ndarray:
@@ -284,8 +312,8 @@ class ScoreTable:
 
     def array(self, kind: str) -> np.ndarray:
         """The float32 [n, F] array of one score kind; KeyError if it was not requested."""
-        if kind not in SCORE_KINDS:
-            raise KeyError(f"unknown score kind {kind!r}; expected one of {SCORE_KINDS}")
+        if kind not in ALL_SCORE_KINDS:
+            raise KeyError(f"unknown score kind {kind!r}; expected one of {ALL_SCORE_KINDS}")
         value = getattr(self, kind)
         if value is None:
             raise KeyError(f"score kind {kind!r} was not requested")
@@ -293,6 +321,13 @@ class ScoreTable:
 
     def feature_name(self, i: int) -> str:
         j = int(self.max_index[i])
+        return self.features[j] if j >= 0 else ""
+
+    def quantile_feature_name(self, i: int) -> str:
+        """The feature of row i's max quantile ("" unless OK and quantiles were returned)."""
+        if self.max_quantile_index is None:
+            return ""
+        j = int(self.max_quantile_index[i])
         return self.features[j] if j >= 0 else ""
 
     def row(self, i: int) -> VariantScore:
@@ -314,6 +349,13 @@ class ScoreTable:
             alt=get(self.alt),
             diff=get(self.diff),
             log2fc=get(self.log2fc),
+            quantile=get(self.quantile),
+            signed_quantile=get(self.signed_quantile),
+            pvalue=get(self.pvalue),
+            max_quantile=float(self.max_quantile[i])
+            if self.max_quantile is not None
+            else float("nan"),
+            quantile_feature=self.quantile_feature_name(i),
         )
 
     def __iter__(self) -> Iterator[VariantScore]:
@@ -322,7 +364,8 @@ class ScoreTable:
 
     def to_records(self) -> list[dict[str, Any]]:
         """One dict per row: variant fields, status, message, max_abs_diff, feature, and
-        ``<kind>_<feature>`` for every returned score (None where not scored)."""
+        ``<kind>_<feature>`` for every returned score (None where not scored); with quantiles
+        also max_quantile and max_quantile_feature."""
         records = []
         kinds = [(k, self.array(k)) for k in self.kinds]
         for i, item in enumerate(self.items):
@@ -334,6 +377,11 @@ class ScoreTable:
                 max_abs_diff=float(self.max_abs_diff[i]) if ok else None,
                 feature=self.feature_name(i),
             )
+            if self.max_quantile is not None:
+                rec.update(
+                    max_quantile=float(self.max_quantile[i]) if ok else None,
+                    max_quantile_feature=self.quantile_feature_name(i),
+                )
             for kind, arr in kinds:
                 values = arr[i].tolist()
                 for name, v in zip(self.features, values, strict=True):
@@ -346,7 +394,8 @@ class ScoreTable:
 
         Wide (default): one row per input, columns ``chrom, pos, ref, alt, id`` (sequence
         tables: ``id, ref, alt``), ``status`` (name), ``message``, ``max_abs_diff``,
-        ``max_feature`` ("" unless OK), then ``<kind>_<feature>`` float32 for every returned
+        ``max_feature`` ("" unless OK), with quantiles ``max_quantile`` and
+        ``max_quantile_feature``, then ``<kind>_<feature>`` float32 for every returned
         kind. ``long=True``: tidy, one row per (input, kind, feature) in that order, with the
         input columns, ``status``, ``feature``, ``kind``, ``value`` (NaN where not scored).
         """
@@ -407,4 +456,9 @@ class ScoreTable:
             log2fc=cat("log2fc"),
             manifest=first.manifest,
             pairs=tuple(p for t in tables for p in t.pairs),
+            quantile=cat("quantile"),
+            signed_quantile=cat("signed_quantile"),
+            pvalue=cat("pvalue"),
+            max_quantile=cat("max_quantile"),
+            max_quantile_index=cat("max_quantile_index"),
         )

@@ -395,7 +395,9 @@ def test_real_brain_model_on_real_chr20_indels(tmp_path: Path) -> None:
     assert (data.records, dict(data.status)) == (records, dict(status))
     assert records == 194
     assert data.manifest["model"] == "brain-hg19"
-    assert len(data.details) == len(features) == 12
+    assert len(features) == 12  # brain-hg19 is calibrated: diff and quantile per feature
+    assert [k for k, _, _ in data.details] == ["diff"] * 12 + ["quantile"] * 12
+    assert "VARFX_MAX_QUANTILE" in data.hists
     assert data.contig_lengths["20"] == 63_025_520  # from the input's ##contig lines
     assert set(data.tracks) == {"20"}
     assert data.tracks["20"].width == -(-63_025_520 // 1024)
