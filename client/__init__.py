@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from varfx.client._retry import RetryPolicy
     from varfx.client.errors import ModelChoiceError, VarfxError, VcfFormatError
     from varfx.client.types import (
+        CALIBRATED_KINDS,
         SCORE_KINDS,
         Manifest,
         ModelInfo,
@@ -49,6 +50,7 @@ _EXPORTS = {
     "ModelChoiceError": "errors",
     "VarfxError": "errors",
     "VcfFormatError": "errors",
+    "CALIBRATED_KINDS": "types",
     "SCORE_KINDS": "types",
     "Manifest": "types",
     "ModelInfo": "types",
@@ -61,6 +63,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CALIBRATED_KINDS",
     "SCORE_KINDS",
     "AsyncClient",
     "Client",

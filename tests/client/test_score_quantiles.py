@@ -24,7 +24,7 @@ from varfx.cli import main as varfx_main
 from varfx.client import Client, ScoreTable, Status
 from varfx.client._convert import table_from_response
 from varfx.client.report import collect
-from varfx.client.score import ScoreError, ScoreUsageError, score_vcf
+from varfx.client.score import ScoreError, ScoreUsageError, _check_manifest, score_vcf
 from varfx.client.vcf import VcfReader
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
@@ -344,3 +344,15 @@ def test_client_table_has_the_calibrated_kinds(cal_server: Any, vcf: Path) -> No
     assert "quantile_feat2" in frame.columns
     long = table.to_pandas(long=True)
     assert set(long["kind"].cat.categories) == {"diff", "quantile", "pvalue"}
+
+
+def test_a_response_under_another_calibration_is_refused(cal_server: Any, vcf: Path) -> None:
+    variants = _variants(vcf)[:5]
+    with Client(cal_server.target) as client:
+        manifest = client.score_variants(variants, model="cal", scores="diff").manifest
+    assert manifest is not None
+    desc = _info(cal_server, "cal").calibration
+    _check_manifest(manifest, {"calibration": desc})  # the same background: fine
+    _check_manifest(manifest, {"calibration": "none: model cal v1 has no calibration"})
+    with pytest.raises(ScoreError, match="calibration .* where this run's output says other"):
+        _check_manifest(manifest, {"calibration": "other"})
