@@ -114,7 +114,8 @@ class ScoreKwargs(TypedDict, total=False):
     """The scoring options every variant method takes (keyword arguments).
 
     ``scores``: kinds to return ("diff,log2fc" or a list; default all of ref, alt, diff,
-    log2fc); ``features``: subset/order of features; ``ref_policy``: "strict" | "warn" |
+    log2fc; a calibrated model also has quantile, signed_quantile, pvalue, and quantile brings
+    the table's max_quantile); ``features``: subset/order of features; ``ref_policy``: "strict" | "warn" |
     "flip"; ``reverse_complement``: average with the reverse-complement windows;
     ``indels_as_written``: build indel windows from the alleles as written (default: trimmed
     and left-aligned first); ``model_version``: 0 = the served version.
