@@ -125,6 +125,15 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "--local-recompute",
+        {
+            "choices": ("auto", "off"),
+            "default": None,
+            "help": "recompute SNV/MNV alt windows only where the change reaches, on the ref's "
+            "feature maps, where a model allows it (default auto) [VARFX_LOCAL_RECOMPUTE]",
+        },
+    ),
+    (
         "--malloc-arenas",
         {
             "type": int,

@@ -29,6 +29,7 @@ from varfx.server.config import ServerConfig
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import pair_models, served_genome
 from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer, reflection_pool
+from varfx.server.local_compute import load_local
 from varfx.server.memory import limit_malloc_arenas
 from varfx.server.metrics import Metrics, start_metrics_server
 from varfx.server.probes import HealthPort, start_health_port
@@ -203,7 +204,14 @@ async def create_server(
             )
             await batcher.start()
             spec = runner.spec
-            models[entry.name] = ServedModel(runner, batcher, ref_cache=ref_cache)
+            local = None
+            if config.local_recompute == "auto" and runner.device == "cpu":
+                local = load_local(
+                    entry.path, runner.predict, name=entry.name,
+                    logits=runner.spec.output == "logits", tokens=runner.spec.input_kind == "tokens",
+                    intra_op_threads=config.intra_op_threads, max_batch=config.max_batch,
+                )  # fmt: skip
+            models[entry.name] = ServedModel(runner, batcher, ref_cache=ref_cache, local=local)
             metrics.model_info.labels(
                 model=spec.name,
                 version=str(spec.version),

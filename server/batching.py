@@ -270,6 +270,46 @@ class DynamicBatcher:
             self._cancel(work)
             raise
 
+    async def run_job(
+        self,
+        fn: Callable[[], np.ndarray],
+        *,
+        rows: int,
+        reservation: Reservation | None = None,
+    ) -> np.ndarray:
+        """Run ``fn`` (work that is not a plain batch of rows, such as local recomputation of
+        ``rows`` windows) on this batcher's workers, holding one worker slot, so that it takes
+        its turn with the batched runs; ``reservation`` is released when it ends.
+
+        Raises:
+            QueueFullError: the batcher is shutting down.
+            InferenceError: ``fn`` raised.
+        """
+        try:
+            if self._closing or self._slots is None:
+                raise QueueFullError(f"model {self.name!r} is shutting down")
+            slots = self._slots
+            await slots.acquire()
+            t0 = time.perf_counter()
+            fut = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            fut.add_done_callback(lambda _: slots.release())  # when the worker is done with it
+            try:
+                out = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("model %s: inference failed: %s", self.name, exc, exc_info=exc)
+                raise InferenceError(f"model {self.name!r}: inference failed: {exc}") from exc
+        finally:
+            if reservation is not None:
+                reservation.release()
+        if self._metrics is not None:
+            m = self._metrics
+            m.batch_size.labels(model=self.name).observe(rows)
+            m.sequences.labels(model=self.name).inc(rows)
+            m.inference_duration.labels(model=self.name).observe(time.perf_counter() - t0)
+        return out
+
     def _cancel(self, work: _Work) -> None:
         """Take a cancelled caller's untaken windows out of the queue."""
         if work.remaining and not work.future.done():

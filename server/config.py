@@ -76,6 +76,9 @@ class ServerConfig:
         ref_cache_mb: MiB of reference-window predictions kept for all callers
             (``server/refcache.py``): a site scored again (another ALT, a re-scored VCF, a
             nearby caller) runs its ref window once; 0 = off.
+        local_recompute: "auto" (default): an SNV/MNV alt window of a model whose graph allows it
+            (``server/local_compute.py``, checked at load) is recomputed only where its changed
+            bases reach, on the reference's feature maps; "off": two full passes.
         malloc_arenas: cap glibc's malloc arenas (``server/memory.py``): memory freed by one
             thread is reused by the others instead of staying resident; 0 = glibc's default.
     """
@@ -112,6 +115,7 @@ class ServerConfig:
     reuse_port: bool = False
     malloc_arenas: int = 2
     ref_cache_mb: int = 256
+    local_recompute: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -144,6 +148,8 @@ class ServerConfig:
             raise bad("intra_op_threads", "must be >= 0")
         if self.ref_cache_mb < 0:
             raise bad("ref_cache_mb", "must be >= 0 (0 = off)")
+        if self.local_recompute not in ("auto", "off"):
+            raise bad("local_recompute", "must be auto or off")
         if self.malloc_arenas < 0:
             raise bad("malloc_arenas", "must be >= 0 (0 = glibc's default)")
         if any(int(v) < 1 for v in self.model_versions.values()):

@@ -99,6 +99,21 @@ class ExplainPlan:
     def ok(self) -> bool:
         return self.ref is not None
 
+    @property
+    def pairs(self) -> np.ndarray:
+        """int64 [m]: the row of ``tokens`` each row is a mutant (or the variant's alt) of; -1
+        for backgrounds and reference rows (local recomputation, ``server/local_compute.py``)."""
+        own = self.variant.pairs
+        if self.ref is None or self.alt is None:
+            return own
+        parts, at = [own], len(own)
+        for _ in range(2 if self.reverse_complement else 1):
+            for bg in (self.ref, self.alt):
+                n = int(bg.mask.sum())
+                parts += [np.array([-1], dtype=np.int64), np.full(n, at, dtype=np.int64)]
+                at += 1 + n
+        return np.concatenate(parts)
+
     def finish(self, probs: np.ndarray) -> ExplainResult:
         """The ISM and the variant's scores from the predictions float32 [m, F_model]."""
         if len(probs) != len(self.tokens):

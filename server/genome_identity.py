@@ -365,6 +365,7 @@ def model_info(model: ServedModel, *, is_default: bool) -> pb.ModelInfo:
         metadata_json=json.dumps(public_metadata(spec.metadata), sort_keys=True, default=str),
         sha256=pairing.model_sha256,
         genome_mismatch_allowed=pairing.mismatch_allowed,
+        local_recompute=model.local is not None,
     )
     if pairing.served is not None:
         _identity_pb(pairing.served.identity, info.genome, pairing.assembly)

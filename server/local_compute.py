@@ -128,6 +128,8 @@ class LocalRecompute:
         self.ref_bytes = sum(4 * c[m][0] * c[m][1] for m in names)  # maps per ref window
         self.alt_bytes = sum(4 * c[b][0] * c[b][1] for b in trunk.boundary)  # spliced per alt
         self.map_bytes, self.max_batch = map_bytes, max_batch
+        self.local_rows = 0  # rows computed locally so far (statistics; not locked)
+        self.full_rows = 0  # rows run as full passes (references included)
         head = self._head_macs()
         self.full_macs = head + sum(self._conv_macs(op, c[op.out][1]) for op in trunk.ops)
         w1 = self.geometry[1]
@@ -174,6 +176,8 @@ class LocalRecompute:
         alt, ref, first, span = alt[local], ref[local], first[local], span[local]
         full = np.ones(m, dtype=bool)
         full[alt] = False
+        self.local_rows += len(alt)
+        self.full_rows += m - len(alt)
         refs = np.unique(ref)
         plain = np.flatnonzero(full)
         plain = plain[~np.isin(plain, refs)]
@@ -339,11 +343,16 @@ def load_local(
     *,
     name: str,
     logits: bool,
+    tokens: bool = True,
     intra_op_threads: int = 0,
     max_batch: int = 256,
 ) -> LocalRecompute | None:
     """The local path of the model file ``path``, or None (logged once, with the reason) when
-    its graph has no trunk this can recompute, the load check fails, or it would not save."""
+    it takes one-hot input (``tokens`` false), its graph has no trunk this can recompute, the
+    load check fails, or it would not save."""
+    if not tokens:
+        log.info("model %s: local recomputation off (one-hot input: not a varfx export)", name)
+        return None
     try:
         import onnx
     except ImportError:

@@ -261,6 +261,22 @@ class ScoringPlan:
     miss_keys: list[Hashable] = field(default_factory=list)
 
     @property
+    def pairs(self) -> np.ndarray:
+        """int64 [m]: the row of ``tokens`` each row is the alternate of, -1 for reference rows
+        and for alts whose reference came from the cache (local recomputation,
+        ``server/local_compute.py``)."""
+        k, u = len(self.ok_index), self.n_refs
+        out = np.full(len(self.tokens), -1, dtype=np.int64)
+        ref = self.ref_rows
+        if self.found is not None:  # cached sites have no row
+            row = np.cumsum(~self.found) - 1
+            ref = np.where(self.found[ref], -1, row[ref])
+        out[u : u + k] = ref
+        if self.reverse_complement:
+            out[2 * u + k :] = np.where(ref >= 0, ref + u + k, -1)
+        return out
+
+    @property
     def cache_hits(self) -> int:
         return int(self.found.sum()) if self.found is not None else 0
 

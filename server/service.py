@@ -38,6 +38,7 @@ from varfx.server.errors import (
 from varfx.server.explain import DEFAULT_WINDOW, ExplainPlan, plan_explain
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import GenomePairing, manifest_for, model_info, pairing_of
+from varfx.server.local_compute import LocalRecompute
 from varfx.server.metrics import Metrics
 from varfx.server.motifs import motif_database
 from varfx.server.refcache import RefCache
@@ -67,6 +68,22 @@ _STATUS_NAMES = {v.number: v.name for v in pb.StatusCode.DESCRIPTOR.values}
 _INLINE_BYTES = 64 * 1024
 # Requests up to this many variants build their windows on the event loop; larger ones in a thread.
 _INLINE_WINDOWS = 64
+# Rows paired with a reference row below which a plan goes through the batcher as plain rows
+# (a few variants are cheaper batched with other callers' rows than recomputed locally).
+_LOCAL_MIN_PAIRS = 16
+
+
+async def _predict(
+    model: ServedModel, tokens: np.ndarray, pairs: np.ndarray, room: Any
+) -> np.ndarray:
+    """Probabilities of a plan's rows: locally recomputed alts where the model has a local path
+    and the plan enough paired rows, else through the batcher as plain rows."""
+    local = model.local
+    if local is not None and int(np.count_nonzero(pairs >= 0)) >= _LOCAL_MIN_PAIRS:
+        return await model.batcher.run_job(
+            lambda: local.predict_pairs(tokens, pairs), rows=len(tokens), reservation=room
+        )
+    return await model.batcher.submit(tokens, reservation=room)
 # Requests of one stream scored concurrently (pipelining; the transport's flow control does the rest).
 _STREAM_WINDOW = 4
 # Bytes one variant may take in a request message on average (alleles, name, id), for the size
@@ -96,6 +113,8 @@ class ServedModel:
     calibration_problem: str = ""
     # ref-window predictions shared by all callers (server/refcache.py), or None
     ref_cache: RefCache | None = None
+    # SNV/MNV alts recomputed on the ref's feature maps (server/local_compute.py), or None
+    local: LocalRecompute | None = None
 
     @property
     def cache_scope(self) -> tuple[str, int, str, str]:
@@ -237,7 +256,7 @@ class VariantEffectServicer:
                     plan = make_plan()
                 else:
                     plan = await loop.run_in_executor(self._executor, make_plan)
-                probs = await model.batcher.submit(plan.tokens, reservation=room)
+                probs = await _predict(model, plan.tokens, plan.pairs, room)
             results.append(plan.finish(probs))
             if plan.found is not None:
                 hits = plan.cache_hits
@@ -460,7 +479,7 @@ class VariantEffectServicer:
                 f"holds ({model.batcher.max_queue}); ask for a smaller window"
             )
         async with await model.batcher.reserve(len(plan.tokens), wait=False) as room:
-            probs = await model.batcher.submit(plan.tokens, reservation=room)
+            probs = await _predict(model, plan.tokens, plan.pairs, room)
         result = plan.finish(probs)
         score = self._calibrated(model, result.score, options)
         self._count(model, score.status)
