@@ -84,6 +84,8 @@ async def _predict(
             lambda: local.predict_pairs(tokens, pairs), rows=len(tokens), reservation=room
         )
     return await model.batcher.submit(tokens, reservation=room)
+
+
 # Requests of one stream scored concurrently (pipelining; the transport's flow control does the rest).
 _STREAM_WINDOW = 4
 # Bytes one variant may take in a request message on average (alleles, name, id), for the size
