@@ -5,8 +5,8 @@ Two logo rows, the REF and the ALT background, for one feature: at each position
 is there, its height the importance of that base, ``-mean over the three other bases of
 (p(mutant) - p(background))`` (probability units: tall upright letters are bases whose loss
 lowers the prediction, letters below the axis bases whose loss raises it). The variant's
-position is shaded; the top motif call is drawn under the logos (its best match's first base
-and strand, ref vs alt score in bits); the title gives the variant's diff and, for a calibrated
+position is shaded; the top motif call is drawn under the logos (the span of its best match,
+``width`` bases from its first base, an arrow for its strand, ref vs alt score in bits); the title gives the variant's diff and, for a calibrated
 model, its quantile against the calibration background.
 """
 
@@ -88,13 +88,17 @@ def plot_explanation(doc: dict[str, Any], path: str | Path, feature: str = "") -
     if motifs:
         m = motifs[0]
         start = int(m["position"])
+        # the match spans [start, start + width - 1]; the arrow reads the motif's strand
+        width = int(m.get("width") or 0) or 6  # 0: a server that predates MotifCall.width
+        lo, hi = start - 0.5, start + width - 0.5
+        track.axvspan(lo, hi, ymin=0.35, ymax=0.75, color="#b0bec5", alpha=0.6, lw=0)
+        tail, head = (lo, hi) if m["strand"] == "+" else (hi, lo)
         track.annotate(
             "",
-            xy=(start + (6 if m["strand"] == "+" else -6), 0.55),
-            xytext=(start, 0.55),
+            xy=(head, 0.55),
+            xytext=(tail, 0.55),
             arrowprops={"arrowstyle": "->", "color": "#37474f", "lw": 2},
         )
-        track.axvline(start, color="#37474f", lw=0.8, ymin=0.3, ymax=0.8)
         track.text(
             positions[0], 0.05,
             f"{m['name']} ({m['jaspar_id']}, {m['strand']}): {m['ref_score']:.1f} → "

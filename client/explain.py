@@ -4,7 +4,8 @@ The JSON (the layout ``varfx report --explain`` reads): ``variant`` ("CHROM:POS:
 ``positions`` (1-based genome positions, [P]), ``bases`` ("ACGT"), ``features`` ([F]),
 ``ref_ism`` and ``alt_ism`` (``p(mutant) - p(background)`` on the REF and the ALT background,
 [P][4][F]), ``motifs`` (objects with ``name``, ``jaspar_id``, ``strand``, ``position`` (1-based
-first base of the match), ``ref_score``, ``alt_score`` (bits)); besides them ``model``,
+first base of the match), ``ref_score``, ``alt_score`` (bits), ``width`` (bp; 0 from a server
+that predates the field)); besides them ``model``,
 ``model_version``, ``status``, ``score`` (the variant's own scores: ``diff`` [F],
 ``max_abs_diff`` and its feature, and with a calibrated model ``quantile`` [F], ``max_quantile``
 and its feature) and ``calibration`` (the background's description, "" when none).
@@ -121,6 +122,7 @@ def explanation_json(response: pb.ExplainVariantResponse) -> dict[str, Any]:
                 "position": m.position,
                 "ref_score": round(m.ref_score, 3),
                 "alt_score": round(m.alt_score, 3),
+                "width": m.width,
             }
             for m in response.motifs
         ],

@@ -54,6 +54,7 @@ class MotifCallRow:
     start: int
     ref_score: float
     alt_score: float
+    width: int  # motif length in bp: the match covers [start, start + width)
 
 
 def jaspar_sqlite() -> Path | None:
@@ -170,6 +171,7 @@ def call_motifs(
                 start=int(at_r[r] if ref_better else at_a[r]),
                 ref_score=float(best_r[r]),
                 alt_score=float(best_a[r]),
+                width=int(widths[k]),
             )
         )
     return calls

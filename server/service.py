@@ -505,6 +505,7 @@ class VariantEffectServicer:
             response.motifs.add(
                 name=call.name, jaspar_id=call.jaspar_id, strand=call.strand,
                 position=position, ref_score=call.ref_score, alt_score=call.alt_score,
+                width=call.width,
             )  # fmt: skip
         response.score.variant.CopyFrom(v)
         fill_messages([response.score], score, options.kinds)

@@ -137,6 +137,12 @@ def test_motif_call_names_the_planted_site(setup: tuple[Any, str, Path]) -> None
     assert "CEBP" in top.name.upper()
     assert top.ref_score > top.alt_score + 3
     assert top.position <= pos < top.position + cebpb.width + 2
+    # the width is the called matrix's own length, and the match it spans holds the variant
+    called = {m.id: m for m in load_motifs()}.get(top.jaspar_id)
+    if called is not None:  # the shipped database (no pyjaspar)
+        assert top.width == called.width
+    assert top.width >= 6
+    assert top.position <= pos <= top.position + top.width - 1
     no = explain_variant(
         grpc.insecure_channel(server.target), parse_variant(f"chr1:{pos}:{ref}:{alt}"),
         no_motifs=True,
@@ -178,6 +184,8 @@ def test_cli_writes_json_the_report_reads_and_a_plot(setup: tuple[Any, str, Path
         assert key in doc
     assert doc["variant"] == f"chr1:{pos}:{ref}:{alt}"
     assert np.asarray(doc["ref_ism"]).shape == (21, 4, 3)
+    assert doc["motifs"]
+    assert all(m["width"] >= 6 for m in doc["motifs"])
     e = load_explanation(out)
     assert e.pos == pos
     assert e.alt_ism is not None
