@@ -346,14 +346,30 @@ def _add_evaluate(subparsers: Any) -> None:
         "--test-regions", nargs="+", default=["chr20:29500001-"], help="(default chr20:29500001-)"
     )
     p.add_argument(
-        "--valid-regions", nargs="*", default=[], help="kept out of the k-mer baseline's fit"
+        "--valid-regions",
+        nargs="*",
+        default=[],
+        help="kept out of the k-mer baseline's fit; its fit size and C are chosen here",
     )
     p.add_argument("--blacklist", default=None, help="BED of regions whose windows are excluded")
     p.add_argument("--bin-size", type=int, default=200)
     p.add_argument("--max-n-fraction", type=float, default=0.1)
     p.add_argument("--allow-peaks-past-end", action="store_true", help="truncated FASTA contigs")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
-    p.add_argument("--kmer-windows", type=int, default=20000, help="k-mer baseline fit windows")
+    p.add_argument(
+        "--kmer-windows",
+        type=int,
+        nargs="+",
+        default=[20000],
+        help="k-mer baseline fit windows; several: chosen on --valid-regions (20000)",
+    )
+    p.add_argument(
+        "--kmer-C",
+        type=float,
+        nargs="+",
+        default=[1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0],
+        help="k-mer baseline L2 C grid, chosen on --valid-regions (1e-5 ... 1, x10)",
+    )
     p.add_argument("--kmer-k", type=int, default=6, help="k-mers of length 1..K (6)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1)")
@@ -381,7 +397,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 allow_peaks_past_end=args.allow_peaks_past_end,
                 bootstrap=args.bootstrap,
                 seed=args.seed,
-                kmer_windows=args.kmer_windows,
+                kmer_windows=tuple(args.kmer_windows),
+                kmer_C=tuple(args.kmer_C),
                 kmer_k=args.kmer_k,
                 threads=args.threads,
                 again=args.again,
@@ -398,5 +415,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             f"({lo:.4f}-{hi:.4f}), k-mer {m['kmer']['mean_auroc']:.4f}, "
             f"GC {m['gc']['mean_auroc']:.4f}, CpG {m['cpg']['mean_auroc']:.4f}\n"
         )
+    k = report["kmer_baseline"]
+    sys.stdout.write(
+        f"k-mer baseline: {k['fit_windows']} fit windows, C={k['C']:g} ({k['chosen_on']})\n"
+    )
     sys.stdout.write(f"report: {args.out}/protocol.md\n")
     return 0

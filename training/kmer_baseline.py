@@ -21,6 +21,7 @@ __all__ = [
     "kmer_counts",
     "kmer_dimension",
     "per_feature_metrics",
+    "select_kmer_baseline",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,11 +152,17 @@ class KmerBaseline:
         return (x - self.mean_) / self.scale_
 
     def fit(self, tokens: np.ndarray, labels: np.ndarray) -> KmerBaseline:
-        from sklearn.linear_model import LogisticRegression
-
+        """Fit on uint8 tokens ``[n, L]`` and {0,1} labels ``[n, F]``."""
         if len(tokens) != len(labels):
             raise ValueError(f"{len(tokens)} sequences but {len(labels)} label rows")
-        x = self.features(tokens)
+        return self.fit_counts(self.features(tokens), labels)
+
+    def fit_counts(self, x: np.ndarray, labels: np.ndarray) -> KmerBaseline:
+        """Fit on a k-mer frequency matrix ``[n, D]`` (``features``, unstandardized)."""
+        from sklearn.linear_model import LogisticRegression
+
+        if len(x) != len(labels):
+            raise ValueError(f"{len(x)} k-mer rows but {len(labels)} label rows")
         self.mean_ = x.mean(0)
         self.scale_ = x.std(0) + 1e-6
         x = self._standardize(x)
@@ -170,12 +177,66 @@ class KmerBaseline:
             log.info("fitted k-mer baseline for feature %d/%d", j + 1, labels.shape[1])
         return self
 
+    def predict_counts(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities float32 ``[n, F]`` from a k-mer frequency matrix ``[n, D]``."""
+        if not self.models:
+            raise RuntimeError("KmerBaseline is not fitted")
+        z = self._standardize(x)
+        out = np.zeros((len(x), len(self.models)), dtype=np.float32)
+        for j, m in enumerate(self.models):
+            out[:, j] = m.predict_proba(z)[:, 1]
+        return out
+
     def predict_proba(self, tokens: np.ndarray) -> np.ndarray:
+        """Probabilities float32 ``[n, F]`` for uint8 tokens ``[n, L]`` (in chunks)."""
         if not self.models:
             raise RuntimeError("KmerBaseline is not fitted")
         out = np.zeros((len(tokens), len(self.models)), dtype=np.float32)
         for i in range(0, len(tokens), self.chunk):
-            x = self._standardize(kmer_counts(tokens[i : i + self.chunk], self.ks, self.canonical))
-            for j, m in enumerate(self.models):
-                out[i : i + len(x), j] = m.predict_proba(x)[:, 1]
+            x = kmer_counts(tokens[i : i + self.chunk], self.ks, self.canonical)
+            out[i : i + len(x)] = self.predict_counts(x)
         return out
+
+
+def select_kmer_baseline(
+    fit_x: np.ndarray,
+    fit_y: np.ndarray,
+    subsets: Sequence[np.ndarray],
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    cs: Sequence[float],
+    ks: tuple[int, ...],
+    canonical: bool = True,
+) -> tuple[KmerBaseline, list[dict[str, float]]]:
+    """Choose the fit size and C of a KmerBaseline by mean validation auROC over features.
+
+    fit_x: k-mer frequencies ``[n, D]`` (``KmerBaseline.features``) of the fitting windows,
+    fit_y: their labels ``[n, F]``; subsets: for each candidate fit size, the positions into
+    fit_x to fit on; valid_x / valid_y: the same for the validation windows, the only rows the
+    choice looks at. Every (subset, C) pair is fitted; the best mean auROC wins, ties going to the
+    earlier subset and then the earlier C. Returns the chosen fitted baseline and one record per
+    pair: ``{"fit_windows", "C", "valid_mean_auroc"}``.
+
+    Raises:
+        ValueError: an empty grid, or a feature with one class only in the validation rows.
+    """
+    if not subsets or not cs:
+        raise ValueError("the k-mer grid needs at least one fit size and one C")
+    single = [j for j in range(valid_y.shape[1]) if valid_y[:, j].min() == valid_y[:, j].max()]
+    if single:
+        raise ValueError(f"validation label columns {single} have a single class; cannot choose C")
+    names = [str(j) for j in range(valid_y.shape[1])]
+    fitted: list[KmerBaseline] = []
+    scores: list[dict[str, float]] = []
+    for sub in subsets:
+        for c in cs:
+            model = KmerBaseline(ks=ks, canonical=canonical, C=float(c))
+            model.fit_counts(fit_x[sub], fit_y[sub])
+            m = per_feature_metrics(valid_y, model.predict_counts(valid_x), names)
+            score = float(np.mean([f.auroc for f in m]))
+            scores.append({"fit_windows": len(sub), "C": float(c), "valid_mean_auroc": score})
+            log.info("k-mer baseline: %d windows, C=%g: validation mean auROC %.4f",
+                     len(sub), c, score)  # fmt: skip
+            fitted.append(model)
+    best = int(np.argmax([s["valid_mean_auroc"] for s in scores]))  # first of equal scores
+    return fitted[best], scores

@@ -14,7 +14,8 @@ over features, auROC and auPRC with bootstrap 95% intervals on three mixes:
 
 Beside the model, on the same windows: GC fraction, CpG count (no fitting) and the k-mer
 baseline (varfx.training.kmer_baseline, fitted on a 1:1 random mix of training-sequence bins,
-i.e. bins outside the held-out regions). Cell-type specificity: for each assay (the feature-name
+i.e. bins outside the held-out regions, its fit size and L2 strength C chosen on the validation
+region, never on test; grid, validation scores and choice are in the report). Cell-type specificity: for each assay (the feature-name
 prefix before ``_``), auROC of each feature among the windows open in at least one cell type of
 that assay. Model predictions are cached in OUT/predictions.npz (keyed by the model's SHA-256).
 """
@@ -32,8 +33,9 @@ import numpy as np
 
 from varfx.training._fasta import FastaTokens
 from varfx.training.bootstrap import bootstrap_counts, interval, weighted_auc
-from varfx.training.dataset import IndexConfig, SplitSpec, WindowIndex, build_index
+from varfx.training.dataset import IndexConfig, SplitSpec, WindowIndex, build_index, parse_region
 from varfx.training.errors import DataError
+from varfx.training.kmer_baseline import KmerBaseline, kmer_dimension, select_kmer_baseline
 from varfx.training.negatives import gc_fraction, sample_negatives
 from varfx.training.peaks import PeakSet, feature_name, find_peak_files
 
@@ -50,7 +52,11 @@ SCORERS = ("model", "kmer", "gc", "cpg")
 class ProtocolConfig:
     """Inputs of one locked evaluation (lengths in bp).
 
-    ``valid_regions`` are excluded from the k-mer baseline's training bins (as from any fitting).
+    ``valid_regions`` are excluded from the k-mer baseline's training bins (as from any fitting)
+    and choose its fit size and C: every pair of ``kmer_windows`` (1:1 fitting windows) and
+    ``kmer_C`` (inverse L2 strength) is fitted and the best mean auROC over features on a 1:1
+    random mix of the validation windows wins. With one size and one C nothing is chosen and no
+    validation region is needed.
     """
 
     model: str
@@ -67,7 +73,8 @@ class ProtocolConfig:
     allow_peaks_past_end: bool = False
     bootstrap: int = 200
     seed: int = 0
-    kmer_windows: int = 20_000
+    kmer_windows: tuple[int, ...] = (20_000,)
+    kmer_C: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0)
     kmer_k: int = 6
     batch_size: int = 256
     threads: int = 1
@@ -148,22 +155,105 @@ def _predict(cfg: ProtocolConfig, genome: FastaTokens, index: WindowIndex, rows:
     return probs
 
 
+def _kmer_features(base: KmerBaseline, genome: FastaTokens, index: WindowIndex,
+                   rows: np.ndarray) -> np.ndarray:  # fmt: skip
+    """k-mer frequencies float32 [len(rows), D] of ``rows`` (any order), read contig by contig."""
+    order = np.argsort(rows, kind="stable")
+    x = np.empty((len(rows), kmer_dimension(base.ks, base.canonical)), np.float32)
+    for sl, tok in _windows(genome, index, rows[order], 4096):
+        x[order[sl]] = base.features(tok)
+    return x
+
+
+def _check_kmer_grid(cfg: ProtocolConfig) -> bool:
+    """Whether the k-mer settings are a grid to choose from (refused unless on validation).
+
+    Raises:
+        DataError: an empty or invalid grid, a grid without valid regions, or valid regions
+            reaching into the brain locked test region (the choice would look at the test).
+    """
+    sizes, cs = sorted(set(cfg.kmer_windows)), list(dict.fromkeys(cfg.kmer_C))
+    if not sizes or not cs or min(sizes) < 2 or min(cs) <= 0:
+        raise DataError(f"k-mer grid: need fit sizes >= 2 and C > 0, got "
+                        f"{list(cfg.kmer_windows)} and {list(cfg.kmer_C)}")  # fmt: skip
+    grid = len(sizes) * len(cs) > 1
+    if grid and not cfg.valid_regions:
+        raise DataError("the k-mer baseline's fit size and C are chosen on the validation region: "
+                        "give valid regions (--valid-regions), or one --kmer-C and --kmer-windows")  # fmt: skip
+    if grid:
+        valid = SplitSpec.from_args(valid_regions=cfg.valid_regions)
+        valid.check_disjoint()  # parse errors and valid regions overlapping each other first
+        try:
+            SplitSpec(valid.valid, (parse_region(BRAIN_TEST_REGION),)).check_disjoint()
+        except DataError as exc:
+            raise DataError(f"valid regions {list(cfg.valid_regions)} reach into the locked test "
+                            f"region {BRAIN_TEST_REGION}: choosing C there would look at the test; "
+                            "give one --kmer-C and --kmer-windows") from exc  # fmt: skip
+    return grid
+
+
+def _fit_kmer(cfg: ProtocolConfig, genome: FastaTokens, index: WindowIndex) -> tuple[KmerBaseline, dict[str, Any]]:  # fmt: skip
+    """The k-mer baseline, its fit size and C chosen on the validation rows; and its record.
+
+    Fitting windows are 1:1 positives and unlabelled bins of the training sequence (outside every
+    held-out region), nested over the fit sizes; the choice scores a 1:1 random mix of the
+    validation windows (mean auROC over features). Test rows are never read here.
+    """
+    sizes, cs = sorted(set(cfg.kmer_windows)), list(dict.fromkeys(cfg.kmer_C))
+    grid = _check_kmer_grid(cfg)
+    rng = np.random.default_rng(cfg.seed + 1)
+    train = index.rows("train")
+    pos = rng.permutation(train[index.labels[train].any(1)])
+    neg = rng.permutation(train[~index.labels[train].any(1)])
+    halves = sorted({min(n // 2, len(pos), len(neg)) for n in sizes})
+    if halves[-1] == 0:
+        raise DataError("no training-sequence positives and negatives to fit the k-mer baseline")
+    top = halves[-1]
+    fit_rows = np.concatenate([pos[:top], neg[:top]])
+    subsets = [np.concatenate([np.arange(h), top + np.arange(h)]) for h in halves]
+    ks = tuple(range(1, cfg.kmer_k + 1))
+    proto = KmerBaseline(ks=ks)
+    fit_x, fit_y = _kmer_features(proto, genome, index, fit_rows), index.labels[fit_rows]
+    record: dict[str, Any] = {
+        "ks": list(ks), "positives_per_negative": 1.0,
+        "fit_on": "bins outside the held-out regions (training sequence)",
+        "grid": {"fit_windows": [2 * h for h in halves], "C": cs},
+    }  # fmt: skip
+    if not grid:
+        base = KmerBaseline(ks=ks, C=float(cs[0])).fit_counts(fit_x, fit_y)
+        record.update(fit_windows=len(fit_rows), C=base.C,
+                      chosen_on="fixed: one fit size and one C given, nothing chosen")  # fmt: skip
+        return base, record
+    valid = index.rows("valid")
+    vlab = index.labels[valid].any(1)
+    vpos, vneg = valid[vlab], valid[~vlab]
+    vrng = np.random.default_rng(cfg.seed + 2)
+    vrows = np.sort(
+        np.concatenate([vpos, vrng.choice(vneg, min(len(vpos), len(vneg)), replace=False)])
+    )
+    valid_x, valid_y = _kmer_features(proto, genome, index, vrows), index.labels[vrows]
+    try:
+        base, scores = select_kmer_baseline(fit_x, fit_y, subsets, valid_x, valid_y, cs, ks)
+    except ValueError as exc:
+        raise DataError(
+            f"k-mer baseline on valid regions {list(cfg.valid_regions)}: {exc}"
+        ) from exc
+    del fit_x, valid_x
+    chosen = max(scores, key=lambda r: r["valid_mean_auroc"])  # the first best, as chosen
+    record.update(
+        fit_windows=int(chosen["fit_windows"]), C=base.C,
+        chosen_on=("validation: mean auROC over features on a 1:1 random mix of the validation "
+                   "windows; the test region is not looked at"),
+        validation={"regions": list(cfg.valid_regions), "windows": len(vrows),
+                    "positives": len(vpos), "scores": scores},
+    )  # fmt: skip
+    return base, record
+
+
 def _baselines(cfg: ProtocolConfig, genome: FastaTokens, index: WindowIndex,
                rows: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
     """GC fraction, CpG count and k-mer probabilities for ``rows``; and the k-mer fit record."""
-    from varfx.training.kmer_baseline import KmerBaseline
-
-    rng = np.random.default_rng(cfg.seed + 1)
-    train = index.rows("train")
-    pos = train[index.labels[train].any(1)]
-    neg = train[~index.labels[train].any(1)]
-    half = min(cfg.kmer_windows // 2, len(pos), len(neg))
-    fit_rows = np.sort(np.concatenate([rng.choice(pos, half, replace=False),
-                                       rng.choice(neg, half, replace=False)]))  # fmt: skip
-    ks = tuple(range(1, cfg.kmer_k + 1))
-    fit_tokens = np.concatenate([x for _, x in _windows(genome, index, fit_rows, 4096)])
-    base = KmerBaseline(ks=ks).fit(fit_tokens, index.labels[fit_rows])
-    del fit_tokens
+    base, record = _fit_kmer(cfg, genome, index)
     f = len(index.features)
     out = {"kmer": np.zeros((len(rows), f), np.float32), "gc": np.zeros(len(rows), np.float32),
            "cpg": np.zeros(len(rows), np.float32)}  # fmt: skip
@@ -171,8 +261,6 @@ def _baselines(cfg: ProtocolConfig, genome: FastaTokens, index: WindowIndex,
         out["kmer"][sl] = base.predict_proba(x)
         out["gc"][sl] = gc_fraction(x)
         out["cpg"][sl] = ((x[:, :-1] == 1) & (x[:, 1:] == 2)).sum(1)
-    record = {"fit_windows": len(fit_rows), "ks": list(ks), "C": base.C, "positives_per_negative": 1.0,
-              "fit_on": "bins outside the held-out regions (training sequence)"}  # fmt: skip
     return out, record
 
 
@@ -280,6 +368,7 @@ def evaluate_model(cfg: ProtocolConfig) -> dict[str, Any]:
         if old.get("model_sha256") == sha:
             raise DataError(f"{report_path} already holds the test evaluation of {model} "
                             f"(sha256 {sha[:12]}); the test region is evaluated once per model")  # fmt: skip
+    _check_kmer_grid(cfg)
     meta = _model_meta(model)
     features, length = tuple(meta["features"]), int(meta["sequence_length"])
     genome = FastaTokens(cfg.genome)
@@ -326,7 +415,7 @@ def evaluate_model(cfg: ProtocolConfig) -> dict[str, Any]:
                              [counts] * len(cols))  # fmt: skip
         specificity[assay] = {"windows": len(at), **block}
     report = {
-        "protocol": "varfx locked test protocol v1",
+        "protocol": "varfx locked test protocol v2",
         "model": str(model), "model_sha256": sha, "features": list(features),
         "sequence_length": length, "config": asdict(cfg), "test_regions": list(cfg.test_regions),
         "windows": {"test": len(rows), "dropped": {k: v for k, v in index.stats.items()
@@ -342,6 +431,21 @@ def evaluate_model(cfg: ProtocolConfig) -> dict[str, Any]:
 def _fmt(block: dict[str, Any], key: str) -> str:
     lo, hi = block[f"{key}_ci"]
     return f"{block[key]:.3f} ({lo:.3f}-{hi:.3f})"
+
+
+def _kmer_text(rec: dict[str, Any]) -> str:
+    """One paragraph on the k-mer baseline's fit: sizes, C, how they were chosen."""
+    text = (f"k-mer baseline: canonical k = {rec['ks'][0]}..{rec['ks'][-1]}, {rec['fit_windows']} "
+            f"fitting windows (1:1) of {rec['fit_on']}, C = {rec['C']:g}; {rec.get('chosen_on', '')}")  # fmt: skip
+    val = rec.get("validation")
+    if val:
+        grid = ", ".join(f"{s['fit_windows']} / {s['C']:g}: {s['valid_mean_auroc']:.4f}"
+                         for s in val["scores"])  # fmt: skip
+        text += (
+            f" ({val['windows']} validation windows, {val['positives']} positives, in "
+            f"{val['regions']}; validation mean auROC per fit windows / C: {grid})"
+        )
+    return text + "."
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -360,6 +464,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_fmt(m['cpg'], 'mean_auroc')} | {_fmt(m['model'], 'mean_auprc')} | "
             f"{_fmt(m['kmer'], 'mean_auprc')} |"
         )
+    lines += ["", "Model minus k-mer, mean auROC (paired bootstrap 95% interval): " + "; ".join(
+        f"{mix} {m['model_minus_kmer_mean_auroc']['value']:+.3f} "
+        f"({m['model_minus_kmer_mean_auroc']['ci'][0]:+.3f} to "
+        f"{m['model_minus_kmer_mean_auroc']['ci'][1]:+.3f})" for mix, m in report["mixes"].items()
+    ) + "."]  # fmt: skip
+    lines += ["", _kmer_text(report["kmer_baseline"])]
     lines += ["", "Per feature auROC (model / k-mer / GC), per mix:", "",
               "| feature | " + " | ".join(report["mixes"]) + " |",
               "|---|" + "---|" * len(report["mixes"])]  # fmt: skip

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,7 +127,7 @@ def test_locked_protocol_report(shipped: tuple[Path, Path, Path], tmp_path: Path
     cfg = ProtocolConfig(
         model=str(model), genome=(str(genome),), peaks=(str(peaks),), out=str(tmp_path / "ev"),
         test_regions=("chr3",), valid_regions=("chr2",), bin_size=100, stride=100,
-        bootstrap=30, kmer_windows=400, kmer_k=3,
+        bootstrap=30, kmer_windows=(400,), kmer_C=(0.1,), kmer_k=3,
     )  # fmt: skip
     rep = evaluate_model(cfg)
     assert set(rep["mixes"]) == set(MIXES)
@@ -158,16 +161,90 @@ def test_cli_evaluate(
     model, genome, peaks = shipped
     args = ["evaluate", "--model", str(model), "--genome", str(genome), "--peaks", str(peaks),
             "--out", str(tmp_path / "ev"), "--test-regions", "chr3", "--bin-size", "100",
-            "--bootstrap", "10", "--kmer-windows", "300", "--kmer-k", "2"]  # fmt: skip
+            "--bootstrap", "10", "--kmer-windows", "300", "--kmer-k", "2",
+            "--valid-regions", "chr2"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "gc-matched" in out
     assert "model mean auROC" in out
+    assert "chosen on" in out or "validation" in out
     assert json.loads((tmp_path / "ev" / "protocol.json").read_text())["mixes"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "once per model" in err
     assert "Traceback" not in err
-    bad = [*args[:-12], "--out", str(tmp_path / "e2"), "--test-regions", "chrQ"]
+    bad = [*args[:-14], "--out", str(tmp_path / "e2"), "--test-regions", "chrQ", "--kmer-C", "1"]
     assert main(bad) == 2
     assert "chrQ" in capsys.readouterr().err
+
+
+def _peaks_copy(src: Path, dst: Path, keep: Callable[[str], bool]) -> Path:
+    """The peak folder with only the lines ``keep`` accepts (same file names)."""
+    dst.mkdir()
+    for f in src.iterdir():
+        lines = [ln for ln in f.read_text().splitlines() if ln and keep(ln)]
+        (dst / f.name).write_text("\n".join(lines) + "\n")
+    return dst
+
+
+def test_kmer_choice_reads_validation_only(
+    shipped: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The k-mer baseline's fit size and C come from the validation rows alone: changing the
+    test labels changes the test numbers but not the choice; changing validation labels does."""
+    model, genome, peaks = shipped
+
+    def run(name: str, peak_dir: Path) -> dict[str, Any]:
+        return evaluate_model(ProtocolConfig(
+            model=str(model), genome=(str(genome),), peaks=(str(peak_dir),),
+            out=str(tmp_path / name), test_regions=("chr3",), valid_regions=("chr2",),
+            bin_size=100, stride=100, bootstrap=5, kmer_windows=(20, 40),
+            kmer_C=(0.0001, 0.01, 1.0), kmer_k=3,
+        ))  # fmt: skip
+
+    base = run("base", peaks)
+    rec = base["kmer_baseline"]
+    assert rec["grid"] == {"fit_windows": [20, 40], "C": [0.0001, 0.01, 1.0]}
+    scores = rec["validation"]["scores"]
+    assert [(s["fit_windows"], s["C"]) for s in scores] == [
+        (n, c) for n in (20, 40) for c in (0.0001, 0.01, 1.0)
+    ]
+    best = max(scores, key=lambda s: s["valid_mean_auroc"])
+    assert (rec["fit_windows"], rec["C"]) == (best["fit_windows"], best["C"])
+    assert rec["validation"]["regions"] == ["chr2"]
+    assert rec["validation"]["windows"] == 2 * rec["validation"]["positives"]
+    assert "validation" in rec["chosen_on"]
+    on_disk = json.loads((tmp_path / "base" / "protocol.json").read_text())["kmer_baseline"]
+    assert on_disk == json.loads(json.dumps(rec))
+    assert f"C = {rec['C']:g}" in (tmp_path / "base" / "protocol.md").read_text()
+
+    # every other chr3 peak gone: the test labels change, the choice does not
+    odd = _peaks_copy(peaks, tmp_path / "p_test",
+                      lambda ln: not (ln.startswith("chr3\t") and int(ln.split()[1]) % 2))  # fmt: skip
+    other = run("test_changed", odd)
+    assert other["mixes"]["all"]["positives"] < base["mixes"]["all"]["positives"]
+    assert other["kmer_baseline"] == rec
+    # the same on chr2 (validation) changes the validation scores
+    odd2 = _peaks_copy(peaks, tmp_path / "p_valid",
+                       lambda ln: not (ln.startswith("chr2\t") and int(ln.split()[1]) % 2))  # fmt: skip
+    moved = run("valid_changed", odd2)
+    assert moved["kmer_baseline"]["validation"]["scores"] != scores
+
+
+def test_kmer_grid_needs_a_validation_region_away_from_the_locked_test(
+    shipped: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    model, genome, peaks = shipped
+    cfg = ProtocolConfig(
+        model=str(model), genome=(str(genome),), peaks=(str(peaks),), out=str(tmp_path / "ev"),
+        test_regions=("chr3",), bin_size=100, stride=100, bootstrap=5, kmer_windows=(60,),
+        kmer_k=2,
+    )  # fmt: skip
+    with pytest.raises(DataError, match="chosen on the validation region"):
+        evaluate_model(cfg)
+    with pytest.raises(DataError, match="locked test"):
+        evaluate_model(replace(cfg, valid_regions=("chr20:40000001-50000000",)))
+    fixed = evaluate_model(replace(cfg, kmer_C=(0.05,)))  # one value: nothing to choose
+    assert fixed["kmer_baseline"]["C"] == 0.05
+    assert "nothing chosen" in fixed["kmer_baseline"]["chosen_on"]
+    assert "validation" not in fixed["kmer_baseline"]
