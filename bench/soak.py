@@ -7,19 +7,23 @@ A. streams: ``--streams`` streams x 4 requests in flight x ``--per-request`` pac
    ``--max-queue`` windows, while unary callers send the same size (shed with
    RESOURCE_EXHAUSTED when the queue is full), a prober checks health every 20 ms, and a checker
    sends a fixed 10-variant request every 0.25 s and compares its scores with the expected ones;
-B. rejected: ``--senders`` threads sending 1e6-variant per-message requests (refused before
-   they are parsed), then the server idles;
+B. rejected: ``--senders`` threads sending 1e6-variant per-message requests (17 MiB: refused by
+   gRPC core at their 5-byte length prefix, over the port's receive limit), while a prober
+   checks health every 20 ms and a raw HTTP/2 call sends only a length prefix every 50 ms (the
+   server's own rejection latency, no upload in it); then the server idles;
 C. drain: calls in flight when SIGTERM arrives must all finish OK within the grace period.
 
-Reported: server RSS (start, peak, end of each scenario), health p99, rejection p99, wrong
-answers, calls lost on SIGTERM.
+Reported: server RSS (start, peak, end of each scenario), health p99, rejection p99 (as the
+client sees it and, in B, from the length prefix), wrong answers, calls lost on SIGTERM.
 
     .venv/bin/python -m bench.soak [--seconds 60 --streams 24 --per-request 10000 --max-queue 512]
+                                   [--scenarios ABC]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -27,13 +31,16 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.score_vs_bcftools import _free_port, null_model
+from bench.h2_prefix import prefix_answer
+from bench.score_vs_bcftools import _free_port, _proc_cpu, null_model
 from bench.server_overhead import packed_requests, write_genome
 from varfx.proto.v1 import varfx_pb2 as pb
 
@@ -58,6 +65,7 @@ class Soak:
         self.stop = threading.Event()
         self.health_ms: list[float] = []
         self.reject_ms: list[float] = []
+        self.prefix_ms: list[float] = []
         self.wrong = 0
         self.checked = 0
         self.errors: dict[str, int] = {}
@@ -126,15 +134,37 @@ class Soak:
                     self.reject_ms.append((time.perf_counter() - t0) * 1000)
                 self.count(exc)
 
-    def big_sender(self, request: bytes) -> None:
-        call = self.channel().unary_unary(_SCORE)
+    def prefix_prober(self, declared: int) -> None:
+        """The server's own rejection latency: a call that sends only its length prefix."""
+        host, port = self.target.rsplit(":", 1)
         while not self.stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                call(request, timeout=60)
-            except grpc.RpcError as exc:
-                self.reject_ms.append((time.perf_counter() - t0) * 1000)
-                self.count(exc)
+            seconds, status = prefix_answer(host, int(port), _SCORE, declared)
+            if status is not None:
+                self.prefix_ms.append(seconds * 1000)
+            else:
+                self.errors["prefix: no status"] = self.errors.get("prefix: no status", 0) + 1
+            time.sleep(0.05)
+
+
+def big_sender(target: str, request_file: str, seconds: float, out: Any) -> None:
+    """One sender of refused requests, in its own process (so that the probers' timings in
+    the parent do not wait on its GIL): sends ``request_file``'s message for ``seconds`` as
+    fast as the answers come, then puts (milliseconds per call, codes) on ``out``."""
+    request = Path(request_file).read_bytes()
+    call = Soak(target, 0).channel().unary_unary(_SCORE)
+    ms: list[float] = []
+    codes: dict[str, int] = {}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        try:
+            call(request, timeout=60)
+            name = "OK"
+        except grpc.RpcError as exc:
+            name = exc.code().name  # type: ignore[attr-defined]
+        ms.append((time.perf_counter() - t0) * 1000)
+        codes[name] = codes.get(name, 0) + 1
+    out.put((ms, codes))
 
 
 def run_threads(soak: Soak, targets: list[tuple[object, tuple]], seconds: float) -> None:
@@ -147,6 +177,109 @@ def run_threads(soak: Soak, targets: list[tuple[object, tuple]], seconds: float)
         t.join(timeout=120)
 
 
+def scenario_a(args: argparse.Namespace, run: Run) -> None:
+    """Streams + unary + health + checker."""
+    soak = Soak(run.target, run.pid)
+    targets: list[tuple[object, tuple]] = [
+        (soak.prober, ()),
+        (soak.checker, (run.check, run.expected)),
+    ]
+    targets += [(soak.streamer, (run.stream_requests,)) for _ in range(args.streams)]
+    targets += [(soak.unary, (run.stream_requests[0],)) for _ in range(2)]
+    run_threads(soak, targets, args.seconds)
+    end = rss_mb(run.pid)
+    print(
+        f"A streams: {args.streams} x 4 x {args.per_request} vs max-queue {args.max_queue}, "
+        f"{args.seconds:.0f} s: RSS peak {soak.peak:.0f} MB (+{soak.peak - run.start:.0f}), "
+        f"end {end:.0f} MB; health p99 {p99(soak.health_ms):.1f} ms "
+        f"({len(soak.health_ms)} checks); unary rejection p99 {p99(soak.reject_ms):.1f} ms "
+        f"({len(soak.reject_ms)}); checker {soak.checked} calls, {soak.wrong} wrong; "
+        f"errors {soak.errors}"
+    )
+
+
+def scenario_b(args: argparse.Namespace, run: Run) -> None:
+    """Rejected 1e6-variant requests, then idle. The senders' time per call is the client's
+    (copying the message into its call, sending, the answer); the prefix probe's is the server's
+    own, from the 5-byte length prefix it refuses on to the status (bench/h2_prefix.py)."""
+    big = pb.ScoreVariantsRequest(
+        variants=[
+            pb.Variant(chrom="chr1", pos=1000 + i % 100_000, ref="A", alt="C")
+            for i in range(args.big)
+        ]
+    ).SerializeToString()
+    print(f"B rejected: a request of {args.big} variants is {len(big) / 2**20:.0f} MiB")
+    base = rss_mb(run.pid)
+    soak = Soak(run.target, run.pid)
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    with tempfile.NamedTemporaryFile(suffix=".pb") as fh:
+        fh.write(big)
+        fh.flush()
+        senders = [
+            spawn.Process(target=big_sender, args=(run.target, fh.name, args.seconds, results))
+            for _ in range(args.senders)
+        ]
+        for sender in senders:
+            sender.start()
+        cpu0 = _proc_cpu(run.pid)
+        run_threads(soak, [(soak.prober, ()), (soak.prefix_prober, (len(big),))], args.seconds)
+        cpu = _proc_cpu(run.pid) - cpu0
+        for _ in senders:
+            ms, codes = results.get(timeout=120)
+            soak.reject_ms += ms
+            for name, count in codes.items():
+                soak.errors[name] = soak.errors.get(name, 0) + count
+        for sender in senders:
+            sender.join(timeout=60)
+    time.sleep(5)
+    idle = rss_mb(run.pid)
+    print(
+        f"B rejected: {args.senders} sender processes, {args.seconds:.0f} s, "
+        f"{len(soak.reject_ms)} calls, server CPU {cpu * 1e6 / max(1, len(soak.reject_ms)):.0f} us "
+        f"per call ({cpu / args.seconds:.2f} cores) (client median {np.median(soak.reject_ms):.1f}, p99 "
+        f"{p99(soak.reject_ms):.1f} ms, codes {soak.errors}); server from the length prefix "
+        f"median {np.median(soak.prefix_ms):.1f}, p99 {p99(soak.prefix_ms):.1f} ms "
+        f"({len(soak.prefix_ms)} probes); RSS before {base:.0f} MB, peak {soak.peak:.0f} MB, "
+        f"idle after 5 s {idle:.0f} MB (start {run.start:.0f}, +{idle - run.start:.0f}); "
+        f"health median {np.median(soak.health_ms):.1f}, p99 {p99(soak.health_ms):.1f} ms "
+        f"({len(soak.health_ms)} checks)"
+    )
+
+
+def scenario_c(args: argparse.Namespace, run: Run) -> None:
+    """SIGTERM with calls in flight."""
+    call = grpc.insecure_channel(run.target).unary_unary(_SCORE)
+    futures = [call.future(run.stream_requests[i % 4], timeout=60) for i in range(8)]
+    time.sleep(0.05)
+    run.proc.send_signal(signal.SIGTERM)
+    ok = lost = 0
+    for f in futures:
+        try:
+            f.result()
+            ok += 1
+        except grpc.RpcError as exc:
+            lost += exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    code = run.proc.wait(timeout=60)
+    print(f"C drain: {ok} of {len(futures)} in-flight calls OK, {lost} lost; exit {code}")
+
+
+@dataclass
+class Run:
+    """The server under test and the requests every scenario uses."""
+
+    proc: subprocess.Popen  # type: ignore[type-arg]
+    target: str
+    start: float  # server RSS before the first scenario, MB
+    stream_requests: list[bytes]
+    check: bytes
+    expected: bytes
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -155,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-queue", type=int, default=512)
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--big", type=int, default=1_000_000, help="variants per rejected request")
+    ap.add_argument("--scenarios", default="ABC", help="which of A, B and C to run (default all)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -180,66 +314,14 @@ def main(argv: list[str] | None = None) -> int:
             expected = pb.ScoreVariantsResponse.FromString(
                 ch.unary_unary(_SCORE)(check)
             ).packed.diff
-            start = rss_mb(proc.pid)
+            run = Run(proc, target, rss_mb(proc.pid), stream_requests, check, expected)
             print(
-                f"machine: {os.cpu_count()} cores; server pid {proc.pid}, start RSS {start:.0f} MB"
+                f"machine: {os.cpu_count()} cores; server pid {proc.pid}, "
+                f"start RSS {run.start:.0f} MB"
             )
-
-            # A: streams + unary + health + checker
-            soak = Soak(target, proc.pid)
-            targets: list[tuple[object, tuple]] = [
-                (soak.prober, ()),
-                (soak.checker, (check, expected)),
-            ]
-            targets += [(soak.streamer, (stream_requests,)) for _ in range(args.streams)]
-            targets += [(soak.unary, (stream_requests[0],)) for _ in range(2)]
-            run_threads(soak, targets, args.seconds)
-            end = rss_mb(proc.pid)
-            print(
-                f"A streams: {args.streams} x 4 x {args.per_request} vs max-queue {args.max_queue}, "
-                f"{args.seconds:.0f} s: RSS peak {soak.peak:.0f} MB (+{soak.peak - start:.0f}), "
-                f"end {end:.0f} MB; health p99 {p99(soak.health_ms):.1f} ms "
-                f"({len(soak.health_ms)} checks); unary rejection p99 {p99(soak.reject_ms):.1f} ms "
-                f"({len(soak.reject_ms)}); checker {soak.checked} calls, {soak.wrong} wrong; "
-                f"errors {soak.errors}"
-            )
-
-            # B: rejected 1e6-variant requests
-            big = pb.ScoreVariantsRequest(
-                variants=[
-                    pb.Variant(chrom="chr1", pos=1000 + i % 100_000, ref="A", alt="C")
-                    for i in range(args.big)
-                ]
-            ).SerializeToString()
-            print(f"B rejected: a request of {args.big} variants is {len(big) / 2**20:.0f} MiB")
-            base = rss_mb(proc.pid)
-            soak = Soak(target, proc.pid)
-            targets = [(soak.prober, ())] + [(soak.big_sender, (big,)) for _ in range(args.senders)]
-            run_threads(soak, targets, args.seconds)
-            time.sleep(5)
-            idle = rss_mb(proc.pid)
-            print(
-                f"B rejected: {args.senders} senders, {args.seconds:.0f} s, "
-                f"{len(soak.reject_ms)} rejections (p99 {p99(soak.reject_ms):.1f} ms, codes "
-                f"{soak.errors}); RSS before {base:.0f} MB, peak {soak.peak:.0f} MB, idle after "
-                f"5 s {idle:.0f} MB (start {start:.0f}, +{idle - start:.0f}); health p99 "
-                f"{p99(soak.health_ms):.1f} ms"
-            )
-
-            # C: SIGTERM with calls in flight
-            call = grpc.insecure_channel(target).unary_unary(_SCORE)
-            futures = [call.future(stream_requests[i % 4], timeout=60) for i in range(8)]
-            time.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            ok = lost = 0
-            for f in futures:
-                try:
-                    f.result()
-                    ok += 1
-                except grpc.RpcError as exc:
-                    lost += exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-            code = proc.wait(timeout=60)
-            print(f"C drain: {ok} of {len(futures)} in-flight calls OK, {lost} lost; exit {code}")
+            for name, scenario in (("A", scenario_a), ("B", scenario_b), ("C", scenario_c)):
+                if name in args.scenarios.upper():
+                    scenario(args, run)
         finally:
             if proc.poll() is None:
                 proc.kill()

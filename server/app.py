@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -35,6 +36,7 @@ from varfx.server.metrics import Metrics, start_metrics_server
 from varfx.server.probes import HealthPort, start_health_port
 from varfx.server.refcache import RefCache
 from varfx.server.repository import scan_repository
+from varfx.server.requests import receive_limit
 from varfx.server.runtime import ModelRunner
 from varfx.server.service import SERVICE_NAME, ServedModel, VariantEffectServicer
 from varfx.server.tls import security_warnings, server_credentials
@@ -110,11 +112,20 @@ class VarfxServer:
                 model.genome.close()
 
 
-def _channel_options(config: ServerConfig) -> list[tuple[str, Any]]:
+def _channel_options(config: ServerConfig, lengths: Sequence[int] = ()) -> list[tuple[str, Any]]:
+    """The serving port's gRPC options (``lengths``: the served models' window lengths)."""
     size = config.max_message_mb * 1024 * 1024
     opts: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", size),
-        ("grpc.max_receive_message_length", size),
+        # no legal request is larger: core refuses one at its 5-byte length prefix, before the
+        # body is uploaded or buffered (server/requests.py receive_limit)
+        (
+            "grpc.max_receive_message_length",
+            receive_limit(size, config.max_variants_per_request, config.max_batch, lengths),
+        ),
+        # and answers at once: core's tarpit would hold each refusal 100-1000 ms (random), the
+        # client waiting on it; a refusal at the prefix costs this server nothing to repeat
+        ("grpc.http.tarpit", 0),
         ("grpc.so_reuseport", 1 if config.reuse_port else 0),
         # HTTP/2 flow control at its fixed default: with BDP probing a stream's window grows to
         # megabytes, and a client that sends faster than its stream is scored parks that much
@@ -252,7 +263,10 @@ async def create_server(
         calls = CallInterceptor(
             metrics, services=(SERVICE_NAME, KSERVE_SERVICE_NAME), log_requests=config.log_requests
         )
-        server = grpc.aio.server(options=_channel_options(config), interceptors=[calls, *auth])
+        lengths = [m.spec.sequence_length for m in models.values()]
+        server = grpc.aio.server(
+            options=_channel_options(config, lengths), interceptors=[calls, *auth]
+        )
         server.add_generic_rpc_handlers((servicer.handler(),))
         kserve = KServeServicer(models)
         kserve.add_to(server)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from varfx.core.variants import MAX_REQUEST_BYTES, VariantBatch
+from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.server.batching import DynamicBatcher
 from varfx.server.calibration import Calibration, CalibrationFileError, load_calibration
@@ -43,7 +43,7 @@ from varfx.server.metrics import Metrics
 from varfx.server.motifs import motif_database
 from varfx.server.refcache import RefCache
 from varfx.server.repository import ModelSpec
-from varfx.server.requests import decode_message, variants_of
+from varfx.server.requests import decode_message, max_request_bytes, variants_of
 from varfx.server.responses import fill_messages, response_bytes
 from varfx.server.runtime import ModelRunner
 from varfx.server.scoring import (
@@ -88,11 +88,6 @@ async def _predict(
 
 # Requests of one stream scored concurrently (pipelining; the transport's flow control does the rest).
 _STREAM_WINDOW = 4
-# Bytes one variant may take in a request message on average (alleles, name, id), for the size
-# check made before a request is parsed: a request larger than max_variants of these (plus
-# _REQUEST_SLACK) cannot be legal and is refused without the cost of parsing it.
-_BYTES_PER_VARIANT = 512
-_REQUEST_SLACK = MAX_REQUEST_BYTES  # what the client may send in one request, whatever its count
 
 
 def _parts(n: int, step: int) -> list[tuple[int, int]]:
@@ -154,7 +149,9 @@ class VariantEffectServicer:
         self._executor = executor
         self._max_variants = max_variants
         self._max_message_bytes = max_message_bytes
-        self._max_request_bytes = max_variants * _BYTES_PER_VARIANT + _REQUEST_SLACK
+        # larger requests cannot be legal: refused unparsed (gRPC core refuses them at their
+        # length prefix already where the port's receive limit is this; server/requests.py)
+        self._max_request_bytes = max_request_bytes(max_variants)
         if default_model and default_model not in models:
             raise ModelNotFoundError(f"default model {default_model!r} not in {sorted(models)}")
         self._default = default_model or (next(iter(models)) if len(models) == 1 else "")
