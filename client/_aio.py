@@ -84,8 +84,9 @@ class AsyncClient(BaseClient):
             except grpc.RpcError as exc:
                 # includes grpc.aio's INTERNAL "Internal error from Core" for a write that
                 # raced the server's end of the call (grpc/grpc#36066): ResumeState.broke
-                # resumes it like the UNAVAILABLE it overwrote (errors.stream_status_lost)
-                wait = state.broke(exc)
+                # resumes it like the UNAVAILABLE it overwrote (errors.stream_status_lost);
+                # a TLS/plaintext mismatch is not resumed (client/_transport.py, as Client's)
+                wait = state.broke(await self._opts.transport.checked_async(exc))
             else:
                 wait = state.ended()
             finally:

@@ -312,6 +312,18 @@ class TransportCheck:
             message = self.from_probe(await asyncio.to_thread(probe_transport, *address))
         return message
 
+    def checked(self, exc: BaseException) -> BaseException:
+        """Blocking: ``exc`` as TransportMismatch when it comes from a mismatch, else ``exc``
+        itself. Every failed call goes through this (or ``checked_async``): Client's unary
+        calls and streams here, AsyncClient's unary calls and streams (client/_aio.py)."""
+        message = self.diagnose(exc)
+        return exc if message is None else TransportMismatch(message)
+
+    async def checked_async(self, exc: BaseException) -> BaseException:
+        """``checked`` with the probe off the event loop."""
+        message = await self.diagnose_async(exc)
+        return exc if message is None else TransportMismatch(message)
+
 
 class _CheckedStream:
     """A response-stream call whose errors go through the TransportCheck."""
@@ -327,9 +339,9 @@ class _CheckedStream:
         try:
             return next(self._call)
         except grpc.RpcError as exc:
-            message = self._check.diagnose(exc)
-            if message is not None:
-                raise TransportMismatch(message) from exc
+            checked = self._check.checked(exc)
+            if checked is not exc:
+                raise checked from exc
             raise
 
     def __getattr__(self, name: str) -> Any:
@@ -348,9 +360,9 @@ class SyncTransportInterceptor(
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         outcome = continuation(details, request)
         if isinstance(outcome, grpc.RpcError) and outcome.done():  # type: ignore[attr-defined]
-            message = self.check.diagnose(outcome)
-            if message is not None:
-                raise TransportMismatch(message) from outcome
+            checked = self.check.checked(outcome)
+            if checked is not outcome:
+                raise checked from outcome
         return outcome
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
@@ -358,7 +370,9 @@ class SyncTransportInterceptor(
 
 
 class AioTransportInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """For grpc.aio channels (unary calls): the same check, the probe off the event loop."""
+    """For grpc.aio channels (unary calls): the same check, the probe off the event loop.
+    (AsyncClient's streams use the read/write API, which a stream interceptor would turn into
+    a proxy; they call ``TransportCheck.checked_async`` where they catch a failure.)"""
 
     def __init__(self, check: TransportCheck) -> None:
         self.check = check
@@ -368,8 +382,10 @@ class AioTransportInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         try:
             await call
         except grpc.aio.AioRpcError as exc:
-            message = await self.check.diagnose_async(exc)
-            if message is not None:
+            checked = await self.check.checked_async(exc)
+            if checked is not exc:
+                # grpc.aio hands a caller only AioRpcErrors from an interceptor's call
+                message = str(checked.details())  # type: ignore[attr-defined]
                 empty = grpc.aio.Metadata()
                 raise grpc.aio.AioRpcError(
                     grpc.StatusCode.FAILED_PRECONDITION,

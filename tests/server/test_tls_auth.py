@@ -202,6 +202,41 @@ def test_async_client_mismatch_fails_fast(tls_server: Any) -> None:
     assert "speaks TLS and this client plaintext" in str(err)
 
 
+def test_async_client_streams_fail_fast_on_a_mismatch(
+    tls_server: Any, server: Any, pki: PKI, variant: list[Any]
+) -> None:
+    """AsyncClient's streams (iter_chunks, score_variants) get the same TLS/plaintext check as
+    its unary calls and as Client's streams, instead of resuming for about a minute."""
+
+    async def stream(client: AsyncClient) -> VarfxError:
+        async with client:
+            with pytest.raises(VarfxError) as info:
+                async for _ in client.iter_chunks(variant, batch_size=1):
+                    pass
+        return info.value
+
+    cases = [
+        (
+            lambda: AsyncClient(tls_server.target, retry=PATIENT),
+            "speaks TLS and this client plaintext",
+        ),
+        (
+            lambda: AsyncClient(server.target, root_certificates=pki.ca, retry=PATIENT),
+            "speaks plaintext (no TLS) and this client TLS",
+        ),
+    ]
+    for make, message in cases:
+
+        async def run() -> VarfxError:
+            return await stream(make())  # noqa: B023 -- awaited within this iteration
+
+        start = time.monotonic()
+        err = asyncio.run(run())
+        assert time.monotonic() - start < FAST_ENOUGH_S, str(err)
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert message in str(err)
+
+
 def test_untrusted_server_certificate_fails_fast(tls_server: Any, pki: PKI) -> None:
     err = _fails_fast(
         lambda: Client(tls_server.target, root_certificates=pki.other_ca, retry=PATIENT),
