@@ -25,6 +25,9 @@ def register(subparsers: Any) -> None:
     _add_export(subparsers)
     _add_conv2d(subparsers)
     _add_evaluate(subparsers)
+    from varfx.training._fp16_cli import add_fp16_parser
+
+    add_fp16_parser(subparsers)
 
 
 def _add_train(subparsers: Any) -> None:

@@ -78,6 +78,8 @@ class ExportResult:
     metadata: dict[str, Any]
     fp16_max_abs_diff: float | None = None
     fp16_test_auroc_change: float | None = None
+    fp16_graph: Path | None = None  # model.fp16.onnx (varfx.training.fp16), when its check passed
+    fp16_check: dict[str, Any] | None = None
 
 
 def load_run_model(run_dir: str | Path) -> tuple[torch.nn.Module, ModelConfig, list[str]]:
@@ -285,6 +287,7 @@ def export_run(
     assembly: str | None = None,
     overwrite: bool = False,
     command: str | None = None,
+    fp16_graph: bool = True,
 ) -> ExportResult:
     """Export a run's best checkpoint to ``<repo>/<name>/<version>/model.onnx``.
 
@@ -296,6 +299,8 @@ def export_run(
         tolerance: max abs diff allowed between ORT and torch (fp32 graph).
         fp16_tolerance: the same for the fp16 graph.
         assembly: overrides the run's assembly name.
+        fp16_graph: also write ``model.fp16.onnx`` (float16 arithmetic) when its check on random
+            and validation windows passes (``varfx.training.fp16``).
 
     Raises:
         ParityError: ORT and torch disagree (nothing is written).
@@ -391,7 +396,34 @@ def export_run(
     _write_atomic(target, m.SerializeToString())
     log.info("wrote %s", target)
     log.info("wrote %s", write_triton_config(repo_dir / name))  # Triton's config.pbtxt
-    return ExportResult(target, v, diff, meta, fp16_diff, auroc_change)
+    graph16, check16 = _fp16_graph(run, target, meta) if fp16_graph else (None, None)
+    return ExportResult(target, v, diff, meta, fp16_diff, auroc_change, graph16, check16)
+
+
+def _fp16_graph(run: Path, target: Path, meta: dict[str, Any]) -> tuple[Path | None, Any]:
+    """``model.fp16.onnx`` beside ``target`` when its check passes (varfx.training.fp16)."""
+    from varfx.core.precision import FP16_FILE, fp16_check_problem
+    from varfx.training import fp16
+    from varfx.training.errors import DataError
+
+    try:
+        valid = fp16.run_validation_windows(run)
+    except (DataError, OSError) as exc:
+        log.warning("fp16 graph: no validation windows (%s)", exc)
+        valid = None
+    fp32_bytes = target.read_bytes()
+    half = fp16.fp16_compute_graph(fp32_bytes)
+    check = fp16.check_fp16(fp32_bytes, half, int(meta["sequence_length"]), meta["features"], valid)
+    problem = fp16_check_problem(check)
+    if problem is not None:
+        log.warning("fp16 graph not written: %s", problem)
+        old = target.with_name(FP16_FILE)
+        if old.is_file() and not old.is_symlink():  # an earlier export's, checked against another
+            old.unlink()
+        return None, check
+    path = fp16.write_fp16_file(target.with_name(FP16_FILE), half, meta, check)
+    log.info("wrote %s (max abs diff %.2g)", path, check["max_abs_diff_real"])
+    return path, check
 
 
 def convert_conv2d(
