@@ -113,6 +113,9 @@ class LocalRecompute:
         names: list[str] = []
         for geo in self.geometry.values():
             names += [m for m in geo.maps if m not in names and m not in self._tokens]
+        self._linear = trunk.linear
+        if self._linear is not None:  # the ref's first dense layer output, for the alt's delta
+            names.append(self._linear[0])
         self.map_names = names
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
@@ -122,9 +125,14 @@ class LocalRecompute:
         cpu = ["CPUExecutionProvider"]
         self._maps = ort.InferenceSession(trunk.maps_model(model, names), opts, providers=cpu)
         self._head = ort.InferenceSession(trunk.head, opts, providers=cpu)
+        self._head2 = (
+            ort.InferenceSession(trunk.head2, opts, providers=cpu) if trunk.head2 else None
+        )
         self._out = trunk.output
         c = dict(trunk.shape)
         c[trunk.ops[0].out] = (0, trunk.length)
+        if self._linear is not None:
+            c[self._linear[0]] = (int(self._linear[1].shape[2]), 1)
         self.ref_bytes = sum(4 * c[m][0] * c[m][1] for m in names)  # maps per ref window
         self.alt_bytes = sum(4 * c[b][0] * c[b][1] for b in trunk.boundary)  # spliced per alt
         self.map_bytes, self.max_batch = map_bytes, max_batch
@@ -134,6 +142,9 @@ class LocalRecompute:
         self.full_macs = head + sum(self._conv_macs(op, c[op.out][1]) for op in trunk.ops)
         w1 = self.geometry[1]
         self.local_macs = head + sum(self._conv_macs(op, w1.width[op.out]) for op in trunk.ops)
+        if self._linear is not None:  # the first dense layer only on the changed positions
+            n, ch, h = self._linear[1].shape
+            self.local_macs -= (n - w1.width[trunk.boundary[0]]) * ch * h
 
     def _conv_macs(self, op: TrunkOp, positions: int) -> int:
         if op.kind != "conv":
@@ -230,8 +241,11 @@ class LocalRecompute:
         )
         maps = {}
         for name, value in zip(self.map_names, outs[1:], strict=True):
-            c, n = self.trunk.shape[name]
-            maps[name] = np.asarray(value, dtype=np.float32).reshape(len(tokens), c, n)
+            value = np.asarray(value, dtype=np.float32)
+            if name in self.trunk.shape:
+                c, n = self.trunk.shape[name]
+                value = value.reshape(len(tokens), c, n)
+            maps[name] = value
         return self._finish(outs[0]), maps
 
     def _take(self, cone: _Cone, vals: dict[str, np.ndarray], starts: dict[str, np.ndarray],
@@ -301,6 +315,8 @@ class LocalRecompute:
             else:
                 vals[t] = _BIN[op.op](ins[0], ins[1])
             vals[t] = np.asarray(vals[t], dtype=np.float32)
+        if self._linear is not None and self._head2 is not None:
+            return self._linear_pass(cone, vals, starts, geo, self._head2)
         feed = {}
         for name in self.trunk.boundary:
             full = cone.maps[name][cone.r]  # [B, C, n] copy
@@ -310,6 +326,24 @@ class LocalRecompute:
                 full = full.reshape(b, full.shape[1], 1, full.shape[2])
             feed[name] = full
         (out,) = self._head.run([self._out], feed)
+        return self._finish(out)
+
+    def _linear_pass(self, cone: _Cone, vals: dict[str, np.ndarray],
+                     starts: dict[str, np.ndarray], geo: Geometry, head2: Any) -> np.ndarray:  # fmt: skip
+        """The head of a Flatten -> Gemm model: the ref's Gemm output plus the alt's change on
+        its boundary window times those rows of the weight (one product per window start)."""
+        assert self._linear is not None
+        name, wt = self._linear
+        bnd = self.trunk.boundary[0]
+        wid, st, b = geo.width[bnd], starts[bnd], len(cone.a)
+        pos = st[:, None] + np.arange(wid)
+        ref_win = cone.maps[bnd][cone.r[:, None], :, pos]  # [B, wid, C]
+        delta = (vals[bnd] - ref_win).reshape(b, -1)
+        y = cone.maps[name][cone.r]  # [B, H] copy
+        for s0 in np.unique(st).tolist():
+            sel = np.flatnonzero(st == s0)
+            y[sel] += delta[sel] @ wt[s0 : s0 + wid].reshape(-1, wt.shape[2])
+        (out,) = head2.run([self._out], {name: y})
         return self._finish(out)
 
     # -- the load check -------------------------------------------------------------------------

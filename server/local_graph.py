@@ -68,6 +68,8 @@ class TrunkGraph:
     rank: int
     output: str
     consumers: dict[str, list[int]] = field(default_factory=dict)
+    linear: tuple[str, np.ndarray] | None = None  # see _linear_head
+    head2: bytes = b""
 
     def maps_model(self, model: Any, names: list[str]) -> bytes:
         """The full model with the trunk tensors ``names`` as extra outputs (after the first)."""
@@ -274,15 +276,63 @@ def read_trunk(model: Any) -> TrunkGraph:
     for b in boundary:
         hdims: list[str | int] = ["batch", shape[b][0], *([1] if r0 == 4 else []), shape[b][1]]
         head_inputs.append(helper.make_tensor_value_info(b, TensorProto.FLOAT, hdims))
-    needed = {i for node in head_nodes for i in node.input}
-    head = helper.make_graph(
-        head_nodes, "varfx_head", head_inputs, list(g.output),
-        [i for i in g.initializer if i.name in needed],
-    )  # fmt: skip
-    hm = helper.make_model(head, opset_imports=list(model.opset_import))
-    hm.ir_version = model.ir_version
-    return TrunkGraph(length, ops, shape, boundary, bytes(hm.SerializeToString()), r0,
-                      g.output[0].name, consumers)  # fmt: skip
+    trunk = TrunkGraph(length, ops, shape, boundary, _subgraph(model, head_nodes, head_inputs),
+                       r0, g.output[0].name, consumers)  # fmt: skip
+    _linear_head(trunk, model, head_nodes, consts)
+    return trunk
+
+
+def _subgraph(model: Any, nodes: list[Any], inputs: list[Any]) -> bytes:
+    """ONNX bytes of ``nodes`` with graph ``inputs``, the model's output and initializers."""
+    from onnx import helper
+
+    g = model.graph
+    needed = {i for node in nodes for i in node.input}
+    graph = helper.make_graph(
+        nodes, "varfx_head", inputs, list(g.output), [i for i in g.initializer if i.name in needed]
+    )
+    m = helper.make_model(graph, opset_imports=list(model.opset_import))
+    m.ir_version = model.ir_version
+    return bytes(m.SerializeToString())
+
+
+def _linear_head(
+    trunk: TrunkGraph, model: Any, nodes: list[Any], consts: dict[str, np.ndarray]
+) -> None:
+    """Where the head starts with Flatten(boundary) -> Gemm (a linear map of the flattened
+    boundary), set ``trunk.linear`` (the Gemm's output name and its weight as float32
+    [n, C, H], position-major) and ``trunk.head2`` (the head after the Gemm): an alt's Gemm
+    output is then the ref's plus the change of its window alone times those weight rows."""
+    from onnx import TensorProto, helper
+
+    if len(trunk.boundary) != 1:
+        return
+    b = trunk.boundary[0]
+    readers = [n for n in nodes if b in n.input]
+    if (
+        len(readers) != 1
+        or readers[0].op_type != "Flatten"
+        or _attrs(readers[0]).get("axis", 1) != 1
+    ):
+        return
+    flat = readers[0].output[0]
+    gemms = [n for n in nodes if flat in n.input]
+    if len(gemms) != 1 or gemms[0].op_type != "Gemm" or gemms[0].input[0] != flat:
+        return
+    gemm = gemms[0]
+    a = _attrs(gemm)
+    if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or gemm.input[1] not in consts:
+        return
+    w = consts[gemm.input[1]].astype(np.float32)
+    w = w if a.get("transB", 0) else w.T  # [H, C*n]
+    c, n = trunk.shape[b]
+    if w.shape[1] != c * n:
+        return
+    rest = [x for x in nodes if x is not readers[0] and x is not gemm]
+    out = gemm.output[0]
+    inputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", int(w.shape[0])])]
+    trunk.head2 = _subgraph(model, rest, inputs)
+    trunk.linear = (out, np.ascontiguousarray(w.reshape(-1, c, n).transpose(2, 1, 0)))
 
 
 @dataclass(frozen=True)
