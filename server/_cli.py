@@ -134,6 +134,34 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "--precision",
+        {
+            "choices": ("auto", "fp32", "fp16"),
+            "default": None,
+            "help": "serve a model's checked fp16 graph (model.fp16.onnx): auto = on CUDA only "
+            "(default), fp16 = everywhere, fp32 = never [VARFX_PRECISION]",
+        },
+    ),
+    (
+        "--device-windows",
+        {
+            "choices": ("auto", "off"),
+            "default": None,
+            "help": "keep the genome on the GPU for windows built there: auto = on CUDA only; "
+            "off (default: scoring requests still send host-built windows) "
+            "[VARFX_DEVICE_WINDOWS]",
+        },
+    ),
+    (
+        "--device-windows-max-mb",
+        {
+            "type": int,
+            "default": None,
+            "help": "most MiB of genome tokens kept on the device per model (default 4096) "
+            "[VARFX_DEVICE_WINDOWS_MAX_MB]",
+        },
+    ),
+    (
         "--malloc-arenas",
         {
             "type": int,

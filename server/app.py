@@ -27,6 +27,7 @@ from varfx.server.auth import BearerTokenInterceptor, TokenStore
 from varfx.server.batching import DynamicBatcher
 from varfx.server.calls import CallInterceptor
 from varfx.server.config import ServerConfig
+from varfx.server.device_windows import DeviceWindowsError
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import pair_models, served_genome
 from varfx.server.kserve import KSERVE_SERVICE_NAME, KServeServicer, reflection_pool
@@ -141,6 +142,26 @@ def _channel_options(config: ServerConfig, lengths: Sequence[int] = ()) -> list[
     return opts
 
 
+def _device_windows(model: ServedModel, max_bytes: int) -> None:
+    """On CUDA, keep the model's genome (the contigs of its training genome, or all) on the GPU
+    (server/device_windows.py); a genome over the cap or a one-hot model stays on the host."""
+    runner, genome = model.runner, model.genome
+    if genome is None or not runner.device.startswith("cuda"):
+        return
+    training = model.pairing.training if model.pairing is not None else None
+    names = [genome.resolve(c.name) for c in training.contigs] if training is not None else []
+    contigs = list(dict.fromkeys(n for n in names if n is not None)) or None
+    try:
+        runner.attach_device_windows(genome, contigs, max_bytes)
+    except DeviceWindowsError as exc:
+        log.warning("model %s: windows built on the host: %s", runner.spec.name, exc)
+        return
+    log.info(
+        "model %s: %d MiB of genome tokens on %s for device windows",
+        runner.spec.name, runner.device_windows.nbytes >> 20, runner.device,
+    )  # fmt: skip
+
+
 def _pair_genomes(
     config: ServerConfig,
     models: dict[str, ServedModel],
@@ -203,6 +224,7 @@ async def create_server(
                 config.device,
                 intra_op_threads=config.intra_op_threads,
                 spinning=config.ort_spinning,
+                precision=config.precision,
             )
             batcher = DynamicBatcher(
                 runner.predict,
@@ -216,7 +238,12 @@ async def create_server(
             await batcher.start()
             spec = runner.spec
             local = None
-            if config.local_recompute == "auto" and runner.device == "cpu":
+            # local graphs are fp32: a model served in fp16 runs full passes
+            if (
+                config.local_recompute == "auto"
+                and runner.device == "cpu"
+                and runner.precision == "fp32"
+            ):
                 local = load_local(
                     entry.path, runner.predict, name=entry.name,
                     logits=runner.spec.output == "logits", tokens=runner.spec.input_kind == "tokens",
@@ -244,6 +271,9 @@ async def create_server(
                 metrics.enable_gpu_memory(0)
 
         _pair_genomes(config, models, genome, by_assembly)
+        if config.device_windows == "auto":
+            for model in models.values():
+                _device_windows(model, config.device_windows_max_mb << 20)
         servicer = VariantEffectServicer(
             models,
             genome=None,  # each model's own (ServedModel.genome, checked by _pair_genomes)

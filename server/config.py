@@ -79,6 +79,16 @@ class ServerConfig:
         local_recompute: "auto" (default): an SNV/MNV alt window of a model whose graph allows it
             (``server/local_compute.py``, checked at load) is recomputed only where its changed
             bases reach, on the reference's feature maps; "off": two full passes.
+        precision: "auto" (default): a model's ``model.fp16.onnx`` (float16 arithmetic) on CUDA
+            when its recorded export check passes (``varfx.core.precision``), else fp32; on
+            the CPU fp32; "fp32": always ``model.onnx``; "fp16": the fp16 graph on any device
+            (refused where it is missing or its check fails).
+        device_windows: "auto": on CUDA, the genome of a token-input model is kept on the GPU
+            for windows built there (``server/device_windows.py``, ``ModelRunner.predict_rows``);
+            "off" (default, until ScoreVariants' batcher takes window descriptions: today it
+            still sends host-built windows, so the resident genome only serves predict_rows).
+        device_windows_max_mb: the most MiB of genome tokens one model keeps on the device
+            (only the contigs it serves); a larger genome is not loaded (a warning says so).
         malloc_arenas: cap glibc's malloc arenas (``server/memory.py``): memory freed by one
             thread is reused by the others instead of staying resident; 0 = glibc's default.
     """
@@ -116,6 +126,9 @@ class ServerConfig:
     malloc_arenas: int = 2
     ref_cache_mb: int = 256
     local_recompute: str = "auto"
+    precision: str = "auto"
+    device_windows: str = "off"
+    device_windows_max_mb: int = 4096
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -150,6 +163,12 @@ class ServerConfig:
             raise bad("ref_cache_mb", "must be >= 0 (0 = off)")
         if self.local_recompute not in ("auto", "off"):
             raise bad("local_recompute", "must be auto or off")
+        if self.precision not in ("auto", "fp32", "fp16"):
+            raise bad("precision", "must be auto, fp32 or fp16")
+        if self.device_windows not in ("auto", "off"):
+            raise bad("device_windows", "must be auto or off")
+        if self.device_windows_max_mb < 1:
+            raise bad("device_windows_max_mb", "must be >= 1")
         if self.malloc_arenas < 0:
             raise bad("malloc_arenas", "must be >= 0 (0 = glibc's default)")
         if any(int(v) < 1 for v in self.model_versions.values()):

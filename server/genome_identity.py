@@ -366,6 +366,8 @@ def model_info(model: ServedModel, *, is_default: bool) -> pb.ModelInfo:
         sha256=pairing.model_sha256,
         genome_mismatch_allowed=pairing.mismatch_allowed,
         local_recompute=model.local is not None,
+        precision=model.runner.precision,
+        device_windows=model.runner.device_windows is not None,
     )
     if pairing.served is not None:
         _identity_pb(pairing.served.identity, info.genome, pairing.assembly)

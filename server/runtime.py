@@ -7,13 +7,18 @@ whatever the model's input kind (tokens, or one-hot in any channel order) and ou
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from varfx.core.precision import FP16_FILE, PRECISIONS, fp16_check_problem
 from varfx.core.tokens import one_hot
 from varfx.server.repository import (
     ModelEntry,
@@ -23,7 +28,14 @@ from varfx.server.repository import (
     build_spec,
 )
 
-__all__ = ["DEFAULT_CUDA_OPTIONS", "ModelRunner", "cuda_available", "select_providers"]
+__all__ = [
+    "DEFAULT_CUDA_OPTIONS",
+    "GraphChoice",
+    "ModelRunner",
+    "choose_graph",
+    "cuda_available",
+    "select_providers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +82,70 @@ def select_providers(
     return [("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
 
 
+@dataclass(frozen=True)
+class GraphChoice:
+    """Which graph of a model version to serve: its file, "fp32" or "fp16", and why."""
+
+    path: Path
+    precision: str
+    reason: str
+
+
+def _embedded_varfx(path: Path) -> dict[str, Any]:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        meta = json.loads(props.get("varfx") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def fp16_problem(model_path: Path) -> str | None:
+    """Why ``model.fp16.onnx`` beside ``model_path`` may not be served, or None: it must exist,
+    carry a passing ``fp16_check`` (``varfx.core.precision``) and have been checked against
+    this very ``model.onnx`` (its SHA-256)."""
+    fp16 = model_path.with_name(FP16_FILE)
+    if not fp16.is_file():
+        return f"no {fp16}"
+    check = _embedded_varfx(fp16).get("fp16_check")
+    problem = fp16_check_problem(check)
+    if problem is not None:
+        return f"{fp16}: {problem}"
+    sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    if not isinstance(check, dict) or check.get("reference_sha256") != sha:
+        return f"{fp16} was checked against another model.onnx (SHA-256 differs); run varfx fp16"
+    return None
+
+
+def choose_graph(model_path: Path, precision: str, providers: Sequence[Any]) -> GraphChoice:
+    """The graph to serve for ``precision`` ("auto", "fp32", "fp16") on ``providers`` (the
+    execution providers the session will be given, first = preferred).
+
+    auto: the fp16 graph on CUDA when its recorded check passes (:func:`fp16_problem`), else
+    fp32; on the CPU always fp32 (ORT's CPU float16 kernels are not faster than float32).
+    fp16: the fp16 graph on any provider, refused (ModelRepositoryError) when it may not be
+    served. fp32: ``model.onnx``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    first = providers[0] if providers else "CPUExecutionProvider"
+    on_cuda = (first[0] if isinstance(first, tuple) else first) == "CUDAExecutionProvider"
+    if precision == "fp32":
+        return GraphChoice(model_path, "fp32", "fp32 requested")
+    if precision == "auto" and not on_cuda:
+        return GraphChoice(model_path, "fp32", "auto on the CPU serves fp32")
+    problem = fp16_problem(model_path)
+    if problem is None:
+        return GraphChoice(
+            model_path.with_name(FP16_FILE), "fp16", f"{precision}: fp16 check passed"
+        )
+    if precision == "fp16":
+        raise ModelRepositoryError(f"precision fp16 requested but {problem}")
+    return GraphChoice(model_path, "fp32", f"auto on CUDA serves fp32: {problem}")
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function without overflow for large |x| (float32 in, float32 out)."""
     return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float64)))).astype(np.float32)
@@ -95,6 +171,7 @@ class ModelRunner:
         intra_op_threads: int = 0,
         spinning: bool = False,
         cuda_options: Mapping[str, Any] | None = None,
+        precision: str = "auto",
     ) -> None:
         if device in ("auto", "cuda") and cuda_available():
             try:  # onnxruntime-gpu >= 1.19 can load CUDA/cuDNN from the nvidia-* wheels
@@ -102,6 +179,14 @@ class ModelRunner:
             except Exception:  # pragma: no cover - depends on the GPU install
                 log.debug("onnxruntime.preload_dlls failed", exc_info=True)
         providers = select_providers(device, cuda_options)
+        choice = choose_graph(entry.path, precision, providers)
+        self.precision = choice.precision  # "fp32" or "fp16": the graph served (ListModels)
+        self.graph_path = choice.path
+        log.info(
+            "model %s: %s graph %s (%s)", entry.name, choice.precision, choice.path, choice.reason
+        )
+        # genome windows built by ONNX Runtime where the model runs (server/device_windows.py)
+        self.device_windows: Any = None
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = intra_op_threads
@@ -112,11 +197,11 @@ class ModelRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(
-                str(entry.path), sess_options=opts, providers=providers
+                str(choice.path), sess_options=opts, providers=providers
             )
         except Exception as exc:  # onnxruntime raises its own untyped pybind errors
             raise ModelRepositoryError(
-                f"{entry.path}: ONNX Runtime cannot load the model: {exc}"
+                f"{choice.path}: ONNX Runtime cannot load the model: {exc}"
             ) from exc
         meta = self.session.get_modelmeta().custom_metadata_map.get("varfx")
         self.spec: ModelSpec = build_spec(
@@ -171,6 +256,52 @@ class ModelRunner:
         if self._logits:
             out = _sigmoid(out)
         return out
+
+    def attach_device_windows(
+        self, genome: Any, contigs: Sequence[str] | None, max_bytes: int
+    ) -> None:
+        """Keep ``genome`` (the listed contigs) where this model runs, for :meth:`predict_rows`
+        (server/device_windows.py; token-input models only)."""
+        from varfx.server.device_windows import DeviceWindows, DeviceWindowsError
+
+        if self.spec.input_kind != "tokens":
+            raise DeviceWindowsError(f"model {self.spec.name!r} takes one-hot input, not tokens")
+        cuda = self.device.startswith("cuda")
+        self.device_windows = DeviceWindows(
+            genome,
+            self.spec.sequence_length,
+            contigs=contigs,
+            providers=self.session.get_providers() if cuda else ["CPUExecutionProvider"],
+            device_id=int(self.device.split(":")[1]) if cuda else 0,
+            max_bytes=max_bytes,
+        )
+
+    def predict_rows(self, rows: Any) -> np.ndarray:
+        """Probabilities float32 [R, F] of windows described by ``rows`` (a
+        ``device_windows.WindowRows``), built where the model runs and fed to it there (IO
+        binding: on CUDA the windows never leave the GPU)."""
+        from varfx.server.device_windows import WindowRows
+
+        dw = self.device_windows
+        if dw is None:
+            raise RuntimeError(f"model {self.spec.name!r} has no device windows")
+        n = len(rows)
+        bucket = next((b for b in self._buckets if b >= n), n)
+        if bucket > n:  # padding rows read the leading run of N tokens
+            pad = bucket - n
+            rows = WindowRows(
+                np.concatenate([rows.starts, np.zeros(pad, np.int64)]),
+                np.concatenate([rows.alt_pos, np.full(pad, -1, np.int64)]),
+                np.concatenate([rows.alt_tok, np.zeros(pad, np.uint8)]),
+                np.concatenate([rows.rc, np.zeros(pad, bool)]),
+            )
+        windows = dw.bind(rows)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.spec.input_name, windows)
+        binding.bind_output(self.spec.output_name)  # to the host: [R, F] float32
+        self.session.run_with_iobinding(binding)
+        out = np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)[:n]
+        return _sigmoid(out) if self._logits else out
 
     def warmup(self, batch_sizes: Sequence[int]) -> None:
         """Run each batch size once, so that no caller pays for first-shape setup.
