@@ -267,12 +267,16 @@ class ModelRunner:
         if self.spec.input_kind != "tokens":
             raise DeviceWindowsError(f"model {self.spec.name!r} takes one-hot input, not tokens")
         cuda = self.device.startswith("cuda")
+        device_id = int(self.device.split(":")[1]) if cuda else 0
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if cuda:  # the model's GPU; default CUDA options otherwise (a gather needs no tuning)
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
         self.device_windows = DeviceWindows(
             genome,
             self.spec.sequence_length,
             contigs=contigs,
-            providers=self.session.get_providers() if cuda else ["CPUExecutionProvider"],
-            device_id=int(self.device.split(":")[1]) if cuda else 0,
+            providers=providers,
+            device_id=device_id,
             max_bytes=max_bytes,
         )
 
