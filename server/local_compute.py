@@ -136,6 +136,14 @@ class LocalRecompute:
         self.ref_bytes = sum(4 * c[m][0] * c[m][1] for m in names)  # maps per ref window
         self.alt_bytes = sum(4 * c[b][0] * c[b][1] for b in trunk.boundary)  # spliced per alt
         self.map_bytes, self.max_batch = map_bytes, max_batch
+        self.col_bytes = max(  # the largest im2col block of one alt (widest change)
+            4
+            * self.geometry[max(self.geometry)].width[op.out]
+            * op.weight.size
+            // max(1, op.bias.size)
+            for op in trunk.ops
+            if op.kind == "conv"
+        )
         self.local_rows = 0  # rows computed locally so far (statistics; not locked)
         self.full_rows = 0  # rows run as full passes (references included)
         head = self._head_macs()
@@ -200,7 +208,7 @@ class LocalRecompute:
             out = out if out is not None else np.empty((m, got.shape[1]), dtype=np.float32)
             out[rows] = got
         per = max(1, min(self.max_batch, self.map_bytes // max(1, self.ref_bytes)))
-        alt_step = max(1, min(1024, self.map_bytes // max(1, self.alt_bytes)))
+        alt_step = max(1, min(1024, self.map_bytes // max(1, self.alt_bytes + self.col_bytes)))
         order = np.argsort(ref, kind="stable")
         alt, ref, first, span = alt[order], ref[order], first[order], span[order]
         for i in range(0, len(refs), per):
@@ -296,8 +304,10 @@ class LocalRecompute:
                 span = (wid - 1) * op.s + (op.k - 1) * d + 1
                 fill = -np.inf if op.kind == "maxpool" else 0.0
                 x = self._take(cone, vals, starts, op.inputs[0], st * op.s - op.p, span, fill)
-                idx = (np.arange(wid) * op.s)[:, None] + np.arange(op.k) * d
-                cols = x[:, idx, :]  # [B, W, k, C]
+                sb, sp, sc = x.strides  # [B, W, k, C] as a view: one copy for the product
+                cols = np.lib.stride_tricks.as_strided(
+                    x, (b, wid, op.k, x.shape[2]), (sb, sp * op.s, sp * d, sc), writeable=False
+                )
                 if op.kind == "conv":
                     flat = cols.reshape(b * wid, -1) @ op.weight + op.bias
                     vals[t] = flat.reshape(b, wid, -1)
