@@ -250,6 +250,13 @@ def _regions(items: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(parse_region(r) if isinstance(r, str) else Region(**r) for r in items)
 
 
+def _region_label(r: Any) -> str:
+    """``chr9`` or ``20:20000001-29500000`` (1-based, inclusive) for a Region."""
+    if r.start == 0 and r.end is None:
+        return str(r.contig)
+    return f"{r.contig}:{r.start + 1}-{'' if r.end is None else r.end}"
+
+
 def split_validation_windows(
     meta: dict[str, Any],
     genome: Sequence[str | Path],
@@ -293,7 +300,7 @@ def split_validation_windows(
     index = build_index(fasta, peak_set, spec, icfg)
     order = [peak_set.features.index(f) for f in features]
     index.labels, index.features = index.labels[:, order], features
-    regions = ", ".join(str(r) for r in split["valid"])
+    regions = ", ".join(_region_label(r) for r in _regions(split["valid"]))
     return _split_windows(fasta, index, max_windows, f"validation region {regions} of {fasta.path}")
 
 
