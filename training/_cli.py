@@ -212,6 +212,11 @@ def _add_export(subparsers: Any) -> None:
     p.add_argument("--version", type=int, default=None, help="version (default: next free)")
     p.add_argument("--fp16", action="store_true", help="store weights as float16")
     p.add_argument(
+        "--no-fp16-graph",
+        action="store_true",
+        help="do not write model.fp16.onnx (float16 arithmetic, checked on validation windows)",
+    )
+    p.add_argument(
         "--conv1d",
         action="store_true",
         help="keep 1-D conv layers as 1-D (default: 2-D over [N, C, 1, L], faster on ORT's CPU)",
@@ -248,6 +253,7 @@ def _run_export(args: argparse.Namespace) -> int:
             assembly=args.assembly,
             overwrite=args.overwrite,
             command=shlex.join(["varfx", *sys.argv[1:]]),
+            fp16_graph=not args.no_fp16_graph,
         )
     except (TrainingError, ValueError) as exc:
         sys.stderr.write(f"varfx export: {exc}\n")
@@ -259,6 +265,13 @@ def _run_export(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"fp16 weights: max abs diff {r.fp16_max_abs_diff:.2e}, "
             f"test mean auROC change {r.fp16_test_auroc_change:+.5f}\n"
+        )
+    if r.fp16_check is not None:
+        c = {k: float("nan") if v is None else v for k, v in r.fp16_check.items()}
+        sys.stdout.write(
+            f"fp16 graph: {r.fp16_graph or 'not written (check failed)'}; max abs diff "
+            f"{c['max_abs_diff_random']:.2e} random, {c['max_abs_diff_real']:.2e} validation; "
+            f"validation auROC change {c['valid_auroc_change']:+.6f}\n"
         )
     return 0 if args.no_calibrate else _calibrate_export(args, r.path)
 

@@ -136,3 +136,24 @@ def test_export_writes_the_fp16_graph_with_its_validation_check(tmp_path: Path) 
     no16 = export_run(run, tmp_path / "repo", "tiny", version=2, command="t", fp16_graph=False)
     assert no16.fp16_check is None
     assert not no16.path.with_name(FP16_FILE).exists()
+
+
+def test_cli_export_reports_the_fp16_graph(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.training.test_train_export import _config
+    from varfx.cli import main
+    from varfx.training.train import train
+
+    run = tmp_path / "run"
+    train(_config(tmp_path, run, epochs=1))
+    repo = str(tmp_path / "repo")
+    assert main(["export", "--run", str(run), "--repo", repo, "--name", "m", "--no-calibrate"]) == 0
+    assert "fp16 graph: " in capsys.readouterr().out
+    args = ["export", "--run", str(run), "--repo", repo, "--name", "n", "--no-calibrate"]
+    assert main([*args, "--no-fp16-graph"]) == 0
+    assert "fp16 graph" not in capsys.readouterr().out
+    assert not (tmp_path / "repo" / "n" / "1" / FP16_FILE).exists()
+    bad = main(["fp16", str(tmp_path / "repo" / "n" / "1"), "--genome", "x.fa", "--peaks", "p"])
+    assert bad == 2
+    assert "varfx fp16:" in capsys.readouterr().err
