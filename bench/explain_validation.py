@@ -4,10 +4,23 @@
     python bench/explain_validation.py --sim /tmp/sim1 --model-dir models/sim-chromatin/1
 
 For every variant of the truth file marked ``break`` (a planted motif instance broken):
-the top motif call's name against the planted TF (exact name, case-insensitive), the ISM's
-most important positions (ref background, the first affected feature, max over bases of |ISM|)
-against the planted site (sites.tsv), and the variant's max quantile; for ``neutral`` variants
-the median quantile. In process (the server's plan/finish code, no gRPC), one thread.
+
+- the top motif call against the planted TF, at two levels: *name* (the call's TF name is the
+  planted one, case-insensitive: any JASPAR matrix of that TF, e.g. both HNF4A base IDs) and
+  *family* (the name matches, or the called matrix shares a JASPAR ``family`` annotation with
+  the planted matrix, read from the same JASPAR SQLite file: FOS::JUN and NFE2 are both
+  "Jun-related", FOXA1 and FOXG1 "FOX"); paralogues' matrices match the same planted instance
+  and lose as many bits, so sequence alone cannot tell them apart;
+- the ISM's most important position (ref background, the first affected feature, max over
+  bases of |ISM|) against the planted site (sites.tsv), and against the planted *locus* (every
+  planted site of the same locus: the broken site and, for the two-motif features, its partner,
+  which the feature needs as much);
+- the variant's max quantile.
+
+For ``neutral`` variants: the median per-feature quantile, by variant type (the calibration
+background holds SNVs only), and the median max quantile; and the same for a fresh random-SNV
+set drawn on the evaluation genome by the calibration's own rule (``--random``). In process
+(the server's plan/finish code, no gRPC), one thread.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -22,11 +36,12 @@ import numpy as np
 
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
+from varfx.server.background import random_snvs
 from varfx.server.calibration import load_calibration
 from varfx.server.explain import plan_explain
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import file_sha256
-from varfx.server.motifs import motif_database
+from varfx.server.motifs import jaspar_sqlite, motif_database
 from varfx.server.repository import ModelEntry
 from varfx.server.runtime import ModelRunner
 from varfx.server.scoring import ALL_KINDS, CALIBRATED_KINDS, ScoringOptions, score
@@ -46,6 +61,33 @@ def _site_of(sites: list[dict[str, str]], chrom: str, pos: int, motif: str) -> t
     return best
 
 
+def _locus_of(
+    sites: list[dict[str, str]], chrom: str, pos: int, motif: str
+) -> list[tuple[int, int]]:
+    """1-based inclusive spans of every planted site of the locus whose ``motif`` site holds
+    ``pos`` (the broken site and its grammar partners)."""
+    locus = ""
+    for s in sites:
+        if s["chrom"] == chrom and s["motif"] == motif and int(s["start"]) < pos <= int(s["end"]):
+            locus = s["locus"]
+    return [(int(s["start"]) + 1, int(s["end"])) for s in sites if locus and s["locus"] == locus]
+
+
+def _families() -> dict[str, frozenset[str]]:
+    """JASPAR base ID (e.g. "MA0099") -> its ``family`` annotations, from pyjaspar's SQLite."""
+    path = jaspar_sqlite()
+    if path is None:
+        return {}
+    out: dict[str, set[str]] = {}
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        for base, val in db.execute(
+            "SELECT m.BASE_ID, a.VAL FROM MATRIX m JOIN MATRIX_ANNOTATION a ON a.ID = m.ID "
+            "WHERE a.TAG = 'family'"
+        ):
+            out.setdefault(base, set()).add(val)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
 def _in_any_site(sites: list[dict[str, str]], chrom: str, positions: np.ndarray) -> np.ndarray:
     """bool [P]: whether each 1-based position lies in any planted site (any motif)."""
     out = np.zeros(len(positions), dtype=bool)
@@ -61,6 +103,9 @@ def main() -> None:
     ap.add_argument("--model-dir", required=True, type=Path, help="REPO/NAME/VERSION")
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--limit", type=int, default=0, help="at most this many breakers (0: all)")
+    ap.add_argument(
+        "--random", type=int, default=3000, help="fresh random SNVs on the evaluation genome"
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = ap.parse_args()
 
@@ -76,8 +121,11 @@ def main() -> None:
     truth = _rows(args.sim / "truth.tsv")
     sites = _rows(args.sim / "sites.tsv")
     dbs = {"jaspar": motif_database("auto"), "shipped": motif_database("shipped")}
+    families = _families()
     t0 = time.monotonic()
+    summary = json.loads((args.sim / "summary.json").read_text())
     out: dict[str, object] = {
+        "sim_seed": summary.get("seed"),
         "model": f"{spec.name}/{version}",
         "calibration": calibration.description,
         "motif_databases": {k: v.name for k, v in dbs.items()},
@@ -92,7 +140,9 @@ def main() -> None:
         result = score(runner, genome, batch, ScoringOptions(kinds=kinds), calibration=calibration)
         assert result.quantile is not None
         assert result.max_quantile is not None
-        klass = np.array([truth[i]["class"] for i in result.ok_index.tolist()])
+        ok = result.ok_index.tolist()
+        klass = np.array([truth[i]["class"] for i in ok])
+        vtype = np.array([truth[i]["vtype"] for i in ok])
         out["scored"] = len(result.ok_index)
         brk = klass == "break"
         neu = klass == "neutral"
@@ -101,13 +151,49 @@ def main() -> None:
         out["neutral_quantile_median"] = float(np.median(result.quantile[neu]))
         out["neutral_max_quantile_median"] = float(np.median(result.max_quantile[neu]))
         out["break_n"], out["neutral_n"] = int(brk.sum()), int(neu.sum())
+        by_type = {}
+        for t in sorted(set(vtype[neu].tolist())):
+            m = neu & (vtype == t)
+            by_type[t] = {
+                "n": int(m.sum()),
+                "quantile_median": round(float(np.median(result.quantile[m])), 4),
+                "max_quantile_median": round(float(np.median(result.max_quantile[m])), 4),
+            }
+        out["neutral_by_vtype"] = by_type
+        n_feat = result.quantile.shape[1]
+        out["max_of_F_uniform_quantiles_median"] = round(0.5 ** (1.0 / n_feat), 4)
+        # the model "sees" a break when a feature it affects ranks above 0.99 of the background
+        seen = {
+            (truth[i]["chrom"], truth[i]["pos"], truth[i]["ref"], truth[i]["alt"]): any(
+                result.quantile[j, spec.features.index(f)] > 0.99
+                for f in truth[i]["affected_features"].split(",")
+            )
+            for j, i in enumerate(ok)
+            if truth[i]["class"] == "break"
+        }
+        if args.random:
+            fresh = random_snvs(genome, args.random, spec.sequence_length, seed=12345)
+            rnd = score(
+                runner, genome, fresh.variants, ScoringOptions(kinds=kinds),
+                calibration=calibration,
+            )  # fmt: skip
+            assert rnd.quantile is not None
+            assert rnd.max_quantile is not None
+            out["random_snvs"] = {
+                "description": fresh.description,
+                "n": len(rnd.ok_index),
+                "quantile_median": round(float(np.median(rnd.quantile)), 4),
+                "max_quantile_median": round(float(np.median(rnd.max_quantile)), 4),
+            }
         # explanations of the breakers
         breakers = [r for r in truth if r["class"] == "break"]
         if args.limit:
             breakers = breakers[: args.limit]
         hits: dict[str, list[bool]] = {k: [] for k in dbs}
         top3: dict[str, list[bool]] = {k: [] for k in dbs}
-        inside_top1, inside_frac, vtypes, any_top1 = [], [], [], []
+        fam1: list[bool] = []
+        fam3: list[bool] = []
+        inside_top1, inside_frac, vtypes, any_top1, locus_top1, seen_v = [], [], [], [], [], []
         by_motif: dict[str, list[int]] = {}
         options = ScoringOptions(indels_as_written=True)
         for r in breakers:
@@ -120,10 +206,20 @@ def main() -> None:
                 continue
             vtypes.append(r["vtype"])
             res = plan.finish(runner.predict(plan.tokens))
+            planted_family = families.get(r["motif_id"].split(".")[0], frozenset())
             for k, db in dbs.items():
-                names = [c.name.upper() for c, _ in plan.motif_calls(db, 3)]
+                calls = [c for c, _ in plan.motif_calls(db, 3)]
+                names = [c.name.upper() for c in calls]
                 hits[k].append(bool(names) and names[0] == r["motif"].upper())
                 top3[k].append(r["motif"].upper() in names)
+                if k == "jaspar":
+                    same = [
+                        n == r["motif"].upper()
+                        or bool(planted_family & families.get(c.jaspar_id.split(".")[0], set()))
+                        for n, c in zip(names, calls, strict=True)
+                    ]
+                    fam1.append(bool(same) and same[0])
+                    fam3.append(any(same))
             f = spec.features.index(r["affected_features"].split(",")[0])
             importance = np.abs(res.ref_ism[:, :, f]).max(axis=1)
             lo, hi = _site_of(sites, r["chrom"], int(r["pos"]), r["motif"])
@@ -131,6 +227,11 @@ def main() -> None:
             width = max(1, hi - lo + 1)
             top = np.argsort(-importance, kind="stable")[:width]
             inside_top1.append(bool(inside[top[0]]))
+            in_locus = np.zeros(len(res.positions), dtype=bool)
+            for a, b in _locus_of(sites, r["chrom"], int(r["pos"]), r["motif"]):
+                in_locus |= (res.positions >= a) & (res.positions <= b)
+            locus_top1.append(bool(in_locus[top[0]]))
+            seen_v.append(seen.get((r["chrom"], r["pos"], r["ref"], r["alt"]), False))
             any_top1.append(bool(_in_any_site(sites, r["chrom"], res.positions)[top[0]]))
             tally = by_motif.setdefault(r["motif"], [0, 0])
             tally[0] += 1
@@ -142,9 +243,19 @@ def main() -> None:
         out[f"top_motif_is_planted_tf[{k}]"] = float(h.mean())
         out[f"top_motif_is_planted_tf[{k}]_snv"] = float(h[snv].mean())
         out[f"planted_tf_in_top3_calls[{k}]"] = float(np.mean(top3[k]))
+    if families:
+        out["top_motif_is_planted_tf_or_family[jaspar]"] = float(np.mean(fam1))
+        out["top_motif_is_planted_tf_or_family[jaspar]_snv"] = float(np.array(fam1)[snv].mean())
+        out["planted_tf_or_family_in_top3_calls[jaspar]"] = float(np.mean(fam3))
+    seen_a = np.array(seen_v)
     out["ism_top_position_in_site"] = float(np.mean(inside_top1))
     out["ism_top_position_in_site_snv"] = float(np.array(inside_top1)[snv].mean())
     out["ism_top_position_in_any_planted_site"] = float(np.mean(any_top1))
+    out["ism_top_position_in_planted_locus"] = float(np.mean(locus_top1))
+    out["ism_top_position_in_planted_locus_snv"] = float(np.array(locus_top1)[snv].mean())
+    out["breaks_seen_by_model"] = f"{int(seen_a.sum())}/{len(seen_a)}"
+    out["ism_top_position_in_site_seen"] = float(np.array(inside_top1)[seen_a].mean())
+    out["ism_top_position_in_planted_locus_seen"] = float(np.array(locus_top1)[seen_a].mean())
     out["ism_top_position_in_site_by_motif"] = {k: f"{v[1]}/{v[0]}" for k, v in by_motif.items()}
     out["ism_top_w_positions_in_site_mean"] = float(np.mean(inside_frac))
     out["explained"] = len(vtypes)
