@@ -11,6 +11,8 @@ A motif call compares, for each motif and strand, the best match among the windo
 the variant's bases, in the ref and in the alt sequence. Scores below the matrix's p = 1e-4
 score t (uniform background) count as t, so a call is a match gained or lost above that line,
 and calls are ranked by |max(alt, t) - max(ref, t)| (bits): a weak match made weaker is no call.
+(Ranking by the change in log10 p-value instead named the planted TF less often on a simulated
+development genome; docs/models.md, "Explaining a variant".)
 """
 
 from __future__ import annotations
