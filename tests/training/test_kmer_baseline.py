@@ -12,6 +12,7 @@ from varfx.training.kmer_baseline import (
     kmer_counts,
     kmer_dimension,
     per_feature_metrics,
+    select_kmer_baseline,
 )
 
 RC = str.maketrans("ACGT", "TGCA")
@@ -84,3 +85,28 @@ def test_baseline_learns_planted_motif() -> None:
     m = per_feature_metrics(labels[400:], probs, ["motif", "noise"])
     assert m[0].auroc > 0.95
     assert 0.3 < m[1].auroc < 0.7
+
+
+def test_select_kmer_baseline_scores_every_pair_on_validation_only() -> None:
+    rng = np.random.default_rng(1)
+    n, length = 500, 100
+    tokens = rng.integers(0, 4, (n, length), dtype=np.uint8)
+    labels = (rng.random((n, 1)) < 0.5).astype(np.uint8)
+    for i in np.flatnonzero(labels[:, 0]):
+        p = rng.integers(0, length - 6)
+        tokens[i, p : p + 6] = [2, 2, 0, 0, 3, 1]
+    proto = KmerBaseline(ks=(3, 4))
+    x = proto.features(tokens)
+    fit, val = np.arange(300), np.arange(300, n)
+    subsets = [np.arange(100), np.arange(300)]
+    best, scores = select_kmer_baseline(x[fit], labels[fit], subsets, x[val], labels[val],
+                                        (1e-4, 1.0), (3, 4))  # fmt: skip
+    assert [(s["fit_windows"], s["C"]) for s in scores] == [(100, 1e-4), (100, 1.0),
+                                                              (300, 1e-4), (300, 1.0)]  # fmt: skip
+    top = max(scores, key=lambda s: s["valid_mean_auroc"])
+    assert top["C"] == best.C
+    m = per_feature_metrics(labels[val], best.predict_counts(x[val]), ["motif"])
+    assert m[0].auroc == pytest.approx(top["valid_mean_auroc"])
+    with pytest.raises(ValueError, match="single class"):
+        select_kmer_baseline(x[fit], labels[fit], subsets, x[val], np.zeros_like(labels[val]),
+                             (1.0,), (3, 4))  # fmt: skip
