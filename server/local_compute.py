@@ -341,18 +341,20 @@ class LocalRecompute:
     def _linear_pass(self, cone: _Cone, vals: dict[str, np.ndarray],
                      starts: dict[str, np.ndarray], geo: Geometry, head2: Any) -> np.ndarray:  # fmt: skip
         """The head of a Flatten -> Gemm model: the ref's Gemm output plus the alt's change on
-        its boundary window times those rows of the weight (one product per window start)."""
+        its boundary window times those rows of the weight."""
         assert self._linear is not None
         name, wt = self._linear
         bnd = self.trunk.boundary[0]
-        wid, st, b = geo.width[bnd], starts[bnd], len(cone.a)
+        wid, st = geo.width[bnd], starts[bnd]
         pos = st[:, None] + np.arange(wid)
         ref_win = cone.maps[bnd][cone.r[:, None], :, pos]  # [B, wid, C]
-        delta = (vals[bnd] - ref_win).reshape(b, -1)
+        delta = vals[bnd] - ref_win
         y = cone.maps[name][cone.r]  # [B, H] copy
-        for s0 in np.unique(st).tolist():
-            sel = np.flatnonzero(st == s0)
-            y[sel] += delta[sel] @ wt[s0 : s0 + wid].reshape(-1, wt.shape[2])
+        # one product per boundary position, over the alts whose window holds it: each weight
+        # block [C, H] is read once per batch (per window start it was read ~wid times)
+        for p in np.unique(pos).tolist():
+            bi, ji = np.nonzero(pos == p)
+            y[bi] += delta[bi, ji] @ wt[p]
         (out,) = head2.run([self._out], {name: y})
         return self._finish(out)
 
