@@ -28,20 +28,27 @@ def test_receive_limit_is_the_largest_legal_request_capped_at_the_message_limit(
     assert receive_limit(4 * _MIB, 10_000, 256, [600]) == 4 * _MIB  # never above the message limit
 
 
+def _limit(server: Any) -> int:
+    """The receive limit of the session server, from its config and its models."""
+    c = server.config
+    lengths = [m.spec.sequence_length for m in server.handle.models.values()]
+    return receive_limit(c.max_message_mb * _MIB, c.max_variants_per_request, c.max_batch, lengths)
+
+
 def test_oversized_message_refused_at_its_prefix(server: Any) -> None:
-    limit = receive_limit(64 * _MIB, 10_000, 64, [20])  # the session server's settings
+    limit = _limit(server)
     seconds, status = prefix_answer("127.0.0.1", server.port, _SCORE, limit + 1, timeout=5.0)
     assert status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], (seconds, status)
 
 
 def test_legal_length_is_waited_for(server: Any) -> None:
-    limit = receive_limit(64 * _MIB, 10_000, 64, [20])
+    limit = _limit(server)
     _, status = prefix_answer("127.0.0.1", server.port, _SCORE, limit, timeout=0.5)
     assert status is None  # no answer: the server waits for the body it was promised
 
 
 def test_client_sees_resource_exhausted_larger_than_max(server: Any) -> None:
-    limit = receive_limit(64 * _MIB, 10_000, 64, [20])
+    limit = _limit(server)
     channel = grpc.insecure_channel(
         server.target, options=[("grpc.max_send_message_length", 64 * _MIB)]
     )
