@@ -152,7 +152,19 @@ def test_counters_move_by_the_expected_amounts(server: Any, genome_seqs: dict[st
     stub.ScoreSequences(
         pb.ScoreSequencesRequest(model="tok", pairs=[pb.SequencePair(ref="ACGT", alt="ACGA")])
     )
-    after = samples(fetch(server.metrics_port))
+    snap: dict[str, Any] = {}
+
+    def calls_recorded() -> tuple[float, ...]:
+        # call metrics land when each call is done on the server, just after the client's answer
+        snap["after"] = samples(fetch(server.metrics_port))
+        return (
+            value(snap["after"], "varfx_requests_total", method="ScoreSequences", code="OK")
+            - value(before, "varfx_requests_total", method="ScoreSequences", code="OK"),
+            value(snap["after"], "varfx_inflight_requests"),
+        )
+
+    eventually(calls_recorded, (1, 0))
+    after = snap["after"]
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
