@@ -38,6 +38,7 @@ die() {
   exit "$code"
 }
 command -v podman >/dev/null || die 3 "podman is not installed (Debian: apt-get install podman)"
+[ "$(id -u)" = 0 ] || die 3 "run as root: rootful podman, and debootstrap needs root"
 mkdir -p "$cache"
 
 # ---- the base image: the name the Dockerfile's FROM uses, made with debootstrap ----
