@@ -30,7 +30,7 @@ import numpy as np
 
 from varfx.server.local_graph import Geometry, TrunkGraph, TrunkOp, UnsupportedGraph, read_trunk
 
-__all__ = ["MAX_COST", "MAX_SPAN", "TOLERANCE", "LocalRecompute", "load_local"]
+__all__ = ["MAX_COST", "MAX_SPAN", "TOLERANCE", "LocalRecompute", "changed_span", "load_local"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,16 @@ MAX_SPAN = 16  # widest changed span (bases) recomputed locally
 TOLERANCE = 1e-5  # max abs difference of probabilities, local vs full, at the load check
 MAX_COST = 0.75  # local alt MACs / full MACs above which local recomputation is not used
 _WIDTHS = (1, 2, 4, 8, 16)
+
+
+def changed_span(ref: np.ndarray, alt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, span) int64 [n] of the positions where rows uint8 [n, L] differ: the first one
+    and the width up to the last (1 where the rows are equal). A row pair is recomputed
+    locally when span <= MAX_SPAN."""
+    diff = ref != alt
+    first = diff.argmax(axis=1)
+    last = ref.shape[1] - 1 - diff[:, ::-1].argmax(axis=1)
+    return first, np.where(diff.any(axis=1), last - first + 1, 1)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -186,11 +196,7 @@ class LocalRecompute:
         ref = pairs[alt]
         keep = pairs[ref] < 0
         alt, ref = alt[keep], ref[keep]
-        diff = tokens[alt] != tokens[ref]
-        changed = diff.any(axis=1)
-        first = diff.argmax(axis=1)
-        last = length - 1 - diff[:, ::-1].argmax(axis=1)
-        span = np.where(changed, last - first + 1, 1)
+        first, span = changed_span(tokens[ref], tokens[alt])
         local = span <= MAX_SPAN
         alt, ref, first, span = alt[local], ref[local], first[local], span[local]
         full = np.ones(m, dtype=bool)

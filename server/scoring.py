@@ -28,6 +28,7 @@ from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.server.calibration import Calibration
 from varfx.server.errors import CalibrationUnavailableError, InvalidRequestError
 from varfx.server.genome import Genome
+from varfx.server.local_compute import changed_span
 from varfx.server.refcache import RefCache
 from varfx.server.scores import compute_scores
 from varfx.server.windows import (
@@ -327,6 +328,7 @@ def _plan(
     options: ScoringOptions,
     cache: RefCache | None = None,
     scope: Hashable = None,
+    fresh_span: int = 0,
 ) -> ScoringPlan:
     select = _feature_index(model_features, options.features, model_name)
     features = model_features if select is None else tuple(model_features[i] for i in select)
@@ -350,6 +352,11 @@ def _plan(
                 for s, st in zip((sites >> SITE_SHIFT).tolist(), starts.tolist(), strict=True)
             ]
             found, cached = cache.lookup(keys, len(model_features))
+            if fresh_span and found.any():  # their alts need the ref's feature maps
+                _, span = changed_span(windows.ref[ok], windows.alt[ok])
+                fresh = np.zeros(len(found), dtype=bool)
+                fresh[inverse[span <= fresh_span]] = True
+                found &= ~fresh
             miss_keys = [key for key, hit in zip(keys, found.tolist(), strict=True) if not hit]
             unique = first[~found]
     if unique is not None:
@@ -390,10 +397,14 @@ def plan_variants(
     options: ScoringOptions,
     cache: RefCache | None = None,
     scope: Hashable = None,
+    fresh_span: int = 0,
 ) -> ScoringPlan:
     """The plan for scoring variants against ``genome`` with a model of window ``length``;
     with ``cache``, ref windows predicted before (same ``scope``: model and genome) are taken
-    from it and the new ones stored."""
+    from it and the new ones stored, except (``fresh_span`` > 0, local recomputation) at sites
+    with an alt that differs from its ref within ``fresh_span`` bases: that alt is recomputed
+    on the ref's feature maps, which the cache does not hold, so the ref runs again and the
+    alt's numbers never depend on what was cached."""
     windows = build_windows(
         genome,
         variants,
@@ -401,7 +412,7 @@ def plan_variants(
         ref_policy=options.ref_policy,
         indels_as_written=options.indels_as_written,
     )
-    return _plan(windows, features, model, options, cache, scope)
+    return _plan(windows, features, model, options, cache, scope, fresh_span)
 
 
 def plan_sequences(

@@ -38,7 +38,7 @@ from varfx.server.errors import (
 from varfx.server.explain import DEFAULT_WINDOW, ExplainPlan, plan_explain
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import GenomePairing, manifest_for, model_info, pairing_of
-from varfx.server.local_compute import LocalRecompute
+from varfx.server.local_compute import MAX_SPAN, LocalRecompute
 from varfx.server.metrics import Metrics
 from varfx.server.motifs import motif_database
 from varfx.server.refcache import RefCache
@@ -298,6 +298,7 @@ class VariantEffectServicer:
             return lambda: plan_variants(
                 genome, part, length=spec.sequence_length, features=spec.features,
                 model=spec.name, options=options, cache=cache, scope=scope,
+                fresh_span=MAX_SPAN if model.local is not None else 0,
             )  # fmt: skip
 
         parts = [planner(batch.take(a, b) if len(bounds) > 1 else batch) for a, b in bounds]

@@ -78,9 +78,8 @@ def server(model_repo: Path, genome_fa: Path) -> Iterator[object]:
         max_batch=64,
         default_model="tok",
         warmup_batch_sizes=(1, 64),
-        # tests here compare responses byte for byte across requests; with local recomputation
-        # an alt whose ref came from the cache runs in full (equal within 1e-5, not bitwise):
-        # tests/server/test_local_recompute.py covers that path
+        # two full passes: tests here count windows the reference cache saves; with local
+        # recomputation an SNV site runs its ref again (tests/server/test_local_recompute.py)
         local_recompute="off",
     )
     with start_in_thread(config) as running:

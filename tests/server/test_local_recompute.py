@@ -195,11 +195,11 @@ def servers(
     write_model(repo, name="onehot", input_kind="onehot", alphabet="AGCT", length=40)
     base = dict(
         model_repo=repo, genome=genome, host="127.0.0.1", port=0, metrics_port=-1,
-        max_delay_ms=1.0, max_batch=64, default_model="deepsea", ref_cache_mb=0,
+        max_delay_ms=1.0, max_batch=64, default_model="deepsea",
     )  # fmt: skip
     with (
         start_in_thread(ServerConfig(**base)) as on,  # type: ignore[arg-type]
-        start_in_thread(ServerConfig(**base, local_recompute="off")) as off,  # type: ignore[arg-type]
+        start_in_thread(ServerConfig(**base, local_recompute="off", ref_cache_mb=0)) as off,  # type: ignore[arg-type]
     ):
         yield on, off, seq
 
@@ -246,6 +246,22 @@ def test_server_scores_equal_with_local_recompute_on_and_off(
     assert np.abs(got[:, :4] - got[:, 4:]).max() > 1e-4
     # every SNV and the MNV were recomputed locally (both strands with rc); the indels not
     assert local.local_rows - before == (len(variants) - 2) * (2 if rc else 1)
+
+
+def test_a_rescored_request_gives_the_same_bytes_with_the_reference_cache(
+    servers: tuple[Any, Any, str],
+) -> None:
+    """The second time, every ref is in the cache; SNV/MNV sites run their ref again (the alt
+    needs its feature maps), so the alts are computed the same way and the bytes are equal."""
+    on, _, seq = servers
+    variants = _variants(seq)[10:]
+    cache = on.handle.models["deepsea"].ref_cache
+    assert cache is not None
+    first = _scores(on, variants, False)
+    hits = cache.hits
+    second = _scores(on, variants, False)
+    assert first.tobytes() == second.tobytes()
+    assert cache.hits > hits  # the indel sites came from the cache
 
 
 def test_server_ism_equal_with_local_recompute_on_and_off(servers: tuple[Any, Any, str]) -> None:
