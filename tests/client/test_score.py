@@ -284,9 +284,11 @@ def test_job_survives_a_replica_stopping(
     stops midway and the job completes on the other with every variant, in order."""
     from varfx.server import ServerConfig, start_in_thread
 
+    # two full passes: the job's 20-variant chunks are compared bit for bit with whole-request
+    # scores, and local recomputation runs only request parts of >= 16 SNVs (docs/deploy.md)
     config = ServerConfig(
         model_repo=model_repo, genome=genome_fa, host="127.0.0.1", port=0, metrics_port=-1,
-        default_model="tok", warmup_batch_sizes=(1,),
+        default_model="tok", warmup_batch_sizes=(1,), local_recompute="off",
     )  # fmt: skip
     replicas = [start_in_thread(config), start_in_thread(config)]
 
