@@ -34,9 +34,13 @@ def base_importance(ism: np.ndarray, background: np.ndarray) -> np.ndarray:
     return out
 
 
-def _backgrounds(ism: np.ndarray) -> np.ndarray:
-    """int [P]: the background base at each position, where the ISM is exactly 0 for one base
-    (its own), else -1."""
+def _backgrounds(ism: np.ndarray, bases: str = "") -> np.ndarray:
+    """int [P]: the background base at each position (-1: unknown, N, or none): from ``bases``
+    (the server's ``ref_bases``/``alt_bases``) where given, else where the ISM is exactly 0 for
+    one base (its own; an older server)."""
+    if len(bases) == len(ism):
+        codes = np.frombuffer(bases.encode(), dtype=np.uint8)
+        return np.select([codes == c for c in b"ACGT"], [0, 1, 2, 3], default=-1).astype(np.int64)
     zero = ism == 0.0
     one = zero.sum(axis=1) == 1
     return np.where(one, zero.argmax(axis=1), -1)
@@ -63,14 +67,17 @@ def plot_explanation(doc: dict[str, Any], path: str | Path, feature: str = "") -
     chrom, pos, ref, alt = str(doc["variant"]).split(":")
     pos_i = int(pos)
     # the background base: where exactly one base has a zero ISM; a genuine 0.0 effect is rare
-    rows = [("REF", ref_ism), ("ALT", alt_ism)]
+    rows = [
+        ("REF", ref_ism, str(doc.get("ref_bases") or "")),
+        ("ALT", alt_ism, str(doc.get("alt_bases") or "")),
+    ]
     fig, axes = plt.subplots(
         3, 1, figsize=(max(8.0, len(positions) * 0.22), 5.4),
         gridspec_kw={"height_ratios": [3, 3, 1]}, sharex=True,
     )  # fmt: skip
     limit = 0.0
-    for ax, (label, ism) in zip(axes[:2], rows, strict=True):
-        heights = base_importance(ism, _backgrounds(ism))
+    for ax, (label, ism, bases) in zip(axes[:2], rows, strict=True):
+        heights = base_importance(ism, _backgrounds(ism, bases))
         limit = max(limit, float(np.abs(heights).max()))
         frame = pd.DataFrame(heights, columns=list(_BASES), index=positions)
         logomaker.Logo(frame, ax=ax, color_scheme="classic")

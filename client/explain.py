@@ -3,7 +3,9 @@
 The JSON (the layout ``varfx report --explain`` reads): ``variant`` ("CHROM:POS:REF:ALT"),
 ``positions`` (1-based genome positions, [P]), ``bases`` ("ACGT"), ``features`` ([F]),
 ``ref_ism`` and ``alt_ism`` (``p(mutant) - p(background)`` on the REF and the ALT background,
-[P][4][F]), ``motifs`` (objects with ``name``, ``jaspar_id``, ``strand``, ``position`` (1-based
+[P][4][F]), ``ref_bases``/``alt_bases`` (the background base at each position, "ACGTN", "-"
+where the ALT background has none: a deletion removed it; absent from an older server),
+``motifs`` (objects with ``name``, ``jaspar_id``, ``strand``, ``position`` (1-based
 first base of the match), ``ref_score``, ``alt_score`` (bits), ``width`` (bp; 0 from a server
 that predates the field)); besides them ``model``,
 ``model_version``, ``status``, ``score`` (the variant's own scores: ``diff`` [F],
@@ -114,6 +116,8 @@ def explanation_json(response: pb.ExplainVariantResponse) -> dict[str, Any]:
         "features": list(response.features),
         "ref_ism": _ism(response.ref_ism, p, f) if response.ref_ism else [],
         "alt_ism": _ism(response.alt_ism, p, f) if response.alt_ism else [],
+        **({"ref_bases": response.ref_bases} if response.ref_bases else {}),
+        **({"alt_bases": response.alt_bases} if response.alt_bases else {}),
         "motifs": [
             {
                 "name": m.name,

@@ -35,13 +35,17 @@ MAX_WINDOW = 500
 
 @dataclass(frozen=True)
 class ExplainResult:
-    """ISM of one variant: ``ref_ism``/``alt_ism`` float32 [P, 4, F]; ``score`` its own scores."""
+    """ISM of one variant: ``ref_ism``/``alt_ism`` float32 [P, 4, F]; ``score`` its own scores;
+    ``ref_bases``/``alt_bases`` the background base at each of the P positions ("ACGTN", "-"
+    where that background has none; "" when the variant was not scored)."""
 
     positions: np.ndarray
     features: tuple[str, ...]
     ref_ism: np.ndarray
     alt_ism: np.ndarray
     score: ScoreResult
+    ref_bases: str = ""
+    alt_bases: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,12 @@ class _Background:
         own = np.where(inside, tokens[np.clip(index, 0, len(tokens) - 1)], 255)
         mask = inside[:, None] & (np.arange(4)[None, :] != own[:, None])
         return cls(tokens, index, mask)
+
+    def bases(self) -> str:
+        """The background's own base at each of the P positions ("ACGTN"; "-": not in it)."""
+        own = self.tokens[np.clip(self.index, 0, len(self.tokens) - 1)]
+        chars = np.frombuffer(b"ACGTN", dtype=np.uint8)[np.minimum(own, 4)]
+        return np.where(self.index >= 0, chars, ord("-")).astype(np.uint8).tobytes().decode()
 
     def rows(self) -> np.ndarray:
         """uint8 [1 + m, L]: the background, then its m mutants (``mask`` order)."""
@@ -137,6 +147,8 @@ class ExplainPlan:
             self.ref.ism(rest[:n_ref]),
             self.alt.ism(rest[n_ref:]),
             score,
+            self.ref.bases(),
+            self.alt.bases(),
         )
 
     def motif_calls(self, db: MotifDatabase, top: int) -> list[tuple[MotifCallRow, int]]:

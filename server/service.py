@@ -497,6 +497,8 @@ class VariantEffectServicer:
             features=result.features,
             ref_ism=np.ascontiguousarray(result.ref_ism, dtype="<f4").tobytes(),
             alt_ism=np.ascontiguousarray(result.alt_ism, dtype="<f4").tobytes(),
+            ref_bases=result.ref_bases,
+            alt_bases=result.alt_bases,
             manifest=self._manifest(model, options, genome=True),
         )
         for call, position in calls:

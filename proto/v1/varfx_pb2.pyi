@@ -415,7 +415,7 @@ class MotifCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., jaspar_id: _Optional[str] = ..., strand: _Optional[str] = ..., position: _Optional[int] = ..., ref_score: _Optional[float] = ..., alt_score: _Optional[float] = ..., width: _Optional[int] = ...) -> None: ...
 
 class ExplainVariantResponse(_message.Message):
-    __slots__ = ("variant", "status", "positions", "bases", "features", "ref_ism", "alt_ism", "motifs", "score", "manifest")
+    __slots__ = ("variant", "status", "positions", "bases", "features", "ref_ism", "alt_ism", "motifs", "score", "manifest", "ref_bases", "alt_bases")
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
@@ -426,6 +426,8 @@ class ExplainVariantResponse(_message.Message):
     MOTIFS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    REF_BASES_FIELD_NUMBER: _ClassVar[int]
+    ALT_BASES_FIELD_NUMBER: _ClassVar[int]
     variant: Variant
     status: Status
     positions: _containers.RepeatedScalarFieldContainer[int]
@@ -436,7 +438,9 @@ class ExplainVariantResponse(_message.Message):
     motifs: _containers.RepeatedCompositeFieldContainer[MotifCall]
     score: VariantScore
     manifest: Manifest
-    def __init__(self, variant: _Optional[_Union[Variant, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., positions: _Optional[_Iterable[int]] = ..., bases: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., ref_ism: _Optional[bytes] = ..., alt_ism: _Optional[bytes] = ..., motifs: _Optional[_Iterable[_Union[MotifCall, _Mapping]]] = ..., score: _Optional[_Union[VariantScore, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ...) -> None: ...
+    ref_bases: str
+    alt_bases: str
+    def __init__(self, variant: _Optional[_Union[Variant, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., positions: _Optional[_Iterable[int]] = ..., bases: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., ref_ism: _Optional[bytes] = ..., alt_ism: _Optional[bytes] = ..., motifs: _Optional[_Iterable[_Union[MotifCall, _Mapping]]] = ..., score: _Optional[_Union[VariantScore, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., ref_bases: _Optional[str] = ..., alt_bases: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -103,6 +103,11 @@ def test_ism_equals_mutant_pairs_through_score_sequences(setup: tuple[Any, str, 
     np.testing.assert_allclose(ref_ism[W, "ACGT".index(alt)], response.score.diff, atol=2e-7)
     assert len(response.score.quantile) == f
     assert response.manifest.calibration.startswith("300 random")
+    # the backgrounds' own bases at the P positions, read from the genome independently
+    assert response.ref_bases == seq[pos - 1 - W : pos + W]
+    assert response.alt_bases == seq[pos - 1 - W : pos - 1] + alt + seq[pos : pos + W]
+    doc = explanation_json(response)
+    assert (doc["ref_bases"], doc["alt_bases"]) == (response.ref_bases, response.alt_bases)
 
 
 def test_features_and_reverse_complement(setup: tuple[Any, str, Path]) -> None:
@@ -217,6 +222,8 @@ def test_deletion_maps_positions_after_it_onto_the_alt_window(setup: tuple[Any, 
     assert response.status.code == pb.OK
     alt_ism = np.frombuffer(response.alt_ism, "<f4").reshape(13, 4, 3)
     assert not alt_ism[7:9].any()  # the two deleted genome bases are not in the alt window
+    assert response.ref_bases == seq[pos - 1 - 6 : pos + 6]
+    assert response.alt_bases == seq[pos - 1 - 6 : pos] + "--" + seq[pos + 2 : pos + 6]
     # the alt window: shared left flank, then the genome after the deletion
     start = pos - 1 - C
     alt_bg = (seq[start:pos] + seq[pos + 2 :])[:L]
