@@ -122,9 +122,11 @@ def report(scored: Path, truth_path: Path, top: int) -> None:
             truth[(row["chrom"], int(row["pos"]), row["ref"], row["alt"])] = row
     rows = []
     with pysam.VariantFile(str(scored)) as vf:
+        calibrated = "VARFX_MAX_QUANTILE" in vf.header.info  # the model has a calibration
         for rec in vf:
             for j, alt in enumerate(rec.alts or ()):
                 mad = rec.info["VARFX_MAX_ABS_DIFF"][j]
+                q = rec.info["VARFX_MAX_QUANTILE"][j] if calibrated else None
                 t = truth.get((rec.chrom, rec.pos, rec.ref or "", alt), {})
                 rows.append(
                     (
@@ -135,14 +137,20 @@ def report(scored: Path, truth_path: Path, top: int) -> None:
                         rec.id or ".",
                         t.get("class", "?"),
                         t.get("direction", "?"),
+                        q if q is not None else float("nan"),
                     )
                 )
     scored_rows = [r for r in rows if r[2] == "OK"]
     scored_rows.sort(key=lambda r: -r[0])
-    print(f"{'max|diff|':>9}  {'feature':<14} {'variant':<28} {'id':<12} {'truth':<8} direction")
-    for mad, feat, _, where, vid, cls, direction in scored_rows[:top]:
+    # max quantile: the variant's rank among the model's background SNVs (VARFX_MAX_QUANTILE)
+    qhead = f"{'max q':>7}  " if calibrated else ""
+    print(
+        f"{'max|diff|':>9}  {qhead}{'feature':<14} {'variant':<28} {'id':<12} {'truth':<8} direction"
+    )
+    for mad, feat, _, where, vid, cls, direction, q in scored_rows[:top]:
         where = where if len(where) <= 28 else where[:25] + "..."
-        print(f"{mad:9.3f}  {feat:<14} {where:<28} {vid[:12]:<12} {cls:<8} {direction}")
+        qcol = f"{q:7.4f}  " if calibrated else ""
+        print(f"{mad:9.3f}  {qcol}{feat:<14} {where:<28} {vid[:12]:<12} {cls:<8} {direction}")
     labelled = [r for r in scored_rows if r[5] in ("break", "create", "neutral")]
     if labelled:
         mads = np.array([r[0] for r in labelled])
@@ -211,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         step("top variants by max |alt - ref| probability, next to the simulation's truth")
         report(scored, out / "sim" / "truth.tsv", args.top)
         print(
-            f"\nannotated VCF: {scored} (+ .tbi); INFO keys VARFX_STATUS, VARFX_MAX_ABS_DIFF, VARFX_MAX_FEATURE"
+            f"\nannotated VCF: {scored} (+ .tbi); INFO keys VARFX_STATUS, VARFX_MAX_ABS_DIFF, "
+            "VARFX_MAX_FEATURE (and VARFX_MAX_QUANTILE, VARFX_MAX_QUANTILE_FEATURE for a calibrated model)"
         )
         if has_subcommand("report"):
             page = out / "report.html"
