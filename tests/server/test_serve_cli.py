@@ -57,6 +57,14 @@ class Proc:
             time.sleep(0.05)
         raise AssertionError(f"varfx serve did not start:\n{self.log}")
 
+    def wait_serving(self, n: int, timeout: float = 90) -> None:
+        """Wait (up to ``timeout`` s) until ``n`` processes have logged that they serve; the
+        server exiting meanwhile fails the test."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(re.findall(r"serving \[", self.log)) < n:
+            assert self.popen.poll() is None, self.log
+            time.sleep(0.1)
+
     def kill(self) -> None:
         if self.popen.poll() is None:
             self.popen.kill()
@@ -211,10 +219,7 @@ def test_workers_share_one_port_and_one_metrics_endpoint(
     ]  # fmt: skip
     proc = Proc(args, env)
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline and len(re.findall(r"serving \[", proc.log)) < 2:
-            assert proc.popen.poll() is None, proc.log
-            time.sleep(0.1)
+        proc.wait_serving(2)
         ports = {int(p) for p in re.findall(r"serving \[.*\] on 127\.0\.0\.1:(\d+)", proc.log)}
         assert len(ports) == 1, proc.log  # both workers on the one port
         port = ports.pop()
@@ -251,10 +256,7 @@ def test_workers_die_with_a_killed_parent(files: tuple[Path, Path], env: dict[st
     ]  # fmt: skip
     proc = Proc(args, env)
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline and len(re.findall(r"serving \[", proc.log)) < 2:
-            assert proc.popen.poll() is None, proc.log
-            time.sleep(0.1)
+        proc.wait_serving(2)
         pids = [int(p) for p in re.findall(r"worker \d \(pid (\d+)\) starting", proc.log)]
         assert len(pids) == 2, proc.log
     finally:
