@@ -5,7 +5,10 @@
 
 For every variant of the truth file marked ``break`` (a planted motif instance broken):
 
-- the top motif call against the planted TF, at two levels: *name* (the call's TF name is the
+- the top motif call against the planted TF, as the server ranks calls (relative-score change
+  weighted by the ISM importance of the variant's max-quantile feature over the matched bases,
+  ``server/motifs.py``) and, for comparison, by sequence alone (``[...:sequence]``), at two
+  levels: *name* (the call's TF name is the
   planted one, case-insensitive: any JASPAR matrix of that TF, e.g. both HNF4A base IDs) and
   *family* (the name matches, or the called matrix shares a JASPAR ``family`` annotation with
   the planted matrix, read from the same JASPAR SQLite file: FOS::JUN and NFE2 are both
@@ -14,7 +17,8 @@ For every variant of the truth file marked ``break`` (a planted motif instance b
 - the ISM's most important position (ref background, the first affected feature, max over
   bases of |ISM|) against the planted site (sites.tsv), and against the planted *locus* (every
   planted site of the same locus: the broken site and, for the two-motif features, its partner,
-  which the feature needs as much);
+  which the feature needs as much); and the important positions as a set (importance at
+  least half the window's largest): whether most of them lie in the site, in the locus;
 - the variant's max quantile.
 
 For ``neutral`` variants: the median per-feature quantile, by variant type (the calibration
@@ -38,7 +42,7 @@ from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.server.background import random_snvs
 from varfx.server.calibration import load_calibration
-from varfx.server.explain import plan_explain
+from varfx.server.explain import motif_feature, plan_explain
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import file_sha256
 from varfx.server.motifs import jaspar_sqlite, motif_database
@@ -189,10 +193,15 @@ def main() -> None:
         breakers = [r for r in truth if r["class"] == "break"]
         if args.limit:
             breakers = breakers[: args.limit]
-        hits: dict[str, list[bool]] = {k: [] for k in dbs}
-        top3: dict[str, list[bool]] = {k: [] for k in dbs}
-        fam1: list[bool] = []
-        fam3: list[bool] = []
+        # "jaspar"/"shipped": the server's ranking (weighted by the ISM of the variant's max
+        # quantile feature); "...:sequence": the same databases, sequence alone
+        modes = [(k, True) for k in dbs] + [(f"{k}:sequence", False) for k in dbs]
+        hits: dict[str, list[bool]] = {k: [] for k, _ in modes}
+        top3: dict[str, list[bool]] = {k: [] for k, _ in modes}
+        fam1: dict[str, list[bool]] = {k: [] for k, _ in modes if k.startswith("jaspar")}
+        fam3: dict[str, list[bool]] = {k: [] for k in fam1}
+        misses: dict[str, dict[str, int]] = {}
+        set_site, set_locus, set_touch, set_size = [], [], [], []
         inside_top1, inside_frac, vtypes, any_top1, locus_top1, seen_v = [], [], [], [], [], []
         by_motif: dict[str, list[int]] = {}
         options = ScoringOptions(indels_as_written=True)
@@ -206,20 +215,29 @@ def main() -> None:
                 continue
             vtypes.append(r["vtype"])
             res = plan.finish(runner.predict(plan.tokens))
+            feature = motif_feature(res.score.with_calibration(calibration))
             planted_family = families.get(r["motif_id"].split(".")[0], frozenset())
-            for k, db in dbs.items():
-                calls = [c for c, _ in plan.motif_calls(db, 3)]
+            for k, weighted in modes:
+                db = dbs[k.split(":")[0]]
+                found = (
+                    plan.motif_calls(db, 3, res, feature) if weighted else plan.motif_calls(db, 3)
+                )
+                calls = [c for c, _ in found]
                 names = [c.name.upper() for c in calls]
                 hits[k].append(bool(names) and names[0] == r["motif"].upper())
                 top3[k].append(r["motif"].upper() in names)
-                if k == "jaspar":
+                if k in fam1:
                     same = [
                         n == r["motif"].upper()
                         or bool(planted_family & families.get(c.jaspar_id.split(".")[0], set()))
                         for n, c in zip(names, calls, strict=True)
                     ]
-                    fam1.append(bool(same) and same[0])
-                    fam3.append(any(same))
+                    fam1[k].append(bool(same) and same[0])
+                    fam3[k].append(any(same))
+                    if k == "jaspar" and not (same and same[0]):
+                        got = misses.setdefault(r["motif"], {})
+                        top_name = names[0] if names else "(none)"
+                        got[top_name] = got.get(top_name, 0) + 1
             f = spec.features.index(r["affected_features"].split(",")[0])
             importance = np.abs(res.ref_ism[:, :, f]).max(axis=1)
             lo, hi = _site_of(sites, r["chrom"], int(r["pos"]), r["motif"])
@@ -233,20 +251,29 @@ def main() -> None:
             locus_top1.append(bool(in_locus[top[0]]))
             seen_v.append(seen.get((r["chrom"], r["pos"], r["ref"], r["alt"]), False))
             any_top1.append(bool(_in_any_site(sites, r["chrom"], res.positions)[top[0]]))
+            # the important positions as a set: importance >= half the window's largest
+            important = importance >= 0.5 * importance.max()
+            set_size.append(int(important.sum()))
+            set_site.append(bool((important & inside).sum() > important.sum() / 2))
+            set_locus.append(bool((important & in_locus).sum() > important.sum() / 2))
+            set_touch.append(bool((important & inside).any()))
             tally = by_motif.setdefault(r["motif"], [0, 0])
             tally[0] += 1
             tally[1] += int(inside[top[0]])
             inside_frac.append(float(inside[top].mean()))
     snv = np.array([t == "SNV" for t in vtypes])
-    for k in dbs:
+    for k in hits:
         h = np.array(hits[k])
         out[f"top_motif_is_planted_tf[{k}]"] = float(h.mean())
         out[f"top_motif_is_planted_tf[{k}]_snv"] = float(h[snv].mean())
         out[f"planted_tf_in_top3_calls[{k}]"] = float(np.mean(top3[k]))
     if families:
-        out["top_motif_is_planted_tf_or_family[jaspar]"] = float(np.mean(fam1))
-        out["top_motif_is_planted_tf_or_family[jaspar]_snv"] = float(np.array(fam1)[snv].mean())
-        out["planted_tf_or_family_in_top3_calls[jaspar]"] = float(np.mean(fam3))
+        for k in fam1:
+            f1 = np.array(fam1[k])
+            out[f"top_motif_is_planted_tf_or_family[{k}]"] = float(f1.mean())
+            out[f"top_motif_is_planted_tf_or_family[{k}]_snv"] = float(f1[snv].mean())
+            out[f"planted_tf_or_family_in_top3_calls[{k}]"] = float(np.mean(fam3[k]))
+        out["family_misses_by_planted_tf[jaspar]"] = misses
     seen_a = np.array(seen_v)
     out["ism_top_position_in_site"] = float(np.mean(inside_top1))
     out["ism_top_position_in_site_snv"] = float(np.array(inside_top1)[snv].mean())
@@ -258,6 +285,13 @@ def main() -> None:
     out["ism_top_position_in_planted_locus_seen"] = float(np.array(locus_top1)[seen_a].mean())
     out["ism_top_position_in_site_by_motif"] = {k: f"{v[1]}/{v[0]}" for k, v in by_motif.items()}
     out["ism_top_w_positions_in_site_mean"] = float(np.mean(inside_frac))
+    seen_set = np.array(set_locus)[seen_a]
+    out["ism_half_max_set_majority_in_site"] = float(np.mean(set_site))
+    out["ism_half_max_set_majority_in_site_seen"] = float(np.array(set_site)[seen_a].mean())
+    out["ism_half_max_set_majority_in_locus"] = float(np.mean(set_locus))
+    out["ism_half_max_set_majority_in_locus_seen"] = float(seen_set.mean())
+    out["ism_half_max_set_touches_site"] = float(np.mean(set_touch))
+    out["ism_half_max_set_size_median"] = float(np.median(set_size))
     out["explained"] = len(vtypes)
     out["explained_snv"] = int(snv.sum())
     out["seconds"] = round(time.monotonic() - t0, 1)

@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
                     m = doc["motifs"][0]
                     line += (
                         f"; top motif {m['name']} {m['ref_score']:.1f} -> {m['alt_score']:.1f} bits"
+                        f" (model importance {m['model_importance']:.2f})"
                     )
                 if "max_quantile" in doc["score"]:
                     line += f"; max quantile {doc['score']['max_quantile']:.4f}"

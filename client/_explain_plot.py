@@ -6,7 +6,8 @@ is there, its height the importance of that base, ``-mean over the three other b
 (p(mutant) - p(background))`` (probability units: tall upright letters are bases whose loss
 lowers the prediction, letters below the axis bases whose loss raises it). The variant's
 position is shaded; the top motif call is drawn under the logos (the span of its best match,
-``width`` bases from its first base, an arrow for its strand, ref vs alt score in bits); the title gives the variant's diff and, for a calibrated
+``width`` bases from its first base, an arrow for its strand, ref vs alt score in bits and the
+model importance of its bases); the title gives the variant's diff and, for a calibrated
 model, its quantile against the calibration background.
 """
 
@@ -32,6 +33,15 @@ def base_importance(ism: np.ndarray, background: np.ndarray) -> np.ndarray:
             others = [j for j in range(4) if j != b]
             out[p, b] = -float(np.mean(ism[p, others]))
     return out
+
+
+def _importance_note(motif: dict[str, Any], feature: str) -> str:
+    """``", model importance 0.83 (feature)"`` for a call that has one, else ""."""
+    if not motif.get("model_importance"):
+        return ""
+    return f", model importance {float(motif['model_importance']):.2f}" + (
+        f" ({feature})" if feature else ""
+    )
 
 
 def _backgrounds(ism: np.ndarray, bases: str = "") -> np.ndarray:
@@ -109,7 +119,7 @@ def plot_explanation(doc: dict[str, Any], path: str | Path, feature: str = "") -
         track.text(
             positions[0], 0.05,
             f"{m['name']} ({m['jaspar_id']}, {m['strand']}): {m['ref_score']:.1f} → "
-            f"{m['alt_score']:.1f} bits",
+            f"{m['alt_score']:.1f} bits" + _importance_note(m, doc.get("motif_feature", "")),
             fontsize=9,
         )  # fmt: skip
     else:

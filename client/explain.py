@@ -7,7 +7,10 @@ The JSON (the layout ``varfx report --explain`` reads): ``variant`` ("CHROM:POS:
 where the ALT background has none: a deletion removed it; absent from an older server),
 ``motifs`` (objects with ``name``, ``jaspar_id``, ``strand``, ``position`` (1-based
 first base of the match), ``ref_score``, ``alt_score`` (bits), ``width`` (bp; 0 from a server
-that predates the field)); besides them ``model``,
+that predates the field), ``relative_change`` (0..1, the change in the matrix's relative score)
+and ``model_importance`` (0..1, the mean ISM importance of the matched bases over the window's
+largest; calls are ranked by their product; both 0 from an older server)), ``motif_feature``
+(the feature whose ISM weighted the calls; "" when none); besides them ``model``,
 ``model_version``, ``status``, ``score`` (the variant's own scores: ``diff`` [F],
 ``max_abs_diff`` and its feature, and with a calibrated model ``quantile`` [F], ``max_quantile``
 and its feature) and ``calibration`` (the background's description, "" when none).
@@ -127,9 +130,12 @@ def explanation_json(response: pb.ExplainVariantResponse) -> dict[str, Any]:
                 "ref_score": round(m.ref_score, 3),
                 "alt_score": round(m.alt_score, 3),
                 "width": m.width,
+                "relative_change": round(m.relative_change, 4),
+                "model_importance": round(m.model_importance, 4),
             }
             for m in response.motifs
         ],
+        "motif_feature": response.motif_feature,
         "model": response.manifest.model,
         "model_version": response.manifest.model_version,
         "status": {

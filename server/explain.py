@@ -27,7 +27,14 @@ from varfx.server.genome import Genome
 from varfx.server.motifs import MotifCallRow, MotifDatabase, call_motifs
 from varfx.server.scoring import ScoreResult, ScoringOptions, ScoringPlan, plan_variants
 
-__all__ = ["DEFAULT_WINDOW", "MAX_WINDOW", "ExplainPlan", "ExplainResult", "plan_explain"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "MAX_WINDOW",
+    "ExplainPlan",
+    "ExplainResult",
+    "motif_feature",
+    "plan_explain",
+]
 
 DEFAULT_WINDOW = 20
 MAX_WINDOW = 500
@@ -151,19 +158,60 @@ class ExplainPlan:
             self.alt.bases(),
         )
 
-    def motif_calls(self, db: MotifDatabase, top: int) -> list[tuple[MotifCallRow, int]]:
-        """Motif calls around the variant and the 1-based genome position of each match."""
+    def motif_calls(
+        self,
+        db: MotifDatabase,
+        top: int,
+        result: ExplainResult | None = None,
+        feature: int = -1,
+    ) -> list[tuple[MotifCallRow, int]]:
+        """Motif calls around the variant and the 1-based genome position of each match.
+
+        With ``result`` (``finish``'s) and a ``feature`` index into its features, calls are
+        weighted by that feature's ISM importance (max over bases of |ISM| at each position, on
+        the ref and on the alt background; ``server/motifs.py``); else by sequence alone."""
         if self.ref is None or self.alt is None:
             return []
         c, width = self.center, int(max(m.width for m in db.motifs))
         lo = max(0, c - width)
         ref = self.ref.tokens[lo : c + self.ref_len + width]
         alt = self.alt.tokens[lo : c + self.alt_len + width]
+        importance = None
+        if result is not None and 0 <= feature < len(result.features):
+            importance = (
+                _importance(result.ref_ism[:, :, feature], self.ref.index - lo, len(ref)),
+                _importance(result.alt_ism[:, :, feature], self.alt.index - lo, len(alt)),
+            )
         calls = call_motifs(
-            db, ref, alt, (c - lo, c - lo + self.ref_len), (c - lo, c - lo + self.alt_len), top
+            db,
+            ref,
+            alt,
+            (c - lo, c - lo + self.ref_len),
+            (c - lo, c - lo + self.alt_len),
+            top,
+            importance,
         )
         first = int(self.positions[len(self.positions) // 2])  # the variant's POS
         return [(call, first - c + lo + call.start) for call in calls]
+
+
+def _importance(ism: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """float64 [n]: max over bases of |ism| (float [P, 4]) at each sequence index that a
+    position maps to (``index`` int [P], -1 or out of range: none); NaN elsewhere."""
+    out = np.full(n, np.nan)
+    keep = (index >= 0) & (index < n)
+    out[index[keep]] = np.abs(ism[keep]).max(axis=1)
+    return out
+
+
+def motif_feature(score: ScoreResult) -> int:
+    """The feature index whose ISM weights the motif calls: the variant's most unusual feature
+    (max quantile) when calibrated, else its largest |diff|; -1 when it was not scored."""
+    if not len(score.ok_index):
+        return -1
+    if score.max_quantile_index is not None and len(score.max_quantile_index):
+        return int(score.max_quantile_index[0])
+    return int(score.max_index[0])
 
 
 def plan_explain(

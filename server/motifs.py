@@ -9,10 +9,22 @@ JASPAR's 0.8 pseudocount; numpy only).
 
 A motif call compares, for each motif and strand, the best match among the windows that overlap
 the variant's bases, in the ref and in the alt sequence. Scores below the matrix's p = 1e-4
-score t (uniform background) count as t, so a call is a match gained or lost above that line,
-and calls are ranked by |max(alt, t) - max(ref, t)| (bits): a weak match made weaker is no call.
-(Ranking by the change in log10 p-value instead named the planted TF less often on a simulated
-development genome; docs/models.md, "Explaining a variant".)
+score t (uniform background) count as t, so a call is a match gained or lost above that line
+(a weak match made weaker is no call). Each score is also read as a *relative score*, the
+fraction of the matrix's range, (score - min) / (max - min) (JASPAR's and TFBSTools' relative
+score), so that a long matrix does not win by having more bits to lose: ``relative_change`` =
+|rel(max(alt, t)) - rel(max(ref, t))|, 0..1.
+
+Calls are ranked by ``relative_change * model_importance`` when the caller gives the model's
+per-base importance (ExplainVariant: the ISM of the explained feature; ``call_motifs``), else by
+``relative_change`` alone. ``model_importance`` is the mean importance over the matched bases
+that the importance covers, on the sequence holding the better of the two matches (a lost
+match is read on the ref, a gained one on the alt), divided by the largest importance over both
+sequences: 0..1, 1 when the model's most important bases are the match. A matrix whose match
+changes but whose bases the model ignores ranks low (attribution-guided motif annotation). On a
+simulated development genome this named the planted TF's family more often than ranking by the
+change in bits, in relative score alone, or in log10 p-value (docs/models.md, "Validation on
+ground truth").
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ class MotifDatabase:
     motifs: tuple[Motif, ...]
     thresholds: np.ndarray  # float32 [n_motifs]
     scanner: MotifScanner
+    score_min: np.ndarray  # float64 [n_motifs]: each matrix's lowest and highest score (bits)
+    score_max: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ class MotifCallRow:
     ref_score: float
     alt_score: float
     width: int  # motif length in bp: the match covers [start, start + width)
+    relative_change: float = 0.0  # |change| in relative score (fraction of the matrix's range)
+    model_importance: float = 1.0  # mean importance over the match / the largest (0..1)
 
 
 def jaspar_sqlite() -> Path | None:
@@ -112,8 +128,10 @@ def motif_database(source: str = "auto") -> MotifDatabase:
         motifs = load_motifs()
         name = f"shipped JASPAR2024 subset ({len(motifs)} matrices)"
     thresholds = np.array([m.threshold(CALL_PVALUE) for m in motifs], dtype=np.float32)
+    lows = np.array([m.log_odds.min(axis=1).sum() for m in motifs], dtype=np.float64)
+    highs = np.array([m.log_odds.max(axis=1).sum() for m in motifs], dtype=np.float64)
     log.info("motif database: %s", name)
-    return MotifDatabase(name, motifs, thresholds, MotifScanner(motifs))
+    return MotifDatabase(name, motifs, thresholds, MotifScanner(motifs), lows, highs)
 
 
 def _best(
@@ -129,6 +147,17 @@ def _best(
     return masked[np.arange(len(at)), at], at
 
 
+def _span_importance(importance: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Mean of ``importance`` (float [n], NaN where not measured) over [start, start + width)
+    for each row, counting only measured bases (0 where none is)."""
+    measured = np.isfinite(importance)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(measured, importance, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(measured)])
+    hi = np.minimum(starts + widths, len(importance))
+    n = counts[hi] - counts[starts]
+    return np.where(n > 0, (sums[hi] - sums[starts]) / np.maximum(n, 1), 0.0)
+
+
 def call_motifs(
     db: MotifDatabase,
     ref: np.ndarray,
@@ -136,6 +165,7 @@ def call_motifs(
     ref_span: tuple[int, int],
     alt_span: tuple[int, int],
     top: int,
+    importance: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[MotifCallRow]:
     """The ``top`` motifs whose best match overlapping the variant changes most.
 
@@ -143,37 +173,61 @@ def call_motifs(
         ref, alt: uint8 tokens of the ref and alt sequences around the variant.
         ref_span, alt_span: [lo, hi) of the variant's bases in each (an insertion's or a
             deletion's span may be empty on one side: the base before it is used).
+        importance: optional float [len(ref)] and [len(alt)], the model's importance of each
+            base (>= 0, NaN where not measured), e.g. max over bases of |ISM|.
 
     Returns:
-        Calls ranked by |alt_score - ref_score|; ``start`` is in ref coordinates when the
+        Calls ranked by relative_change * model_importance (relative_change alone without
+        ``importance``, or when it is 0 everywhere); ``start`` is in ref coordinates when the
         ref match is the better one, else in alt coordinates.
     """
     widths = np.array([m.width for m in db.motifs], dtype=np.int64)
     spans = [(lo, max(hi, lo + 1)) for lo, hi in (ref_span, alt_span)]
     best_r, at_r = _best(db.scanner.scan(ref), widths, *spans[0])
     best_a, at_a = _best(db.scanner.scan(alt), widths, *spans[1])
-    # per motif: the strand whose change above the p = CALL_PVALUE line is largest
     t = np.repeat(db.thresholds.astype(np.float64), 2)
-    change = np.abs(np.maximum(best_a, t) - np.maximum(best_r, t)).reshape(-1, 2)
+    low, high = np.repeat(db.score_min, 2), np.repeat(db.score_max, 2)
+    bits = np.abs(np.maximum(best_a, t) - np.maximum(best_r, t))
+    change = bits / np.maximum(high - low, 1e-9)  # relative score change, 0..1
     change[~np.isfinite(change)] = 0.0
-    strand = change.argmax(axis=1)
+    ref_better = best_r >= best_a
+    weight = np.ones_like(change)
+    if importance is not None:
+        imp_r, imp_a = (np.asarray(x, dtype=np.float64) for x in importance)
+        if len(imp_r) != len(ref) or len(imp_a) != len(alt):
+            raise ValueError(
+                f"importance of {len(imp_r)} and {len(imp_a)} bases for sequences of "
+                f"{len(ref)} and {len(alt)}"
+            )
+        top_imp = max(np.nanmax(imp_r, initial=0.0), np.nanmax(imp_a, initial=0.0))
+        if top_imp > 0:
+            w2 = np.repeat(widths, 2)
+            on_ref = _span_importance(imp_r, at_r, w2)
+            on_alt = _span_importance(imp_a, at_a, w2)
+            weight = np.where(ref_better, on_ref, on_alt) / top_imp
+    key = (change * weight).reshape(-1, 2)
+    size = change.reshape(-1, 2)
+    # per motif: the strand whose weighted change is largest (ties: the larger change)
+    strand = np.lexsort((-size, -key), axis=1)[:, 0] if len(widths) else np.zeros(0, np.int64)
     rows = np.arange(len(widths)) * 2 + strand
-    size = change[np.arange(len(widths)), strand]
-    passing = np.flatnonzero(size > 0)
-    order = passing[np.argsort(-size[passing], kind="stable")][:top]
+    ranked = key[np.arange(len(widths)), strand]
+    passing = np.flatnonzero(size[np.arange(len(widths)), strand] > 0)
+    order = passing[np.lexsort((-size[passing, strand[passing]], -ranked[passing]))][:top]
     calls = []
     for k in order.tolist():
         r = rows[k]
-        ref_better = best_r[r] >= best_a[r]
+        better = bool(ref_better[r])
         calls.append(
             MotifCallRow(
                 name=db.motifs[k].name,
                 jaspar_id=db.motifs[k].id,
                 strand="+-"[int(strand[k])],
-                start=int(at_r[r] if ref_better else at_a[r]),
+                start=int(at_r[r] if better else at_a[r]),
                 ref_score=float(best_r[r]),
                 alt_score=float(best_a[r]),
                 width=int(widths[k]),
+                relative_change=float(change[r]),
+                model_importance=float(weight[r]),
             )
         )
     return calls

@@ -35,7 +35,7 @@ from varfx.server.errors import (
     InvalidRequestError,
     ModelNotFoundError,
 )
-from varfx.server.explain import DEFAULT_WINDOW, ExplainPlan, plan_explain
+from varfx.server.explain import DEFAULT_WINDOW, ExplainPlan, motif_feature, plan_explain
 from varfx.server.genome import Genome
 from varfx.server.genome_identity import GenomePairing, manifest_for, model_info, pairing_of
 from varfx.server.local_compute import MAX_SPAN, LocalRecompute
@@ -485,9 +485,10 @@ class VariantEffectServicer:
         self._count(model, score.status)
         top = request.top_motifs or 5
         calls = []
+        feature = motif_feature(score)
         if plan.ok and not request.no_motifs:
             calls = await loop.run_in_executor(
-                self._executor, lambda: plan.motif_calls(motif_database(), top)
+                self._executor, lambda: plan.motif_calls(motif_database(), top, result, feature)
             )
         response = pb.ExplainVariantResponse(
             variant=v,
@@ -500,12 +501,14 @@ class VariantEffectServicer:
             ref_bases=result.ref_bases,
             alt_bases=result.alt_bases,
             manifest=self._manifest(model, options, genome=True),
+            motif_feature=result.features[feature] if calls and feature >= 0 else "",
         )
         for call, position in calls:
             response.motifs.add(
                 name=call.name, jaspar_id=call.jaspar_id, strand=call.strand,
                 position=position, ref_score=call.ref_score, alt_score=call.alt_score,
-                width=call.width,
+                width=call.width, relative_change=call.relative_change,
+                model_importance=call.model_importance,
             )  # fmt: skip
         response.score.variant.CopyFrom(v)
         fill_messages([response.score], score, options.kinds)

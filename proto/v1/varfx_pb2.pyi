@@ -397,7 +397,7 @@ class ExplainVariantRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., model_version: _Optional[int] = ..., variant: _Optional[_Union[Variant, _Mapping]] = ..., window: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., reverse_complement: _Optional[bool] = ..., ref_policy: _Optional[_Union[RefPolicy, str]] = ..., top_motifs: _Optional[int] = ..., no_motifs: _Optional[bool] = ...) -> None: ...
 
 class MotifCall(_message.Message):
-    __slots__ = ("name", "jaspar_id", "strand", "position", "ref_score", "alt_score", "width")
+    __slots__ = ("name", "jaspar_id", "strand", "position", "ref_score", "alt_score", "width", "relative_change", "model_importance")
     NAME_FIELD_NUMBER: _ClassVar[int]
     JASPAR_ID_FIELD_NUMBER: _ClassVar[int]
     STRAND_FIELD_NUMBER: _ClassVar[int]
@@ -405,6 +405,8 @@ class MotifCall(_message.Message):
     REF_SCORE_FIELD_NUMBER: _ClassVar[int]
     ALT_SCORE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     jaspar_id: str
     strand: str
@@ -412,10 +414,12 @@ class MotifCall(_message.Message):
     ref_score: float
     alt_score: float
     width: int
-    def __init__(self, name: _Optional[str] = ..., jaspar_id: _Optional[str] = ..., strand: _Optional[str] = ..., position: _Optional[int] = ..., ref_score: _Optional[float] = ..., alt_score: _Optional[float] = ..., width: _Optional[int] = ...) -> None: ...
+    relative_change: float
+    model_importance: float
+    def __init__(self, name: _Optional[str] = ..., jaspar_id: _Optional[str] = ..., strand: _Optional[str] = ..., position: _Optional[int] = ..., ref_score: _Optional[float] = ..., alt_score: _Optional[float] = ..., width: _Optional[int] = ..., relative_change: _Optional[float] = ..., model_importance: _Optional[float] = ...) -> None: ...
 
 class ExplainVariantResponse(_message.Message):
-    __slots__ = ("variant", "status", "positions", "bases", "features", "ref_ism", "alt_ism", "motifs", "score", "manifest", "ref_bases", "alt_bases")
+    __slots__ = ("variant", "status", "positions", "bases", "features", "ref_ism", "alt_ism", "motifs", "score", "manifest", "ref_bases", "alt_bases", "motif_feature")
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
@@ -428,6 +432,7 @@ class ExplainVariantResponse(_message.Message):
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     REF_BASES_FIELD_NUMBER: _ClassVar[int]
     ALT_BASES_FIELD_NUMBER: _ClassVar[int]
+    MOTIF_FEATURE_FIELD_NUMBER: _ClassVar[int]
     variant: Variant
     status: Status
     positions: _containers.RepeatedScalarFieldContainer[int]
@@ -440,7 +445,8 @@ class ExplainVariantResponse(_message.Message):
     manifest: Manifest
     ref_bases: str
     alt_bases: str
-    def __init__(self, variant: _Optional[_Union[Variant, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., positions: _Optional[_Iterable[int]] = ..., bases: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., ref_ism: _Optional[bytes] = ..., alt_ism: _Optional[bytes] = ..., motifs: _Optional[_Iterable[_Union[MotifCall, _Mapping]]] = ..., score: _Optional[_Union[VariantScore, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., ref_bases: _Optional[str] = ..., alt_bases: _Optional[str] = ...) -> None: ...
+    motif_feature: str
+    def __init__(self, variant: _Optional[_Union[Variant, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., positions: _Optional[_Iterable[int]] = ..., bases: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., ref_ism: _Optional[bytes] = ..., alt_ism: _Optional[bytes] = ..., motifs: _Optional[_Iterable[_Union[MotifCall, _Mapping]]] = ..., score: _Optional[_Union[VariantScore, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., ref_bases: _Optional[str] = ..., alt_bases: _Optional[str] = ..., motif_feature: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

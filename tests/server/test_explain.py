@@ -155,6 +155,44 @@ def test_motif_call_names_the_planted_site(setup: tuple[Any, str, Path]) -> None
     assert len(no.motifs) == 0
 
 
+def test_motif_calls_are_weighted_by_the_ism_of_the_variants_top_feature(
+    setup: tuple[Any, str, Path],
+) -> None:
+    """model_importance of each call recomputed from the response's own ISM, the calls in
+    order of relative_change * model_importance, and the feature used is the max-quantile one."""
+    server, seq, _ = setup
+    cebpb = next(m for m in load_motifs() if m.name == "CEBPB")
+    pos = SITE + int(cebpb.information.argmax())
+    ref = seq[pos - 1]
+    alt = next(b for b in "ACGT" if b != ref)
+    response = explain_variant(
+        grpc.insecure_channel(server.target), parse_variant(f"chr1:{pos}:{ref}:{alt}"),
+        top_motifs=8,
+    )  # fmt: skip
+    assert response.motif_feature == response.score.max_quantile_feature
+    f = list(response.features).index(response.motif_feature)
+    shape = (len(response.positions), 4, len(response.features))
+    ref_imp = np.abs(np.frombuffer(response.ref_ism, "<f4").reshape(shape)[:, :, f]).max(axis=1)
+    alt_imp = np.abs(np.frombuffer(response.alt_ism, "<f4").reshape(shape)[:, :, f]).max(axis=1)
+    top = max(ref_imp.max(), alt_imp.max())
+    assert top > 0
+    positions = np.array(response.positions)
+    assert len(response.motifs) >= 2
+    for m in response.motifs:
+        imp = ref_imp if m.ref_score >= m.alt_score else alt_imp  # an SNV: same coordinates
+        span = (positions >= m.position) & (positions < m.position + m.width)
+        expect = imp[span].mean() / top if span.any() else 0.0
+        assert m.model_importance == pytest.approx(expect, abs=1e-4)
+        assert 0 <= m.model_importance <= 1
+        assert 0 < m.relative_change <= 1
+    keys = [m.relative_change * m.model_importance for m in response.motifs]
+    assert keys == sorted(keys, reverse=True)
+    doc = explanation_json(response)
+    assert doc["motif_feature"] == response.motif_feature
+    assert doc["motifs"][0]["model_importance"] == round(response.motifs[0].model_importance, 4)
+    assert doc["motifs"][0]["relative_change"] == round(response.motifs[0].relative_change, 4)
+
+
 def test_bad_requests(setup: tuple[Any, str, Path]) -> None:
     server, seq, _ = setup
     channel = grpc.insecure_channel(server.target)
