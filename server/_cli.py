@@ -145,11 +145,11 @@ _FLAGS: list[tuple[str, dict[str, Any]]] = [
     (
         "--device-windows",
         {
-            "choices": ("auto", "off"),
+            "choices": ("auto", "on", "off"),
             "default": None,
-            "help": "keep the genome on the GPU for windows built there: auto = on CUDA only; "
-            "off (default: scoring requests still send host-built windows) "
-            "[VARFX_DEVICE_WINDOWS]",
+            "help": "build ScoreVariants' SNV windows where the model runs, from the genome "
+            "kept there: auto = on CUDA only; on = on any device (also the CPU, for tests "
+            "and measuring); off (default) = host-built windows [VARFX_DEVICE_WINDOWS]",
         },
     ),
     (

@@ -142,11 +142,17 @@ def _channel_options(config: ServerConfig, lengths: Sequence[int] = ()) -> list[
     return opts
 
 
-def _device_windows(model: ServedModel, max_bytes: int) -> None:
-    """On CUDA, keep the model's genome (the contigs of its training genome, or all) on the GPU
-    (server/device_windows.py); a genome over the cap or a one-hot model stays on the host."""
+def _device_windows(model: ServedModel, mode: str, max_bytes: int) -> None:
+    """Keep the model's genome (the contigs of its training genome, or all) where it runs, for
+    ScoreVariants' SNV windows built there (server/device_windows.py): ``mode`` "auto" on CUDA
+    only, "on" on any device. A genome over the cap or a one-hot model stays on the host. A
+    model with device windows runs full passes: local recomputation (CPU) needs host windows."""
     runner, genome = model.runner, model.genome
-    if genome is None or not runner.device.startswith("cuda"):
+    if genome is None or mode == "off" or (mode == "auto" and not runner.device.startswith("cuda")):
+        return
+    if runner.spec.input_kind != "tokens":
+        log.info("model %s: %s input: windows built on the host", runner.spec.name,
+                 runner.spec.input_kind)  # fmt: skip
         return
     training = model.pairing.training if model.pairing is not None else None
     names = [genome.resolve(c.name) for c in training.contigs] if training is not None else []
@@ -156,6 +162,10 @@ def _device_windows(model: ServedModel, max_bytes: int) -> None:
     except DeviceWindowsError as exc:
         log.warning("model %s: windows built on the host: %s", runner.spec.name, exc)
         return
+    model.batcher.accept_rows(runner.predict_mixed)
+    if model.local is not None:
+        log.info("model %s: device windows: full passes, no local recomputation", runner.spec.name)
+        model.local = None
     log.info(
         "model %s: %d MiB of genome tokens on %s for device windows",
         runner.spec.name, runner.device_windows.nbytes >> 20, runner.device,
@@ -271,9 +281,8 @@ async def create_server(
                 metrics.enable_gpu_memory(0)
 
         _pair_genomes(config, models, genome, by_assembly)
-        if config.device_windows == "auto":
-            for model in models.values():
-                _device_windows(model, config.device_windows_max_mb << 20)
+        for model in models.values():
+            _device_windows(model, config.device_windows, config.device_windows_max_mb << 20)
         servicer = VariantEffectServicer(
             models,
             genome=None,  # each model's own (ServedModel.genome, checked by _pair_genomes)

@@ -18,6 +18,11 @@ the next one forms, so a busy server runs full batches back to back.
 - A cancelled submit (deadline expired, client gone) takes its not-yet-run windows out of the queue.
 - An exception in a run is isolated: the run is retried caller by caller, so only the callers
   whose own windows fail get an InferenceError; the others in that run still get their results.
+- Window descriptions: with ``accept_rows(predict_mixed)`` (a model with device windows,
+  ``server/device_windows.py``), callers may also submit ``WindowRows`` (18 bytes a window
+  instead of L). A run takes host windows and descriptions from any callers alike, first come
+  first served; ``predict_mixed(tokens or None, rows)`` builds the described windows where the
+  model runs, after the run's host windows, and predicts them all in one run.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
+from varfx.server.device_windows import WindowRows
 from varfx.server.errors import InferenceError, QueueFullError
 from varfx.server.metrics import Metrics
 
@@ -52,6 +59,14 @@ class Reservation:
         self._batcher = batcher
         self.windows = windows
 
+    def split(self, windows: int) -> Reservation:
+        """Move ``windows`` of this room into a new reservation (one submit each, e.g. a
+        request's host windows and its described ones)."""
+        if windows > self.windows:
+            raise ValueError(f"{windows} windows split from a reservation of {self.windows}")
+        self.windows -= windows
+        return Reservation(self._batcher, windows)
+
     def release(self) -> None:
         if self.windows:
             n, self.windows = self.windows, 0
@@ -64,9 +79,13 @@ class Reservation:
         self.release()
 
 
+Items: TypeAlias = np.ndarray | WindowRows  # uint8 [n, L] host windows, or n window descriptions
+PredictMixed: TypeAlias = Callable[[np.ndarray | None, WindowRows], np.ndarray]
+
+
 @dataclass
 class _Work:
-    tokens: np.ndarray  # uint8 [n, L]
+    tokens: Items  # uint8 [n, L] or WindowRows [n]
     future: asyncio.Future[np.ndarray]
     enqueued: float
     taken: int = 0  # rows handed to runs so far
@@ -137,9 +156,19 @@ class DynamicBatcher:
         self._closing = False
         self._room_waiters: list[asyncio.Future[None]] = []  # submits waiting for queue room
         self._width: int | None = None  # window length L, fixed by the first submit
+        self._predict_mixed: PredictMixed | None = None
         if metrics is not None:
             metrics.queue_capacity.labels(model=name).set(max_queue)
             metrics.queue_depth.labels(model=name).set(0)
+
+    def accept_rows(self, predict_mixed: PredictMixed) -> None:
+        """Take ``WindowRows`` submissions from now on: ``predict_mixed(tokens, rows)`` returns
+        float32 [len(tokens) + len(rows), F], the host windows' rows first (module doc)."""
+        self._predict_mixed = predict_mixed
+
+    @property
+    def accepts_rows(self) -> bool:
+        return self._predict_mixed is not None
 
     @property
     def stream_room(self) -> int:
@@ -221,12 +250,13 @@ class DynamicBatcher:
 
     async def submit(
         self,
-        tokens: np.ndarray,
+        tokens: Items,
         *,
         wait: bool = False,
         reservation: Reservation | None = None,
     ) -> np.ndarray:
-        """Predict windows uint8 [n, L]; returns float32 [n, F] in the same order.
+        """Predict windows uint8 [n, L] (or n ``WindowRows``, after ``accept_rows``); returns
+        float32 [n, F] in the same order.
 
         ``reservation``: room admitted earlier (``reserve``) for at least n windows; without
         one, room is reserved here (``wait``: wait for it instead of raising).
@@ -236,7 +266,10 @@ class DynamicBatcher:
                 queue, or the batcher is shutting down.
             InferenceError: ONNX Runtime failed on a run holding these windows.
         """
-        if tokens.ndim != 2 or tokens.dtype != np.uint8:
+        if isinstance(tokens, WindowRows):
+            if self._predict_mixed is None:
+                raise ValueError(f"model {self.name!r} takes no window descriptions")
+        elif tokens.ndim != 2 or tokens.dtype != np.uint8:
             raise ValueError(f"tokens must be uint8 [n, L], got {tokens.dtype} {tokens.shape}")
         n = len(tokens)
         loop = asyncio.get_running_loop()
@@ -244,7 +277,9 @@ class DynamicBatcher:
             if reservation is not None:
                 reservation.release()
             return np.zeros((0, 0), dtype=np.float32)
-        if self._width is None:
+        if isinstance(tokens, WindowRows):
+            pass
+        elif self._width is None:
             self._width = tokens.shape[1]
         elif tokens.shape[1] != self._width:  # would break the concatenation of a run
             raise ValueError(
@@ -369,26 +404,46 @@ class DynamicBatcher:
             if not segments:
                 slots.release()
                 continue
+            # host windows first, then descriptions: the order of predict_mixed's rows (each
+            # segment is delivered to its own caller, so their order in a run is free)
+            segments.sort(key=lambda s: isinstance(s.work.tokens, WindowRows))
             views = [s.work.tokens[s.start : s.start + s.count] for s in segments]
-            tokens = views[0] if len(views) == 1 else np.concatenate(views, axis=0)
-            sizes = [s.count for s in segments]
-            fut = loop.run_in_executor(self._executor, self._run, tokens, sizes)
+            fut = loop.run_in_executor(self._executor, self._run, views)
             self._running.add(fut)
             fut.add_done_callback(functools.partial(self._deliver, segments=segments))
 
-    def _compute(self, tokens: np.ndarray) -> tuple[np.ndarray, int, float]:
-        """In a worker thread: run the model -> (probs, rows, seconds). (Windows shared within
-        a request, such as the ref window of a multi-allelic site, are removed by the scoring
-        plan before they get here.)"""
+    def _compute(self, views: list[Items]) -> tuple[np.ndarray, int, float]:
+        """In a worker thread: run the model on the host windows then the descriptions of
+        ``views`` -> (probs, rows, seconds). (Windows shared within a request, such as the ref
+        window of a multi-allelic site, are removed by the scoring plan before they get here.)"""
         t0 = time.perf_counter()
-        probs = np.asarray(self._predict(tokens), dtype=np.float32)
-        return probs, len(tokens), time.perf_counter() - t0
+        host = [v for v in views if not isinstance(v, WindowRows)]
+        described = [v for v in views if isinstance(v, WindowRows)]
+        tokens = None
+        if host:
+            tokens = host[0] if len(host) == 1 else np.concatenate(host, axis=0)
+        if described and self._predict_mixed is not None:
+            rows = WindowRows.concat(described)
+            probs = self._predict_mixed(tokens, rows)
+        else:
+            assert tokens is not None  # descriptions only reach a batcher that accepts them
+            probs = self._predict(tokens)
+        if self._metrics is not None:
+            sent = self._metrics.runner_input_bytes.labels
+            if tokens is not None:
+                sent(model=self.name, kind="tokens").inc(tokens.nbytes)
+            if described:
+                sent(model=self.name, kind="rows").inc(sum(r.nbytes for r in described))
+        n = sum(len(v) for v in views)
+        return np.asarray(probs, dtype=np.float32), n, time.perf_counter() - t0
 
-    def _run(self, tokens: np.ndarray, sizes: list[int]) -> BatchResult:
+    def _run(self, views: list[Items]) -> BatchResult:
         """In a worker thread: run the batch; if it fails, retry segment by segment so that
         one caller's bad windows fail only that caller."""
+        sizes = [len(v) for v in views]
+        total = sum(sizes)
         try:
-            probs, unique, seconds = self._compute(tokens)
+            probs, unique, seconds = self._compute(views)
             return BatchResult(probs, [(unique, seconds)], {})
         except Exception as exc:
             if len(sizes) == 1:
@@ -396,7 +451,7 @@ class DynamicBatcher:
             log.warning(
                 "model %s: run of %d windows from %d callers failed (%s); retrying per caller",
                 self.name,
-                len(tokens),
+                total,
                 len(sizes),
                 exc,
             )
@@ -406,12 +461,12 @@ class DynamicBatcher:
         start = 0
         for i, count in enumerate(sizes):
             try:
-                part, unique, seconds = self._compute(tokens[start : start + count])
+                part, unique, seconds = self._compute([views[i]])
             except Exception as exc:
                 errors[i] = exc
             else:
                 if out is None:
-                    out = np.empty((len(tokens), part.shape[1]), dtype=np.float32)
+                    out = np.empty((total, part.shape[1]), dtype=np.float32)
                 out[start : start + count] = part
                 runs.append((unique, seconds))
             start += count

@@ -83,10 +83,17 @@ class ServerConfig:
             when its recorded export check passes (``varfx.core.precision``), else fp32; on
             the CPU fp32; "fp32": always ``model.onnx``; "fp16": the fp16 graph on any device
             (refused where it is missing or its check fails).
-        device_windows: "auto": on CUDA, the genome of a token-input model is kept on the GPU
-            for windows built there (``server/device_windows.py``, ``ModelRunner.predict_rows``);
-            "off" (default, until ScoreVariants' batcher takes window descriptions: today it
-            still sends host-built windows, so the resident genome only serves predict_rows).
+        device_windows: where ScoreVariants builds the windows of plain in-genome SNVs.
+            "auto": on CUDA, the genome of a token-input model is kept on the GPU
+            (``server/device_windows.py``) and such SNVs go to the batcher as 18-byte row
+            descriptions from which a gather graph builds the windows on the device, fed to the
+            model there (IO binding); "on": the same on any device (on the CPU it is no faster:
+            for tests and measurements); "off" (default until measured on a GPU): host-built
+            windows. Indels, MNVs, variants on contigs not laid out, variants with a non-OK
+            status, ScoreSequences, ExplainVariant and KServe keep host windows; statuses and
+            messages are the same either way. A model with device windows runs full passes
+            (local recomputation is CPU-only and needs host windows: it is dropped for that
+            model); the reference cache works as with host windows (a hit skips its ref row).
         device_windows_max_mb: the most MiB of genome tokens one model keeps on the device
             (only the contigs it serves); a larger genome is not loaded (a warning says so).
         malloc_arenas: cap glibc's malloc arenas (``server/memory.py``): memory freed by one
@@ -165,8 +172,8 @@ class ServerConfig:
             raise bad("local_recompute", "must be auto or off")
         if self.precision not in ("auto", "fp32", "fp16"):
             raise bad("precision", "must be auto, fp32 or fp16")
-        if self.device_windows not in ("auto", "off"):
-            raise bad("device_windows", "must be auto or off")
+        if self.device_windows not in ("auto", "on", "off"):
+            raise bad("device_windows", "must be auto, on or off")
         if self.device_windows_max_mb < 1:
             raise bad("device_windows_max_mb", "must be >= 1")
         if self.malloc_arenas < 0:

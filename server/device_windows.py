@@ -12,10 +12,17 @@ through IO binding); per batch only the rows' descriptions cross PCIe, 18 bytes 
 - ``alt_tok`` uint8 [R]: the replacing token (A0 C1 G2 T3);
 - ``rc`` bool [R]: reverse-complement the (substituted) window.
 
-The gather graph (:func:`gather_graph`, opset 17: Add, Gather, Equal, Where, Cast) returns
-``windows`` uint8 [R, L]; for B SNVs, rows ``[ref_0..ref_{B-1}, alt_0..alt_{B-1}]`` give the
-``[2B, L]`` layout of ``VariantWindows.both`` (:meth:`DeviceWindows.snv_rows`). The windows
-can stay on the device and feed the model's session directly (:meth:`DeviceWindows.bind`).
+The gather graph (:func:`gather_graph`, opset 17: Add, Gather, Equal, Where, Cast, Concat)
+returns ``windows`` uint8 [H + R, L]: ``host`` uint8 [H, L] (host-built windows of the same run,
+H may be 0) then the R described windows; for B SNVs, rows ``[ref_0..ref_{B-1},
+alt_0..alt_{B-1}]`` give the ``[2B, L]`` layout of ``VariantWindows.both``
+(:meth:`DeviceWindows.snv_rows`). The windows stay on the device and feed the model's session
+directly (:meth:`DeviceWindows.bind`, ``ModelRunner.predict_mixed``).
+
+The host keeps what ``server/windows.py`` needs to give a described SNV the same status and
+message as a host-built one: the base under each window's centre (a one-base genome read) and
+the N runs of the array (start/end pairs), so the N bases of a window are counted without
+reading it (:meth:`DeviceWindows.check`).
 
 Memory: ``G`` bytes on the device (the GRCh37 primary assembly: ~3.1 GB; chr20 alone 63 MB),
 plus ``R x L`` bytes of windows per batch; only the contigs the model serves are loaded, and a
@@ -34,10 +41,18 @@ from varfx.core.tokens import N_TOKEN
 from varfx.core.windows import WindowRule
 from varfx.server.genome import Genome
 
-__all__ = ["DEFAULT_MAX_BYTES", "DeviceWindows", "DeviceWindowsError", "WindowRows", "gather_graph"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "ROW_BYTES",
+    "DeviceWindows",
+    "DeviceWindowsError",
+    "WindowRows",
+    "gather_graph",
+]
 
 DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: a whole human assembly fits, a pangenome does not
-_INPUTS = ("genome", "starts", "alt_pos", "alt_tok", "rc")
+_ROW_FIELDS = ("starts", "alt_pos", "alt_tok", "rc")
+ROW_BYTES = 8 + 8 + 1 + 1  # starts, alt_pos, alt_tok, rc
 _CHUNK = 1 << 24  # bases read per genome fetch while building the array
 
 
@@ -57,6 +72,26 @@ class WindowRows:
 
     def __len__(self) -> int:
         return len(self.starts)
+
+    def __getitem__(self, index: slice) -> WindowRows:
+        return WindowRows(
+            self.starts[index], self.alt_pos[index], self.alt_tok[index], self.rc[index]
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes these descriptions take on the wire to the runner (18 a row)."""
+        return ROW_BYTES * len(self)
+
+    def with_rc(self, rc: bool) -> WindowRows:
+        """The same rows, every one reverse-complemented (``rc``) or not."""
+        return WindowRows(self.starts, self.alt_pos, self.alt_tok, np.full(len(self), rc))
+
+    @classmethod
+    def concat(cls, parts: Sequence[WindowRows]) -> WindowRows:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in _ROW_FIELDS))
 
     def feeds(self) -> dict[str, np.ndarray]:
         return {
@@ -93,7 +128,8 @@ def gather_graph(length: int) -> bytes:
         n("Cast", ["backward"], ["backward64"], to=T.INT64),
         n("Gather", ["complement", "backward64"], ["revcomp"], axis=0),
         n("Unsqueeze", ["rc", "axis1"], ["rc2"]),
-        n("Where", ["rc2", "revcomp", "forward"], ["windows"]),
+        n("Where", ["rc2", "revcomp", "forward"], ["described"]),
+        n("Concat", ["host", "described"], ["windows"], axis=0),
     ]
     vi = helper.make_tensor_value_info
     graph = helper.make_graph(
@@ -105,14 +141,29 @@ def gather_graph(length: int) -> bytes:
             vi("alt_pos", T.INT64, ["R"]),
             vi("alt_tok", T.UINT8, ["R"]),
             vi("rc", T.BOOL, ["R"]),
+            vi("host", T.UINT8, ["H", length]),
         ],
-        [vi("windows", T.UINT8, ["R", length])],
+        [vi("windows", T.UINT8, ["W", length])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())
+
+
+def _n_runs(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of N tokens of ``tokens``: int64 starts, ends (half-open) and the N count
+    before each run, each led by an empty run at -1 (read in chunks: no G-sized temporary)."""
+    lo, hi = [np.array([-1], np.int64)], [np.array([-1], np.int64)]
+    for at in range(0, len(tokens), _CHUNK):
+        isn = (tokens[at : at + _CHUNK] == N_TOKEN).view(np.int8)
+        edge = np.diff(isn, prepend=np.int8(0), append=np.int8(0))
+        lo.append(np.flatnonzero(edge == 1).astype(np.int64) + at)
+        hi.append(np.flatnonzero(edge == -1).astype(np.int64) + at)
+    starts, ends = np.concatenate(lo), np.concatenate(hi)
+    cum = np.concatenate([[0], np.cumsum(ends - starts)[:-1]]).astype(np.int64)
+    return starts, ends, cum
 
 
 def _layout_size(sizes: Sequence[int], length: int) -> int:
@@ -164,6 +215,8 @@ class DeviceWindows:
                 ]
             at += size + length
         self.contigs = tuple(names)
+        self.genome = genome
+        self._n_runs = _n_runs(tokens)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
@@ -175,7 +228,10 @@ class DeviceWindows:
         self._genome = ort.OrtValue.ortvalue_from_numpy(
             tokens, "cuda" if self.on_cuda else "cpu", device_id if self.on_cuda else 0
         )
-        self._host_tokens = tokens  # the CPU OrtValue aliases this buffer: keep it alive
+        # the CPU OrtValue aliases this buffer: keep it alive (and read centres from it); on
+        # CUDA the device holds the copy and the host reads centres from the genome
+        self._host_tokens = None if self.on_cuda else tokens
+        self._empty_host = np.zeros((0, length), dtype=np.uint8)
 
     @property
     def length(self) -> int:
@@ -211,13 +267,37 @@ class DeviceWindows:
             rc,
         )
 
-    def bind(self, rows: WindowRows) -> Any:
+    def check(self, contig: str, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For windows of ``contig`` at ``starts`` (0-based rule starts): uint8 [B] the token at
+        each window's centre (``rule.center``) and int64 [B] its number of N tokens (contig
+        ends, gaps), read without building the windows."""
+        starts = np.asarray(starts, dtype=np.int64)
+        if contig not in self.offsets:
+            raise DeviceWindowsError(f"contig {contig!r} is not loaded for device windows")
+        at = starts + self.offsets[contig]
+        c = self.rule.center
+        if self._host_tokens is not None:
+            centers = self._host_tokens[at + c]
+        else:
+            centers = self.genome.fetch_windows(contig, starts + c, 1, tokens=True)[:, 0]
+        return centers, self._n_before(at + self.length) - self._n_before(at)
+
+    def _n_before(self, x: np.ndarray) -> np.ndarray:
+        """int64: N tokens of the array before each index ``x``."""
+        lo, hi, cum = self._n_runs
+        j = np.searchsorted(lo, x, side="right") - 1  # the last run starting at or before x
+        return cum[j] + np.clip(x - lo[j], 0, hi[j] - lo[j])
+
+    def bind(self, rows: WindowRows, host: np.ndarray | None = None) -> Any:
         """Run the gather graph; the windows stay where the session runs (an ``OrtValue``
-        uint8 [R, L], on the GPU under CUDA), ready to bind as a model's input."""
+        uint8 [H + R, L], on the GPU under CUDA), ready to bind as a model's input: ``host``
+        uint8 [H, L] (host-built windows of the same run, copied over) then the R rows."""
         binding = self.session.io_binding()
         binding.bind_ortvalue_input("genome", self._genome)
         for name, arr in rows.feeds().items():
             binding.bind_cpu_input(name, arr)
+        extra = self._empty_host if host is None else np.ascontiguousarray(host, dtype=np.uint8)
+        binding.bind_cpu_input("host", extra)
         if self.on_cuda:
             binding.bind_output("windows", "cuda", int(self.device.split(":")[1]))
         else:

@@ -11,6 +11,9 @@ varfx_inference_duration_seconds       histogram  ONNX Runtime run time
 varfx_variants_total                   counter    variants answered, by model and status
 varfx_sequences_total                  counter    windows run through the model (after dedupe)
 varfx_ref_cache_lookups_total          counter    ref predictions looked up in the cache (hit|miss)
+varfx_runner_input_bytes_total         counter    bytes handed to the runner per run, by kind:
+                                                  tokens (host windows, L each) | rows (window
+                                                  descriptions for device windows, 18 each)
 varfx_queue_depth                      gauge      windows waiting
 varfx_queue_capacity                   gauge      max windows waiting
 varfx_inflight_requests                gauge      RPCs in progress
@@ -93,6 +96,13 @@ class Metrics:
             "varfx_ref_cache_lookups",
             "Reference-window predictions looked up in the shared cache, by result (hit|miss)",
             ["model", "result"],
+            registry=r,
+        )
+        self.runner_input_bytes = Counter(
+            "varfx_runner_input_bytes",
+            "Bytes handed to the model runner, by kind: tokens (host-built windows) or rows "
+            "(window descriptions the device builds windows from)",
+            ["model", "kind"],
             registry=r,
         )
         self.variants = Counter(

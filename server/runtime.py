@@ -261,7 +261,7 @@ class ModelRunner:
         self, genome: Any, contigs: Sequence[str] | None, max_bytes: int
     ) -> None:
         """Keep ``genome`` (the listed contigs) where this model runs, for :meth:`predict_rows`
-        (server/device_windows.py; token-input models only)."""
+        and :meth:`predict_mixed` (server/device_windows.py; token-input models only)."""
         from varfx.server.device_windows import DeviceWindows, DeviceWindowsError
 
         if self.spec.input_kind != "tokens":
@@ -284,12 +284,23 @@ class ModelRunner:
         """Probabilities float32 [R, F] of windows described by ``rows`` (a
         ``device_windows.WindowRows``), built where the model runs and fed to it there (IO
         binding: on CUDA the windows never leave the GPU)."""
+        return self.predict_mixed(None, rows)
+
+    def predict_mixed(self, tokens: np.ndarray | None, rows: Any) -> np.ndarray:
+        """Probabilities float32 [H + R, F] of host windows ``tokens`` uint8 [H, L] (or None)
+        then the R windows described by ``rows``, in one model run: the gather graph builds
+        the described windows after the host ones where the model runs (the host ones are
+        copied there, the described ones are 18 bytes each) and the model reads them there."""
         from varfx.server.device_windows import WindowRows
 
         dw = self.device_windows
         if dw is None:
             raise RuntimeError(f"model {self.spec.name!r} has no device windows")
-        n = len(rows)
+        length = self.spec.sequence_length
+        if tokens is not None and (tokens.ndim != 2 or tokens.shape[1] != length):
+            raise ValueError(f"expected tokens [B, {length}], got {tokens.shape}")
+        h = 0 if tokens is None else len(tokens)
+        n = h + len(rows)
         bucket = next((b for b in self._buckets if b >= n), n)
         if bucket > n:  # padding rows read the leading run of N tokens
             pad = bucket - n
@@ -299,12 +310,17 @@ class ModelRunner:
                 np.concatenate([rows.alt_tok, np.zeros(pad, np.uint8)]),
                 np.concatenate([rows.rc, np.zeros(pad, bool)]),
             )
-        windows = dw.bind(rows)
+        windows = dw.bind(rows, tokens)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.spec.input_name, windows)
-        binding.bind_output(self.spec.output_name)  # to the host: [R, F] float32
+        binding.bind_output(self.spec.output_name)  # to the host: [H + R, F] float32
         self.session.run_with_iobinding(binding)
         out = np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)[:n]
+        if out.shape != (n, len(self.spec.features)):
+            raise RuntimeError(
+                f"model {self.spec.name!r} v{self.spec.version} returned shape {list(out.shape)}"
+                f" for {n} windows; its metadata names {len(self.spec.features)} features"
+            )
         return _sigmoid(out) if self._logits else out
 
     def warmup(self, batch_sizes: Sequence[int]) -> None:
@@ -317,5 +333,12 @@ class ModelRunner:
             self._buckets = ()
         for b in batch_sizes:
             self.predict(rng.integers(0, 4, size=(b, self.spec.sequence_length), dtype=np.uint8))
+        if self.device_windows is not None:  # the gather graph's shapes, and the bound path
+            from varfx.server.device_windows import WindowRows
+
+            for b in batch_sizes:
+                at = np.full(b, self.device_windows.length, np.int64)  # the first contig
+                self.predict_rows(WindowRows(at, np.full(b, -1), np.zeros(b, np.uint8),
+                                             np.zeros(b, bool)))  # fmt: skip
         if self.device.startswith("cuda"):
             self._buckets = tuple(sorted(set(batch_sizes)))

@@ -26,6 +26,7 @@ from varfx.core.tokens import reverse_complement
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.server.calibration import Calibration
+from varfx.server.device_windows import DeviceWindows, WindowRows
 from varfx.server.errors import CalibrationUnavailableError, InvalidRequestError
 from varfx.server.genome import Genome
 from varfx.server.local_compute import changed_span
@@ -35,6 +36,7 @@ from varfx.server.windows import (
     SITE_SHIFT,
     VariantWindows,
     build_windows,
+    described_rows,
     sequence_windows,
 )
 
@@ -243,6 +245,10 @@ class ScoringPlan:
         tokens: uint8 [m, L], the rows to predict: u distinct ref windows, then k alt windows
             (then, with reverse complements, the same u + k reverse-complemented).
         ref_rows: int64 [k]: the ref row (0..u-1) of each OK input; u = ``n_refs``.
+        rows, described: with device windows (``plan_variants(device=...)``), the plan's rows
+            that the device builds (``WindowRows`` [d]) and bool [m]: which rows those are;
+            ``tokens`` then holds only the other m - d rows, in order (``assemble`` puts
+            their predictions back together). None: every row is in ``tokens``.
     """
 
     windows: VariantWindows
@@ -260,6 +266,25 @@ class ScoringPlan:
     found: np.ndarray | None = None
     cache: RefCache | None = None
     miss_keys: list[Hashable] = field(default_factory=list)
+    rows: WindowRows | None = None
+    described: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        """m: the rows to predict (host tokens and described rows)."""
+        return len(self.tokens) if self.described is None else len(self.described)
+
+    def assemble(self, host: np.ndarray, described: np.ndarray) -> np.ndarray:
+        """float32 [m, F]: the predictions of ``tokens`` (host) and of ``rows`` (described)
+        in plan order."""
+        mask = self.described
+        if mask is None:
+            return host
+        out = np.empty((len(mask), described.shape[1]), dtype=np.float32)
+        out[mask] = described
+        if len(host):
+            out[~mask] = host
+        return out
 
     @property
     def pairs(self) -> np.ndarray:
@@ -267,7 +292,7 @@ class ScoringPlan:
         and for alts whose reference came from the cache (local recomputation,
         ``server/local_compute.py``)."""
         k, u = len(self.ok_index), self.n_refs
-        out = np.full(len(self.tokens), -1, dtype=np.int64)
+        out = np.full(self.n_rows, -1, dtype=np.int64)
         ref = self.ref_rows
         if self.found is not None:  # cached sites have no row
             row = np.cumsum(~self.found) - 1
@@ -285,8 +310,8 @@ class ScoringPlan:
         """Scores from the predictions float32 [m, F_model] of ``tokens`` (same order)."""
         k, u = len(self.ok_index), self.n_refs
         w = self.windows
-        if len(probs) != len(self.tokens):
-            raise ValueError(f"{len(probs)} predictions for {len(self.tokens)} rows")
+        if len(probs) != self.n_rows:
+            raise ValueError(f"{len(probs)} predictions for {self.n_rows} rows")
         width = len(self.features)
         if not k:
             empty = np.zeros((0, width), dtype=np.float32)
@@ -359,13 +384,18 @@ def _plan(
                 found &= ~fresh
             miss_keys = [key for key, hit in zip(keys, found.tolist(), strict=True) if not hit]
             unique = first[~found]
+    rows = described = None
     if unique is not None:
-        refs, ref_rows = windows.ref[ok[unique]], inverse
+        ref_src, ref_rows = ok[unique], inverse
     else:
-        refs, ref_rows = (windows.ref if k == n else windows.ref[ok]), np.arange(k)
-    if unique is None and k == n and windows.both is not None and not options.reverse_complement:
+        ref_src, ref_rows = ok, np.arange(k)
+    n_refs = len(ref_src)
+    if windows.described is not None and windows.described.mask[ok].any():
+        tokens, rows, described = described_rows(windows, ref_src, ok, options.reverse_complement)
+    elif unique is None and k == n and windows.both is not None and not options.reverse_complement:
         tokens = windows.both  # ref rows then alt rows, already in place: no copy
     else:
+        refs = windows.ref if unique is None and k == n else windows.ref[ref_src]
         parts = [refs, windows.alt if k == n else windows.alt[ok]]
         if options.reverse_complement:
             parts += [reverse_complement(parts[0]), reverse_complement(parts[1])]
@@ -375,7 +405,7 @@ def _plan(
         tokens=tokens,
         ok_index=ok.astype(np.int64),
         ref_rows=np.asarray(ref_rows, dtype=np.int64).reshape(-1),
-        n_refs=len(refs),
+        n_refs=n_refs,
         features=features,
         select=select,
         reverse_complement=options.reverse_complement,
@@ -384,6 +414,8 @@ def _plan(
         found=found,
         cache=cache,
         miss_keys=miss_keys,
+        rows=rows,
+        described=described,
     )
 
 
@@ -398,19 +430,22 @@ def plan_variants(
     cache: RefCache | None = None,
     scope: Hashable = None,
     fresh_span: int = 0,
+    device: DeviceWindows | None = None,
 ) -> ScoringPlan:
     """The plan for scoring variants against ``genome`` with a model of window ``length``;
     with ``cache``, ref windows predicted before (same ``scope``: model and genome) are taken
     from it and the new ones stored, except (``fresh_span`` > 0, local recomputation) at sites
     with an alt that differs from its ref within ``fresh_span`` bases: that alt is recomputed
     on the ref's feature maps, which the cache does not hold, so the ref runs again and the
-    alt's numbers never depend on what was cached."""
+    alt's numbers never depend on what was cached. With ``device`` (the model's
+    ``DeviceWindows``), plain SNVs become ``rows`` the device builds (``ScoringPlan``)."""
     windows = build_windows(
         genome,
         variants,
         length,
         ref_policy=options.ref_policy,
         indels_as_written=options.indels_as_written,
+        device=device,
     )
     return _plan(windows, features, model, options, cache, scope, fresh_span)
 

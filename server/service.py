@@ -27,7 +27,7 @@ import numpy as np
 
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.batching import DynamicBatcher
+from varfx.server.batching import DynamicBatcher, Reservation
 from varfx.server.calibration import Calibration, CalibrationFileError, load_calibration
 from varfx.server.errors import (
     CalibrationUnavailableError,
@@ -84,6 +84,30 @@ async def _predict(
             lambda: local.predict_pairs(tokens, pairs), rows=len(tokens), reservation=room
         )
     return await model.batcher.submit(tokens, reservation=room)
+
+
+async def _predict_plan(model: ServedModel, plan: ScoringPlan, room: Reservation) -> np.ndarray:
+    """Probabilities of a plan's rows: with device windows (``plan.rows``) its described rows
+    and its host windows go to the batcher as two submissions under the request's room (a
+    run may hold both, from any callers), else as ``_predict``."""
+    rows = plan.rows
+    if rows is None:
+        return await _predict(model, plan.tokens, plan.pairs, room)
+    described = model.batcher.submit(rows, reservation=room.split(len(rows)))
+    if not len(plan.tokens):
+        room.release()
+        return plan.assemble(plan.tokens, await described)
+    host = model.batcher.submit(plan.tokens, reservation=room.split(len(plan.tokens)))
+    room.release()
+    tasks = [asyncio.ensure_future(described), asyncio.ensure_future(host)]
+    try:
+        on_device, on_host = await asyncio.gather(*tasks)
+    except BaseException:  # one failed (or the call was cancelled): the other is not needed
+        for task in tasks:
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise
+    return plan.assemble(on_host, on_device)
 
 
 # Requests of one stream scored concurrently (pipelining; the transport's flow control does the rest).
@@ -255,7 +279,7 @@ class VariantEffectServicer:
                     plan = make_plan()
                 else:
                     plan = await loop.run_in_executor(self._executor, make_plan)
-                probs = await _predict(model, plan.tokens, plan.pairs, room)
+                probs = await _predict_plan(model, plan, room)
             results.append(plan.finish(probs))
             if plan.found is not None:
                 hits = plan.cache_hits
@@ -293,12 +317,17 @@ class VariantEffectServicer:
         bounds = _parts(len(batch), step)
 
         cache, scope = model.ref_cache, model.cache_scope
+        # SNV windows built where the model runs (server/device_windows.py), when it keeps
+        # this genome there (create_server attaches it to the model's own genome)
+        device = model.runner.device_windows if model.batcher.accepts_rows else None
+        if device is not None and device.genome is not genome:
+            device = None
 
         def planner(part: VariantBatch) -> Callable[[], ScoringPlan]:
             return lambda: plan_variants(
                 genome, part, length=spec.sequence_length, features=spec.features,
                 model=spec.name, options=options, cache=cache, scope=scope,
-                fresh_span=MAX_SPAN if model.local is not None else 0,
+                fresh_span=MAX_SPAN if model.local is not None else 0, device=device,
             )  # fmt: skip
 
         parts = [planner(batch.take(a, b) if len(bounds) > 1 else batch) for a, b in bounds]

@@ -8,6 +8,13 @@ fetch of its own: indels are normalised first (trimmed, left-aligned, as ``bcfto
 the caller asks for them as written. A variant that cannot be scored is never dropped: it gets a
 status code and a message. Windows that reach into N (contig ends, assembly gaps) are scored with
 a message giving the number of N bases.
+
+With ``device`` (a ``DeviceWindows``: the genome laid out where the model runs), plain SNVs on
+its contigs are not built at all: they are checked (the genome's base under the centre, the N
+bases of the window from the layout's N runs) and described (``DescribedSNVs``: the window's
+index in the layout and the ALT token, 9 bytes a variant), with the same statuses and messages;
+``described_rows`` turns a plan's rows into host tokens for the rest plus ``WindowRows`` that the
+runner's gather graph builds on the device.
 """
 
 from __future__ import annotations
@@ -17,13 +24,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from varfx.core.tokens import N_TOKEN, encode_batch, first_invalid
+from varfx.core.tokens import N_TOKEN, encode_batch, first_invalid, reverse_complement
 from varfx.core.variants import VariantBatch
 from varfx.core.windows import WindowRule, fit_sequence, normalize_indel
 from varfx.proto.v1 import varfx_pb2
+from varfx.server.device_windows import DeviceWindows, WindowRows
 from varfx.server.genome import Genome
 
-__all__ = ["SITE_SHIFT", "VariantWindows", "build_windows", "fit_sequence", "sequence_windows"]
+__all__ = [
+    "SITE_SHIFT",
+    "DescribedSNVs",
+    "VariantWindows",
+    "build_windows",
+    "described_rows",
+    "fit_sequence",
+    "sequence_windows",
+]
 
 _SC = varfx_pb2.StatusCode
 _RP = varfx_pb2.RefPolicy
@@ -32,6 +48,23 @@ _BASE = np.full(256, 255, dtype=np.uint8)
 for _i, _b in enumerate(b"ACGT"):
     _BASE[_b] = _BASE[_b + 32] = _i
 SITE_SHIFT = 40  # site key = contig row << 40 | (window start + 2**39)
+
+
+@dataclass(frozen=True)
+class DescribedSNVs:
+    """Plain SNVs whose windows the device builds (``build_windows(device=...)``).
+
+    Attributes:
+        mask: bool [n]: which inputs are described (their rows of ``ref``/``alt`` are not
+            built: undefined); all OK.
+        starts: int64 [n]: the layout index of each described ref window's first base.
+        alt_tok: uint8 [n]: the ALT token (A0 C1 G2 T3) at the window centre ``center``.
+    """
+
+    mask: np.ndarray
+    starts: np.ndarray
+    alt_tok: np.ndarray
+    center: int
 
 
 @dataclass(frozen=True)
@@ -49,6 +82,7 @@ class VariantWindows:
         site_contigs: the genome contig of each site's contig row (``site >> 40``).
         both: uint8 [2n, L] holding ``ref`` then ``alt`` (they are views of it), so that a
             plan whose rows are exactly these needs no copy; None for sequence pairs.
+        described: the SNVs left to the device (``DescribedSNVs``), or None (all built here).
     """
 
     ref: np.ndarray
@@ -59,6 +93,7 @@ class VariantWindows:
     noted: list[int] = field(default_factory=list)
     both: np.ndarray | None = None
     site_contigs: tuple[str | None, ...] = ()
+    described: DescribedSNVs | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -99,6 +134,7 @@ def build_windows(
     ref_policy: int = _RP.REF_POLICY_STRICT,
     max_indel: int | None = None,
     indels_as_written: bool = False,
+    device: DeviceWindows | None = None,
 ) -> VariantWindows:
     """Build ref/alt token windows for variants with one ALT each.
 
@@ -110,6 +146,8 @@ def build_windows(
             WARN (score against the genome, warn), FLIP (swap REF/ALT when ALT matches the genome).
         max_indel: longest allele change (bases) the window may show; default L/2.
         indels_as_written: build indel windows from the alleles as given (no normalisation).
+        device: describe plain SNVs on its contigs instead of building them (module doc); its
+            window length must be ``length`` and its genome ``genome``.
 
     Returns:
         VariantWindows with ref/alt uint8 [n, L] and per-variant status and messages.
@@ -117,12 +155,18 @@ def build_windows(
     rule = WindowRule(length)
     batch = _as_batch(variants)
     n = len(batch)
-    out = _Builder(genome, batch, rule, max_indel, ref_policy, indels_as_written)
+    if device is not None and device.length != length:
+        raise ValueError(f"device windows of {device.length} bases for windows of {length}")
+    out = _Builder(genome, batch, rule, max_indel, ref_policy, indels_as_written, device)
     rest = out.snvs()
     for i in rest.tolist():
         out.general(i)
     out.finish_general()
     unwritten = ~out.written
+    if out.described is not None:
+        unwritten &= ~out.described.mask
+        if not out.described.mask.any():
+            out.described = None
     if unwritten.any():
         out.ref_tokens[unwritten] = N_TOKEN
         out.alt_tokens[unwritten] = N_TOKEN
@@ -135,6 +179,7 @@ def build_windows(
         noted=sorted(out.noted),
         both=out.both,
         site_contigs=tuple(out.contigs),
+        described=out.described,
     )
 
 
@@ -149,8 +194,20 @@ class _Builder:
         max_indel: int | None,
         ref_policy: int,
         as_written: bool,
+        device: DeviceWindows | None = None,
     ) -> None:
         n = len(batch)
+        self.device = device
+        self.described = (
+            None
+            if device is None
+            else DescribedSNVs(
+                np.zeros(n, dtype=bool),
+                np.zeros(n, dtype=np.int64),
+                np.zeros(n, dtype=np.uint8),
+                rule.center,
+            )
+        )
         self.genome, self.batch, self.rule = genome, batch, rule
         self.limit = rule.max_indel if max_indel is None else max_indel
         self.policy, self.as_written = ref_policy, as_written
@@ -202,6 +259,9 @@ class _Builder:
             starts = rule.starts(b.pos[index])
             contig = self.contigs[k]
             assert contig is not None  # fast rows are on known contigs
+            if self.device is not None and contig in self.device.offsets:
+                rest.append(self._describe(k, contig, index, starts, ref_code, alt_code))
+                continue
             tokens = self.genome.fetch_windows(contig, starts, rule.length, tokens=True)
             match = tokens[:, c] == ref_code[index]
             if not match.all():  # REF mismatch or gap: the general path says why
@@ -217,6 +277,27 @@ class _Builder:
                 count = int(np.count_nonzero(tokens[j] == N_TOKEN))
                 self.note(int(index[j]), f"window has {count} N bases (contig end or assembly gap)")
         return np.sort(np.concatenate(rest))
+
+    def _describe(self, k: int, contig: str, index: np.ndarray, starts: np.ndarray,
+                  ref_code: np.ndarray, alt_code: np.ndarray) -> np.ndarray:  # fmt: skip
+        """Describe the fast SNVs ``index`` of contig row ``k`` for the device; return those
+        whose REF does not match (the general path says why)."""
+        d, device = self.described, self.device
+        assert d is not None
+        assert device is not None
+        centers, n_count = device.check(contig, starts)
+        match = centers == ref_code[index]
+        mismatched = index[~match]
+        index, starts, n_count = index[match], starts[match], n_count[match]
+        d.mask[index] = True
+        d.starts[index] = starts + device.offsets[contig]
+        d.alt_tok[index] = alt_code[index]
+        self.site[index] = (k << SITE_SHIFT) | (starts + (1 << (SITE_SHIFT - 1)))
+        for j in np.flatnonzero(n_count).tolist():
+            self.note(
+                int(index[j]), f"window has {int(n_count[j])} N bases (contig end or assembly gap)"
+            )
+        return mismatched
 
     # -- everything else, one variant at a time ---------------------------------------------
 
@@ -309,6 +390,35 @@ class _Builder:
             self.ref_tokens[self.rows] = encode_batch(self.ref_seqs, length)
             self.alt_tokens[self.rows] = encode_batch(self.alt_seqs, length)
             self.written[self.rows] = True
+
+
+def described_rows(
+    windows: VariantWindows, ref_src: np.ndarray, alt_src: np.ndarray, reverse_complement_: bool
+) -> tuple[np.ndarray, WindowRows, np.ndarray]:
+    """A plan's rows (the ref windows of inputs ``ref_src``, then the alt windows of
+    ``alt_src``, then with ``reverse_complement_`` the same reverse-complemented) split into
+    host tokens uint8 [h, L] (the rows not described, in order), ``WindowRows`` [d] (the
+    described ones, in order) and bool [h + d]: which plan rows are described."""
+    d = windows.described
+    assert d is not None
+    u = len(ref_src)
+    src = np.concatenate([ref_src, alt_src]).astype(np.int64)
+    mask = d.mask[src]
+    host = np.concatenate([windows.ref[ref_src[~mask[:u]]], windows.alt[alt_src[~mask[u:]]]])
+    is_alt = np.arange(len(src)) >= u
+    alt = is_alt[mask]
+    picked = src[mask]
+    rows = WindowRows(
+        d.starts[picked],
+        np.where(alt, d.center, -1).astype(np.int64),
+        np.where(alt, d.alt_tok[picked], 0).astype(np.uint8),
+        np.zeros(len(picked), dtype=bool),
+    )
+    if reverse_complement_:
+        host = np.concatenate([host, reverse_complement(host)])
+        rows = WindowRows.concat([rows, rows.with_rc(True)])
+        mask = np.concatenate([mask, mask])
+    return host, rows, mask
 
 
 def sequence_windows(pairs: Sequence[tuple[str, str]], length: int) -> VariantWindows:

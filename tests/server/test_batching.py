@@ -336,3 +336,85 @@ def test_malformed_submissions_are_refused_and_the_batcher_goes_on(runner: Model
 
     got = run(runner.predict, body)
     np.testing.assert_allclose(got, runner.predict(tokens(2, 100)), atol=1e-6)
+
+
+# -- window descriptions (device windows, server/device_windows.py) ----------------------------
+
+
+@pytest.fixture(scope="module")
+def dw_runner(tmp_path_factory: pytest.TempPathFactory, genome_fa: Path) -> ModelRunner:
+    from varfx.server.genome import Genome
+
+    repo = tmp_path_factory.mktemp("batching-dw")
+    write_model(repo, name="m", length=L, n_features=3, seed=4)
+    (entry,) = scan_repository(Path(repo))
+    runner = ModelRunner(entry, "cpu", intra_op_threads=1)
+    runner.attach_device_windows(Genome(genome_fa), ["chr1"], 1 << 20)
+    return runner
+
+
+def _rows(runner: ModelRunner, n: int, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    dw = runner.device_windows
+    pos = rng.integers(1, 2001, n)
+    return dw.snv_rows("chr1", pos, rng.integers(0, 4, n).astype(np.uint8), rc=bool(seed % 2))[:n]
+
+
+def test_host_windows_and_descriptions_share_runs(dw_runner: ModelRunner) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def mixed(host: np.ndarray | None, rows: Any) -> np.ndarray:
+        calls.append((0 if host is None else len(host), len(rows)))
+        return dw_runner.predict_mixed(host, rows)
+
+    inputs = [tokens(3, 40), _rows(dw_runner, 5, 41), tokens(4, 42), _rows(dw_runner, 6, 43)]
+
+    async def body(b: DynamicBatcher) -> list[np.ndarray]:
+        b.accept_rows(mixed)
+        return list(await asyncio.gather(*(b.submit(x) for x in inputs)))
+
+    results = run(dw_runner.predict, body, max_delay_s=0.2, max_batch=64)
+    assert calls == [(7, 11)]  # one run: both callers' host windows, then both descriptions
+    for x, got in zip(inputs, results, strict=True):
+        windows = x if isinstance(x, np.ndarray) else dw_runner.device_windows.windows(x)
+        np.testing.assert_allclose(got, dw_runner.predict(windows), atol=1e-6)
+
+
+def test_bad_descriptions_fail_only_their_caller(dw_runner: ModelRunner) -> None:
+    from varfx.server.device_windows import WindowRows
+
+    good_t, good_r = tokens(3, 50), _rows(dw_runner, 4, 51)
+    bad = WindowRows(np.array([1 << 40]), np.array([-1]), np.zeros(1, np.uint8), np.zeros(1, bool))
+
+    async def body(b: DynamicBatcher) -> list[Any]:
+        b.accept_rows(dw_runner.predict_mixed)
+        return list(
+            await asyncio.gather(
+                b.submit(good_t), b.submit(bad), b.submit(good_r), return_exceptions=True
+            )
+        )
+
+    r1, rbad, r2 = run(dw_runner.predict, body, max_delay_s=0.2)
+    assert isinstance(rbad, InferenceError)
+    np.testing.assert_allclose(r1, dw_runner.predict(good_t), atol=1e-6)
+    want = dw_runner.predict(dw_runner.device_windows.windows(good_r))
+    np.testing.assert_allclose(r2, want, atol=1e-6)
+
+
+def test_descriptions_need_accept_rows_and_reservations_split(dw_runner: ModelRunner) -> None:
+    rows = _rows(dw_runner, 3, 60)
+
+    async def body(b: DynamicBatcher) -> tuple[int, int]:
+        with pytest.raises(ValueError, match="no window descriptions"):
+            await b.submit(rows)
+        room = await b.reserve(10)
+        part = room.split(4)
+        with pytest.raises(ValueError, match="5 windows split from a reservation of 4"):
+            part.split(5)
+        held = b._reserved
+        room.release()
+        freed = held - b._reserved
+        await b.submit(tokens(4, 61), reservation=part)
+        return room.windows + part.windows, freed
+
+    assert run(dw_runner.predict, body) == (0, 6)

@@ -114,7 +114,7 @@ def test_config_refuses_unknown_values() -> None:
     with pytest.raises(ConfigError, match="precision"):
         ServerConfig(precision="half")
     with pytest.raises(ConfigError, match="device_windows"):
-        ServerConfig(device_windows="on")
+        ServerConfig(device_windows="gpu")
     with pytest.raises(ConfigError, match="device_windows_max_mb"):
         ServerConfig(device_windows_max_mb=0)
 
