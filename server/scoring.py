@@ -25,7 +25,7 @@ import numpy as np
 from varfx.core.tokens import reverse_complement
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.calibration import Calibration
+from varfx.server.calibration import Calibration, variant_classes
 from varfx.server.device_windows import DeviceWindows, WindowRows
 from varfx.server.errors import CalibrationUnavailableError, InvalidRequestError
 from varfx.server.genome import Genome
@@ -131,6 +131,9 @@ class ScoreResult:
         quantile, signed_quantile, pvalue: float32 [k, F] calibrated kinds, or None when not
             computed (``with_calibration``); max_quantile: float32 [k], max_quantile_index:
             int64 [k] the max over features of the quantile and its feature index.
+        variant_class: int8 [k] each OK input's class (``calibration.variant_classes``:
+            substitution, insertion, deletion, from the alleles as scored), whose null the
+            calibrated kinds rank it against; None: all substitutions (sequence pairs).
     """
 
     features: tuple[str, ...]
@@ -149,6 +152,7 @@ class ScoreResult:
     pvalue: np.ndarray | None = None
     max_quantile: np.ndarray | None = None
     max_quantile_index: np.ndarray | None = None
+    variant_class: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.status)
@@ -162,9 +166,21 @@ class ScoreResult:
         return value
 
     def with_calibration(self, calibration: Calibration) -> ScoreResult:
-        """These scores with the calibrated kinds added, ranked against ``calibration``."""
+        """These scores with the calibrated kinds added, each row ranked against the null of
+        its ``variant_class`` in ``calibration``; a row whose class has no null of its own is
+        ranked against the calibration's primary one and its message says so."""
         columns = calibration.columns(self.features)
-        quantile = calibration.quantile(self.diff, columns)
+        classes = self.variant_class
+        quantile = calibration.quantile(self.diff, columns, classes)
+        messages, noted = self.messages, self.noted
+        fallbacks = calibration.fallbacks(classes) if classes is not None else []
+        if fallbacks:
+            messages, marked = list(messages), set(noted)
+            for rows, note in fallbacks:
+                for i in self.ok_index[rows].tolist():
+                    messages[i] = f"{messages[i]}; {note}" if messages[i] else note
+                    marked.add(i)
+            noted = sorted(marked)
         if quantile.shape[1]:
             max_index = quantile.argmax(axis=1).astype(np.int64)
             max_quantile = quantile[np.arange(len(quantile)), max_index]
@@ -173,9 +189,11 @@ class ScoreResult:
             max_quantile = np.zeros(len(quantile), dtype=np.float32)
         return replace(
             self,
+            messages=messages,
+            noted=noted,
             quantile=quantile,
-            signed_quantile=calibration.signed_quantile(self.diff, columns),
-            pvalue=calibration.pvalue(self.diff, columns),
+            signed_quantile=calibration.signed_quantile(self.diff, columns, classes),
+            pvalue=calibration.pvalue(self.diff, columns, classes),
             max_quantile=max_quantile.astype(np.float32),
             max_quantile_index=max_index,
         )
@@ -208,6 +226,16 @@ class ScoreResult:
             pvalue=cat("pvalue"),
             max_quantile=cat("max_quantile"),
             max_quantile_index=cat("max_quantile_index"),
+            variant_class=None
+            if all(p.variant_class is None for p in parts)
+            else np.concatenate(
+                [
+                    np.zeros(len(p.ok_index), np.int8)
+                    if p.variant_class is None
+                    else p.variant_class
+                    for p in parts
+                ]
+            ),
         )
 
     def full(self, kind: int) -> np.ndarray:
@@ -343,6 +371,8 @@ class ScoringPlan:
             s.alt if pb.SCORE_KIND_ALT in kinds else unused,
             s.diff, s.log2fc if pb.SCORE_KIND_LOG2FC in kinds else unused,
             s.max_abs_diff, s.max_index, self.ok_index,
+            variant_class=variant_classes(w.length_change[self.ok_index])
+            if len(w.length_change) else None,
         )  # fmt: skip
 
 

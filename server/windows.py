@@ -80,6 +80,8 @@ class VariantWindows:
             (contig and start), -1 where not OK or not from the genome.
         noted: indices of the inputs that have a message, ascending.
         site_contigs: the genome contig of each site's contig row (``site >> 40``).
+        length_change: int32 [n] ``len(ALT) - len(REF)`` as scored (after normalisation and
+            any REF-policy swap; 0 for SNVs, MNVs and rows not OK); empty for sequence pairs.
         both: uint8 [2n, L] holding ``ref`` then ``alt`` (they are views of it), so that a
             plan whose rows are exactly these needs no copy; None for sequence pairs.
         described: the SNVs left to the device (``DescribedSNVs``), or None (all built here).
@@ -93,6 +95,7 @@ class VariantWindows:
     noted: list[int] = field(default_factory=list)
     both: np.ndarray | None = None
     site_contigs: tuple[str | None, ...] = ()
+    length_change: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     described: DescribedSNVs | None = None
 
     @property
@@ -179,6 +182,7 @@ def build_windows(
         noted=sorted(out.noted),
         both=out.both,
         site_contigs=tuple(out.contigs),
+        length_change=out.length_change,
         described=out.described,
     )
 
@@ -215,6 +219,7 @@ class _Builder:
         self.messages = [""] * n
         self.noted: set[int] = set()
         self.site = np.full(n, -1, dtype=np.int64)
+        self.length_change = np.zeros(n, dtype=np.int32)
         self.both = np.empty((2 * n, rule.length), dtype=np.uint8)
         self.ref_tokens, self.alt_tokens = self.both[:n], self.both[n:]
         self.written = np.zeros(n, dtype=bool)
@@ -371,6 +376,7 @@ class _Builder:
                     "left-aligned against the genome)"
                 )
                 pos, ref_b, alt_b = new_pos, new_ref, new_alt
+        self.length_change[i] = len(alt_b) - len(ref_b)
         start = pos - 1 - rule.center
         seg = genome.fetch(contig, start, start + rule.span(len(ref_b), len(alt_b)))
         ref_w = seg[: rule.length]

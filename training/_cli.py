@@ -228,8 +228,8 @@ def _add_export(subparsers: Any) -> None:
         "--calibration-n",
         type=int,
         default=100_000,
-        help="random background SNVs of the calibration written beside the model, on the "
-        "run's (first) training FASTA (varfx calibrate; default 100000)",
+        help="random background SNVs of the calibration written beside the model, and as many "
+        "random indels, on the run's (first) training FASTA (varfx calibrate; default 100000)",
     )
     p.add_argument(
         "--no-calibrate", action="store_true", help="do not calibrate (no quantile scores)"

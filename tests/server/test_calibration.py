@@ -88,7 +88,18 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     seq = "".join(rng.choice(list("ACGT"), 3000))
     genome = write_fasta(tmp / "g.fa", {"chr1": seq[:1500] + "N" * 30 + seq[1500:]})
     repo = _repo(tmp)
-    rc = varfx_main(["calibrate", str(repo / "cal" / "1"), "--genome", str(genome), "-n", "600"])
+    rc = varfx_main(
+        [
+            "calibrate",
+            str(repo / "cal" / "1"),
+            "--genome",
+            str(genome),
+            "-n",
+            "600",
+            "--indels",
+            "600",
+        ]
+    )
     assert rc == 0
     return repo, genome
 
@@ -97,10 +108,14 @@ def test_calibrate_writes_files_tied_to_the_model(calibrated: tuple[Path, Path])
     repo, _ = calibrated
     desc = json.loads((repo / "cal" / "1" / "calibration.json").read_text())
     assert desc["model_sha256"] == file_sha256(repo / "cal" / "1" / "model.onnx")
-    assert desc["n"] == 600
-    assert desc["kind"] == "random-snvs"
+    assert desc["format"] == "varfx-calibration-2"
+    assert desc["n"] == 1200
+    assert desc["kind"] == "random-snvs+random-indels"
     assert desc["not_scored"] == 0
+    assert {g: v["n"] for g, v in desc["groups"].items()} == {"substitution": 600, "indel": 600}
+    assert desc["missing"] == {}
     assert desc["description"].startswith("600 random N-free SNVs (3 alleles at 200 sites)")
+    assert "; indels: 600 random indels (" in desc["description"]
 
 
 def test_random_background_is_n_free_and_covers_three_alts(calibrated: tuple[Path, Path]) -> None:
