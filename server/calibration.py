@@ -390,7 +390,9 @@ def build_calibration(
     sizes = {g: len(r) for g, r in rows.items() if len(r)}
     if not sizes:
         raise ValueError("an empty background has no distribution")
-    kept = [g for g, size in sizes.items() if size >= min_class] or [max(sizes, key=lambda g: sizes[g])]
+    kept = [g for g, size in sizes.items() if size >= min_class] or [
+        max(sizes, key=lambda g: sizes[g])
+    ]
     missing = dict(missing or {})
     for group in GROUPS:
         if group in sizes and group not in kept:
