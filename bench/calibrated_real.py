@@ -4,8 +4,9 @@
         --genome /work/shared/data/real/hg19_ref_debian/vt-examples.20.fa.gz \\
         --vcf /work/shared/data/real/hg19_ref_debian/vt-examples.normalize_IN.chr20_indels.vcf.gz
 
-Scores every ALT of the VCF and a fresh random SNV set (a seed other than the calibration's)
-against the model's calibration, and explains the VCF's top variants (ISM + JASPAR motif calls).
+Scores every ALT of the VCF and fresh random SNV and random indel sets (a seed other than the
+calibration's) against the model's calibration (each variant against its class's null),
+and explains the VCF's top variants (ISM + JASPAR motif calls).
 In process, one thread.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.background import random_snvs, vcf_variants
+from varfx.server.background import random_indels, random_snvs, vcf_variants
 from varfx.server.calibration import load_calibration
 from varfx.server.explain import plan_explain
 from varfx.server.genome import Genome
@@ -49,7 +50,12 @@ def main() -> None:
     ap.add_argument("--model-dir", required=True, type=Path)
     ap.add_argument("--genome", required=True)
     ap.add_argument("--vcf", required=True)
-    ap.add_argument("--random", type=int, default=300, help="random SNVs (seed --seed)")
+    ap.add_argument(
+        "--random",
+        type=int,
+        default=300,
+        help="random SNVs and as many random indels (seed --seed)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--explain", type=int, default=3, help="explain the top N VCF variants")
     args = ap.parse_args()
@@ -69,6 +75,11 @@ def main() -> None:
         out["vcf"] = {"variants": len(vcf.variants), **_summary(res)}
         bg = random_snvs(genome, args.random, spec.sequence_length, seed=args.seed)
         out["random_snvs"] = {
+            "description": bg.description,
+            **_summary(score(runner, genome, bg.variants, options, calibration=cal)),
+        }
+        bg = random_indels(genome, args.random, spec.sequence_length, seed=args.seed)
+        out["random_indels"] = {
             "description": bg.description,
             **_summary(score(runner, genome, bg.variants, options, calibration=cal)),
         }

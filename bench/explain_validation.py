@@ -21,9 +21,10 @@ For every variant of the truth file marked ``break`` (a planted motif instance b
   least half the window's largest): whether most of them lie in the site, in the locus;
 - the variant's max quantile.
 
-For ``neutral`` variants: the median per-feature quantile, by variant type (the calibration
-background holds SNVs only), and the median max quantile; and the same for a fresh random-SNV
-set drawn on the evaluation genome by the calibration's own rule (``--random``). In process
+For ``neutral`` variants: the median per-feature quantile, by variant type (SNVs and MNVs are
+ranked against the calibration's substitution null, indels against its indel null), and the
+median max quantile; and the same for fresh random SNV and random indel sets drawn on the
+evaluation genome by the calibration's own rules (``--random``). In process
 (the server's plan/finish code, no gRPC), one thread.
 """
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from varfx.core.variants import VariantBatch
 from varfx.proto.v1 import varfx_pb2 as pb
-from varfx.server.background import random_snvs
+from varfx.server.background import random_indels, random_snvs
 from varfx.server.calibration import load_calibration
 from varfx.server.explain import motif_feature, plan_explain
 from varfx.server.genome import Genome
@@ -108,7 +109,10 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--limit", type=int, default=0, help="at most this many breakers (0: all)")
     ap.add_argument(
-        "--random", type=int, default=3000, help="fresh random SNVs on the evaluation genome"
+        "--random",
+        type=int,
+        default=3000,
+        help="fresh random SNVs (and as many random indels) on the evaluation genome",
     )
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = ap.parse_args()
@@ -189,6 +193,19 @@ def main() -> None:
                 "quantile_median": round(float(np.median(rnd.quantile)), 4),
                 "max_quantile_median": round(float(np.median(rnd.max_quantile)), 4),
             }
+            fresh = random_indels(genome, args.random, spec.sequence_length, seed=12345)
+            rnd = score(
+                runner, genome, fresh.variants, ScoringOptions(kinds=kinds),
+                calibration=calibration,
+            )  # fmt: skip
+            assert rnd.quantile is not None
+            assert rnd.max_quantile is not None
+            out["random_indels"] = {
+                "description": fresh.description,
+                "n": len(rnd.ok_index),
+                "quantile_median": round(float(np.median(rnd.quantile)), 4),
+                "max_quantile_median": round(float(np.median(rnd.max_quantile)), 4),
+            }
         # explanations of the breakers
         breakers = [r for r in truth if r["class"] == "break"]
         if args.limit:
@@ -201,6 +218,7 @@ def main() -> None:
         fam1: dict[str, list[bool]] = {k: [] for k, _ in modes if k.startswith("jaspar")}
         fam3: dict[str, list[bool]] = {k: [] for k in fam1}
         misses: dict[str, dict[str, int]] = {}
+        name_misses: dict[str, dict[str, int]] = {}
         set_site, set_locus, set_touch, set_size = [], [], [], []
         inside_top1, inside_frac, vtypes, any_top1, locus_top1, seen_v = [], [], [], [], [], []
         by_motif: dict[str, list[int]] = {}
@@ -234,9 +252,12 @@ def main() -> None:
                     ]
                     fam1[k].append(bool(same) and same[0])
                     fam3[k].append(any(same))
+                    top_name = names[0] if names else "(none)"
                     if k == "jaspar" and not (same and same[0]):
                         got = misses.setdefault(r["motif"], {})
-                        top_name = names[0] if names else "(none)"
+                        got[top_name] = got.get(top_name, 0) + 1
+                    if k == "jaspar" and top_name != r["motif"].upper():
+                        got = name_misses.setdefault(r["motif"], {})
                         got[top_name] = got.get(top_name, 0) + 1
             f = spec.features.index(r["affected_features"].split(",")[0])
             importance = np.abs(res.ref_ism[:, :, f]).max(axis=1)
@@ -262,6 +283,7 @@ def main() -> None:
             tally[1] += int(inside[top[0]])
             inside_frac.append(float(inside[top].mean()))
     snv = np.array([t == "SNV" for t in vtypes])
+    seen_a = np.array(seen_v, dtype=bool)
     for k in hits:
         h = np.array(hits[k])
         out[f"top_motif_is_planted_tf[{k}]"] = float(h.mean())
@@ -273,8 +295,9 @@ def main() -> None:
             out[f"top_motif_is_planted_tf_or_family[{k}]"] = float(f1.mean())
             out[f"top_motif_is_planted_tf_or_family[{k}]_snv"] = float(f1[snv].mean())
             out[f"planted_tf_or_family_in_top3_calls[{k}]"] = float(np.mean(fam3[k]))
+            out[f"top_motif_is_planted_tf_or_family[{k}]_seen"] = float(f1[seen_a].mean())
         out["family_misses_by_planted_tf[jaspar]"] = misses
-    seen_a = np.array(seen_v)
+        out["name_misses_by_planted_tf[jaspar]"] = name_misses
     out["ism_top_position_in_site"] = float(np.mean(inside_top1))
     out["ism_top_position_in_site_snv"] = float(np.array(inside_top1)[snv].mean())
     out["ism_top_position_in_any_planted_site"] = float(np.mean(any_top1))
