@@ -14,7 +14,10 @@ It measures, on the DeepSEA-size net (random weights, L=1000, F=919; bench/_nets
    gather graph (``ModelRunner.predict_rows``) vs host-built windows (``build_windows`` +
    ``predict``), variants/s, and whether the windows are equal byte for byte;
 4. ``varfx score`` end to end (a VCF of distinct SNVs on a simulated genome, a real server on
-   loopback) with ``--precision fp32`` and ``auto`` (fp16), variants/s;
+   loopback) with ``--precision fp32``, ``auto`` (fp16), and ``auto`` with ``--device-windows``
+   (``auto`` on CUDA, ``on`` for the CPU smoke run: ScoreVariants sends the SNVs to the batcher
+   as row descriptions and the windows are built on the device), variants/s, and whether the
+   device-window run wrote the same VCF bytes as the host-window run;
 5. the fp16 dense-matmul roofline (torch) and the fraction of it each rate reaches
    (2 x MACs per window x windows/s; ``bench/_flops.model_macs``).
 
@@ -152,20 +155,50 @@ def _device_windows(entry: Any, device: str, genome_path: Path, seconds: float,
 
 
 def _score(model_repo: Path, genome_path: Path, device: str, precision: str,
-           vcf: Path, n: int) -> dict[str, Any]:  # fmt: skip
+           vcf: Path, n: int, device_windows: str = "off") -> dict[str, Any]:  # fmt: skip
+    import grpc
+
     from bench._peers import varfx_score
+    from varfx.proto.v1 import varfx_pb2 as pb
+    from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
     from varfx.server import ServerConfig, start_in_thread
 
     config = ServerConfig(
         model_repo=model_repo, genome=genome_path, allow_genome_mismatch=True, host="127.0.0.1",
         port=0, metrics_port=-1, device=device, precision=precision, max_batch=1024,
         max_delay_ms=2.0, max_queue=1 << 16, ref_cache_mb=0,
-        warmup_batch_sizes=(2, 256, 1024),
+        warmup_batch_sizes=(2, 256, 1024), device_windows=device_windows,
     )  # fmt: skip
+    out = vcf.with_suffix(f".{precision}.{device_windows}.scored.vcf.gz")
     with start_in_thread(config) as srv:
-        res = varfx_score(srv.target, vcf, vcf.with_suffix(f".{precision}.scored.vcf.gz"), n)
-    log.info("varfx score %s: %s", precision, res)
+        res = dict(varfx_score(srv.target, vcf, out, n))
+        channel = grpc.insecure_channel(srv.target)
+        models = pb_grpc.VariantEffectServiceStub(channel).ListModels(pb.ListModelsRequest())
+        channel.close()
+    res["device_windows"] = device_windows
+    # whether the genome was resident on the device (the SNVs were sent as descriptions)
+    res["genome_on_device"] = all(m.device_windows for m in models.models)
+    res["output"] = str(out)
+    log.info("varfx score %s device_windows=%s: %s", precision, device_windows, res)
     return res
+
+
+def _score_rows(
+    repo: Path, genome_path: Path, device: str, vcf: Path, n: int
+) -> dict[str, dict[str, Any]]:
+    """``varfx score`` with fp32, auto (fp16 on CUDA), and auto with device windows."""
+    import gzip
+
+    dw = "auto" if device == "cuda" else "on"  # "on": the same code path on the CPU
+    rows = {p: _score(repo, genome_path, device, p, vcf, n) for p in ("fp32", "auto")}
+    rows["auto+device_windows"] = row = _score(repo, genome_path, device, "auto", vcf, n, dw)
+
+    def body(path: str) -> list[bytes]:  # records only: the header names the run's settings
+        with gzip.open(path) as fh:
+            return [line for line in fh if not line.startswith(b"#")]
+
+    row["same_records_as_host_windows"] = body(row["output"]) == body(rows["auto"]["output"])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             "device_windows": lambda: _device_windows(
                 entry, args.device, genome.path, seconds, batches[-1] // 2
             ),
-            "varfx_score": lambda: {
-                p: _score(repo, genome.path, args.device, p, vcf, n) for p in ("fp32", "auto")
-            },
+            "varfx_score": lambda: _score_rows(repo, genome.path, args.device, vcf, n),
         }
         for key, stage in stages.items():  # one failing stage leaves the others' numbers
             try:
@@ -254,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     for p, row in report["device_windows"].items():
         lines.append(f"- device windows {p}: {row}")
     for p, row in report["varfx_score"].items():
-        lines.append(f"- varfx score --precision {p}: {row.get('variants_per_s')} variants/s")
+        extra = f" (same records as host windows: {row['same_records_as_host_windows']})" if (
+            "same_records_as_host_windows" in row
+        ) else ""  # fmt: skip
+        lines.append(f"- varfx score {p}: {row.get('variants_per_s')} variants/s{extra}")
     if "fraction_of_fp16_roofline" in report:
         lines.append(f"- matmul TFLOP/s: {report['matmul_tflops']}")
         lines.append(f"- fraction of the fp16 roofline: {report['fraction_of_fp16_roofline']}")

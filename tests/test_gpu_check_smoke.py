@@ -28,4 +28,10 @@ def test_gpu_check_runs_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert row["windows_equal"] is True
         assert row["max_abs_diff_device_vs_host"] == 0
     assert all(r["variants_per_s"] > 0 for r in report["varfx_score"].values())
+    scored = report["varfx_score"]
+    assert set(scored) == {"fp32", "auto", "auto+device_windows"}
+    # the device-window run really ran on descriptions, and wrote the host run's records
+    assert scored["auto+device_windows"]["genome_on_device"] is True
+    assert scored["auto"]["genome_on_device"] is False
+    assert scored["auto+device_windows"]["same_records_as_host_windows"] is True
     assert "fraction_of_fp16_roofline" not in report  # CPU: no roofline
