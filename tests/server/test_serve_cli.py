@@ -88,10 +88,10 @@ def env() -> dict[str, str]:
     return out
 
 
-def snvs(n: int, start: int = 1500) -> list[pb.Variant]:
+def snvs(n: int, start: int = 1500, step: int = 11) -> list[pb.Variant]:
     out = []
     for i in range(n):
-        pos = start + 11 * i
+        pos = start + step * i
         ref = SEQ[pos - 1]
         alt = "ACGT"[("ACGT".index(ref) + 1) % 4]
         out.append(pb.Variant(id=str(pos), chrom="chr1", pos=pos, ref=ref, alt=alt))
@@ -134,13 +134,15 @@ def test_serve_answers_then_drains_on_sigterm(
         assert re.search(r"ScoreVariants OK \d+\.\d ms", proc.log)  # --log-requests
 
         slow = stub.ScoreVariants.future(
-            pb.ScoreVariantsRequest(model="slow", variants=snvs(100)), timeout=120
+            # 400 distinct sites: no cached reference, seconds of work on a quiet machine too
+            pb.ScoreVariantsRequest(model="slow", variants=snvs(400, step=2)),
+            timeout=120,
         )
         time.sleep(0.3)
         assert not slow.done(), "the call finished before SIGTERM: make the model heavier"
         proc.popen.send_signal(signal.SIGTERM)
         response = slow.result()  # the in-flight call is drained, not dropped
-        assert [s.status.code for s in response.scores] == [pb.OK] * 100
+        assert [s.status.code for s in response.scores] == [pb.OK] * 400
         assert proc.popen.wait(60) == 0
         assert "draining" in proc.log
         with pytest.raises(grpc.RpcError):
