@@ -180,32 +180,20 @@ def main() -> None:
             if truth[i]["class"] == "break"
         }
         if args.random:
-            fresh = random_snvs(genome, args.random, spec.sequence_length, seed=12345)
-            rnd = score(
-                runner, genome, fresh.variants, ScoringOptions(kinds=kinds),
-                calibration=calibration,
-            )  # fmt: skip
-            assert rnd.quantile is not None
-            assert rnd.max_quantile is not None
-            out["random_snvs"] = {
-                "description": fresh.description,
-                "n": len(rnd.ok_index),
-                "quantile_median": round(float(np.median(rnd.quantile)), 4),
-                "max_quantile_median": round(float(np.median(rnd.max_quantile)), 4),
-            }
-            fresh = random_indels(genome, args.random, spec.sequence_length, seed=12345)
-            rnd = score(
-                runner, genome, fresh.variants, ScoringOptions(kinds=kinds),
-                calibration=calibration,
-            )  # fmt: skip
-            assert rnd.quantile is not None
-            assert rnd.max_quantile is not None
-            out["random_indels"] = {
-                "description": fresh.description,
-                "n": len(rnd.ok_index),
-                "quantile_median": round(float(np.median(rnd.quantile)), 4),
-                "max_quantile_median": round(float(np.median(rnd.max_quantile)), 4),
-            }
+            for key, draw in (("random_snvs", random_snvs), ("random_indels", random_indels)):
+                fresh = draw(genome, args.random, spec.sequence_length, seed=12345)
+                rnd = score(
+                    runner, genome, fresh.variants, ScoringOptions(kinds=kinds),
+                    calibration=calibration,
+                )  # fmt: skip
+                assert rnd.quantile is not None
+                assert rnd.max_quantile is not None
+                out[key] = {
+                    "description": fresh.description,
+                    "n": len(rnd.ok_index),
+                    "quantile_median": round(float(np.median(rnd.quantile)), 4),
+                    "max_quantile_median": round(float(np.median(rnd.max_quantile)), 4),
+                }
         # explanations of the breakers
         breakers = [r for r in truth if r["class"] == "break"]
         if args.limit:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import write_fasta
 from tests.onnx_models import TinyCNN, write_model
+from tests.server.test_calibration import _direct
 from varfx.cli import main as varfx_main
 from varfx.proto.v1 import varfx_pb2 as pb
 from varfx.proto.v1 import varfx_pb2_grpc as pb_grpc
@@ -38,15 +39,6 @@ from varfx.server.scoring import ScoringOptions, score
 K = pb.ScoreKind
 L = 20
 ALL = (K.SCORE_KIND_DIFF, K.SCORE_KIND_QUANTILE, K.SCORE_KIND_SIGNED_QUANTILE, K.SCORE_KIND_PVALUE)
-
-
-def _direct(bg: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quantile, signed quantile and p-value counted directly (bg [N, F], d [k, F])."""
-    n = len(bg)
-    q = (np.abs(bg)[None] <= np.abs(d)[:, None]).sum(axis=1) / n
-    sq = 2 * (bg[None] <= d[:, None]).sum(axis=1) / n - 1
-    p = (1 + (np.abs(bg)[None] >= np.abs(d)[:, None]).sum(axis=1)) / (1 + n)
-    return q, sq, p
 
 
 @pytest.fixture(scope="module")
